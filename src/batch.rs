@@ -1,0 +1,226 @@
+//! Builds request bodies from raw event bytes: a JSON array (or NDJSON),
+//! appended into one buffer, never re-serialised.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::value::RawValue;
+
+use crate::checkpoint::{FileId, Fingerprint};
+use crate::config::{BatchConfig, Format};
+
+/// A file a pipeline reads, as batches refer to it.
+#[derive(Debug)]
+pub struct TrackedFile {
+    /// Device and inode.
+    pub id: FileId,
+    /// The path it was found under.
+    pub path: String,
+}
+
+/// How far a batch takes one file: once the batch is acknowledged, every byte
+/// of the file before `offset` is delivered.
+#[derive(Debug, Clone)]
+pub struct Position {
+    /// Which file.
+    pub file: Arc<TrackedFile>,
+    /// The offset delivery reaches.
+    pub offset: u64,
+    /// The file's leading bytes when they were read.
+    pub fingerprint: Fingerprint,
+}
+
+/// One request's worth of events.
+#[derive(Debug)]
+pub struct Batch {
+    /// The body, ready to send.
+    pub body: Bytes,
+    /// How many events the body holds (0 for a batch that only moves positions).
+    pub events: usize,
+    /// Where each file it touched stands once it is acknowledged.
+    pub positions: Vec<Position>,
+    /// Invalid lines to write to the dead-letter file before the positions move.
+    pub dead_letters: Vec<Bytes>,
+}
+
+/// Accumulates events until a bound is reached.
+pub struct BatchBuilder {
+    limits: BatchConfig,
+    format: Format,
+    body: BytesMut,
+    events: usize,
+    positions: Vec<Position>,
+    dead_letters: Vec<Bytes>,
+    last_len: usize,
+}
+
+impl BatchBuilder {
+    /// An empty builder with these bounds.
+    pub fn new(limits: BatchConfig, format: Format) -> BatchBuilder {
+        BatchBuilder {
+            limits,
+            format,
+            body: BytesMut::new(),
+            events: 0,
+            positions: Vec::new(),
+            dead_letters: Vec::new(),
+            last_len: 4096,
+        }
+    }
+
+    /// True when neither events nor positions are pending.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0 && self.positions.is_empty() && self.dead_letters.is_empty()
+    }
+
+    /// Adds invalid lines bound for the dead-letter file.
+    pub fn add_dead_letters(&mut self, lines: Vec<Bytes>) {
+        self.dead_letters.extend(lines);
+    }
+
+    /// True when `max_events` is reached.
+    pub fn is_full(&self) -> bool {
+        self.events >= self.limits.max_events
+    }
+
+    /// Whether an event of `len` bytes fits without passing `max_bytes`. An
+    /// empty batch takes any event, so one larger event goes alone.
+    pub fn fits(&self, len: usize) -> bool {
+        if self.events == 0 {
+            return true;
+        }
+        let after = match self.format {
+            // `[` … `,event` … `]`
+            Format::Json => self.body.len() + 1 + len + 1,
+            Format::Ndjson => self.body.len() + len + 1,
+        };
+        after <= self.limits.max_bytes && self.events < self.limits.max_events
+    }
+
+    /// Appends one event's bytes.
+    pub fn push(&mut self, event: &[u8]) {
+        if self.events == 0 {
+            self.body
+                .reserve(self.last_len.min(self.limits.max_bytes) + 64);
+        }
+        match self.format {
+            Format::Json => {
+                self.body.put_u8(if self.events == 0 { b'[' } else { b',' });
+                self.body.extend_from_slice(event);
+            }
+            Format::Ndjson => {
+                self.body.extend_from_slice(event);
+                self.body.put_u8(b'\n');
+            }
+        }
+        self.events += 1;
+    }
+
+    /// Records that once this batch is acknowledged, `file` is delivered up to `offset`.
+    pub fn advance(&mut self, file: &Arc<TrackedFile>, offset: u64, fingerprint: Fingerprint) {
+        match self
+            .positions
+            .iter_mut()
+            .find(|p| Arc::ptr_eq(&p.file, file))
+        {
+            Some(p) => {
+                p.offset = offset;
+                p.fingerprint = fingerprint;
+            }
+            None => self.positions.push(Position {
+                file: file.clone(),
+                offset,
+                fingerprint,
+            }),
+        }
+    }
+
+    /// Takes what has accumulated, leaving the builder empty.
+    pub fn take(&mut self) -> Option<Batch> {
+        if self.is_empty() {
+            return None;
+        }
+        if self.format == Format::Json && self.events > 0 {
+            self.body.put_u8(b']');
+        }
+        self.last_len = self.body.len();
+        let events = std::mem::take(&mut self.events);
+        Some(Batch {
+            body: self.body.split().freeze(),
+            events,
+            positions: std::mem::take(&mut self.positions),
+            dead_letters: std::mem::take(&mut self.dead_letters),
+        })
+    }
+}
+
+/// Splits a body built by [`BatchBuilder`] back into its events (for the dead-letter file).
+pub fn events_of(body: &Bytes, format: Format) -> Vec<Bytes> {
+    match format {
+        Format::Ndjson => body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| body.slice_ref(l))
+            .collect(),
+        Format::Json => {
+            let parsed = std::str::from_utf8(body)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Vec<&RawValue>>(t).ok());
+            match parsed {
+                Some(raws) => raws
+                    .into_iter()
+                    .map(|r| body.slice_ref(r.get().as_bytes()))
+                    .collect(),
+                // Bodies are built from validated events; keep the whole body rather than lose it.
+                None => vec![body.clone()],
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(max_events: usize, max_bytes: usize) -> BatchConfig {
+        BatchConfig {
+            max_events,
+            max_bytes,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn json_array_body_and_bounds() {
+        let mut b = BatchBuilder::new(limits(3, 20), Format::Json);
+        assert!(b.take().is_none());
+        b.push(br#"{"a":1}"#);
+        assert!(b.fits(7)); // [{"a":1},{"b":2}] = 17
+        b.push(br#"{"b":2}"#);
+        assert!(!b.fits(3)); // would be 21
+        let batch = b.take().unwrap();
+        assert_eq!(&batch.body[..], br#"[{"a":1},{"b":2}]"#);
+        assert_eq!(batch.events, 2);
+        assert_eq!(
+            events_of(&batch.body, Format::Json),
+            [&br#"{"a":1}"#[..], &br#"{"b":2}"#[..]]
+        );
+        // One event over max_bytes goes alone.
+        assert!(b.fits(100));
+        b.push(&[b'x'; 100]);
+        assert!(!b.fits(1));
+        assert_eq!(b.take().unwrap().body.len(), 102);
+    }
+
+    #[test]
+    fn max_events_and_ndjson() {
+        let mut b = BatchBuilder::new(limits(2, 1 << 20), Format::Ndjson);
+        b.push(b"{}");
+        b.push(b"{\"x\":[1]}");
+        assert!(b.is_full() && !b.fits(1));
+        let batch = b.take().unwrap();
+        assert_eq!(&batch.body[..], b"{}\n{\"x\":[1]}\n");
+        assert_eq!(events_of(&batch.body, Format::Ndjson).len(), 2);
+    }
+}

@@ -1,0 +1,229 @@
+//! Per-destination read positions, persisted atomically.
+//!
+//! A destination's checkpoint says, for every file it has read, how far the
+//! collector has acknowledged. It moves only after a 2xx (or a dead-letter
+//! write), so a restart resumes where delivery stopped, not where reading did.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The on-disk format version; bumped on any incompatible change.
+pub const VERSION: u32 = 1;
+
+/// How many leading bytes of a file identify it beside its device and inode.
+pub const FINGERPRINT_BYTES: usize = 256;
+
+/// A hash of a file's first bytes (up to [`FINGERPRINT_BYTES`]), so a reused
+/// inode is not taken for the file that had it before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// How many leading bytes were hashed.
+    pub len: u32,
+    /// FNV-1a of those bytes.
+    pub hash: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of these leading bytes.
+    pub fn of(head: &[u8]) -> Fingerprint {
+        let head = &head[..head.len().min(FINGERPRINT_BYTES)];
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in head {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        Fingerprint {
+            len: head.len() as u32,
+            hash,
+        }
+    }
+}
+
+/// Device and inode: which file, whatever its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    /// `st_dev`
+    pub dev: u64,
+    /// `st_ino`
+    pub ino: u64,
+}
+
+/// One file's acknowledged position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The path it was last read under (for people; identity is `id` + `fingerprint`).
+    pub path: String,
+    /// Device and inode.
+    #[serde(flatten)]
+    pub id: FileId,
+    /// The first bytes' hash when the entry was written.
+    pub fingerprint: Fingerprint,
+    /// Every byte before this has been delivered (or dead-lettered).
+    pub offset: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    destination: String,
+    files: Vec<Entry>,
+}
+
+/// A problem with a checkpoint file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("checkpoint file {path}: {source}")]
+    Io {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a checkpoint this version understands.
+    #[error("checkpoint file {path} is unusable ({why}); starting as if it were absent, which re-sends rather than loses")]
+    Corrupt {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// The positions of one destination, keyed by file identity.
+#[derive(Debug)]
+pub struct Checkpoints {
+    path: PathBuf,
+    destination: String,
+    entries: HashMap<FileId, Entry>,
+}
+
+impl Checkpoints {
+    /// The checkpoint file of a destination.
+    pub fn file_for(data_dir: &Path, destination: &str) -> PathBuf {
+        data_dir
+            .join("checkpoints")
+            .join(format!("{destination}.json"))
+    }
+
+    /// Loads a destination's checkpoints. A missing file is an empty set; a
+    /// corrupt one is an empty set plus the error, for the caller to report.
+    pub fn load(data_dir: &Path, destination: &str) -> (Checkpoints, Option<CheckpointError>) {
+        let path = Self::file_for(data_dir, destination);
+        let mut cp = Checkpoints {
+            path: path.clone(),
+            destination: destination.to_string(),
+            entries: HashMap::new(),
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (cp, None),
+            Err(source) => return (cp, Some(CheckpointError::Io { path, source })),
+        };
+        let corrupt = |why: String| CheckpointError::Corrupt {
+            path: path.clone(),
+            why,
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return (cp, Some(corrupt("it is empty".into())));
+        }
+        match serde_json::from_slice::<OnDisk>(&bytes) {
+            Ok(d) if d.version == VERSION => {
+                cp.entries = d.files.into_iter().map(|e| (e.id, e)).collect();
+                (cp, None)
+            }
+            Ok(d) => (
+                cp,
+                Some(corrupt(format!(
+                    "unknown version {}; this tailhook writes version {VERSION}",
+                    d.version
+                ))),
+            ),
+            Err(e) => (cp, Some(corrupt(format!("not valid: {e}")))),
+        }
+    }
+
+    /// Every entry, by file identity.
+    pub fn entries(&self) -> &HashMap<FileId, Entry> {
+        &self.entries
+    }
+
+    /// The entry for a file identity, if any.
+    pub fn get(&self, id: FileId) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// Records that everything before `offset` in this file is delivered.
+    pub fn set(&mut self, entry: Entry) {
+        self.entries.insert(entry.id, entry);
+    }
+
+    /// Writes the checkpoint atomically: temp file, fsync, rename, fsync of the directory.
+    pub fn save(&self) -> Result<(), CheckpointError> {
+        let io = |source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self.path.parent().expect("checkpoint path has a parent");
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut files: Vec<Entry> = self.entries.values().cloned().collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let body = serde_json::to_vec_pretty(&OnDisk {
+            version: VERSION,
+            destination: self.destination.clone(),
+            files,
+        })
+        .expect("checkpoint serialises");
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cp, err) = Checkpoints::load(dir.path(), "d");
+        assert!(err.is_none());
+        cp.set(Entry {
+            path: "/x".into(),
+            id: FileId { dev: 1, ino: 2 },
+            fingerprint: Fingerprint::of(b"abc"),
+            offset: 42,
+        });
+        cp.save().unwrap();
+        let (back, err) = Checkpoints::load(dir.path(), "d");
+        assert!(err.is_none());
+        assert_eq!(back.get(FileId { dev: 1, ino: 2 }).unwrap().offset, 42);
+
+        let file = Checkpoints::file_for(dir.path(), "d");
+        for (content, words) in [
+            ("", "it is empty"),
+            ("{not json", "not valid"),
+            (
+                r#"{"version":99,"destination":"d","files":[]}"#,
+                "unknown version 99",
+            ),
+        ] {
+            std::fs::write(&file, content).unwrap();
+            let (cp, err) = Checkpoints::load(dir.path(), "d");
+            let msg = err.unwrap().to_string();
+            assert!(msg.contains(words), "{msg}");
+            assert!(cp.get(FileId { dev: 1, ino: 2 }).is_none());
+        }
+    }
+}

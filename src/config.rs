@@ -1,0 +1,1004 @@
+//! The TOML configuration: raw serde structs with defaults, `${VAR}` expansion,
+//! and validation into a [`Config`] whose errors name the file, line and key.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::event::Selection;
+
+/// A configuration that was read and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where checkpoints and dead letters live.
+    pub data_dir: PathBuf,
+    /// How long SIGTERM waits for batched events to be delivered.
+    pub shutdown_timeout: Duration,
+    /// The inputs.
+    pub sources: Vec<SourceConfig>,
+    /// The collectors.
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// Where a file source starts in a file it has no checkpoint for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// Read files present at start from their first byte.
+    Beginning,
+    /// Skip what files present at start already hold.
+    End,
+}
+
+/// What happens to a line that is not an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// Forward `{"message": "<line>", "tailhook_error": "<why>"}`.
+    Wrap,
+    /// Drop it (counted and logged).
+    Drop,
+    /// Append it, wrapped, to the destination's dead-letter file.
+    DeadLetter,
+}
+
+/// The kind of a source (`type = "file"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceType {
+    /// Tail files matched by glob patterns.
+    File,
+}
+
+/// One `[[source]]` block.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Its name, used in logs and in a destination's `sources`.
+    pub name: String,
+    /// Glob patterns of files to tail.
+    pub include: Vec<String>,
+    /// Glob patterns of files to leave alone.
+    pub exclude: Vec<String>,
+    /// Where to start in files present at the first start.
+    pub read_from: ReadFrom,
+    /// How often to look for new, rotated and grown files without a notification.
+    pub poll_interval: Duration,
+    /// The longest line taken as an event.
+    pub max_line_bytes: usize,
+    /// What to do with a line that is not an event.
+    pub on_invalid: OnInvalid,
+}
+
+/// The HTTP method of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// POST (the default).
+    Post,
+    /// PUT.
+    Put,
+}
+
+impl Method {
+    /// `POST` or `PUT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// The body format of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A JSON array, `application/json`.
+    Json,
+    /// One event a line, `application/x-ndjson`.
+    Ndjson,
+}
+
+/// The batch bounds of a destination.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// Most events in one request.
+    pub max_events: usize,
+    /// Most bytes in one body (one larger event goes alone).
+    pub max_bytes: usize,
+    /// How long the first event of a batch waits for more.
+    pub timeout: Duration,
+}
+
+/// The retry backoff of a destination.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    /// The first backoff ceiling.
+    pub initial: Duration,
+    /// The largest backoff ceiling.
+    pub max: Duration,
+}
+
+/// One `[[destination]]` block.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Its name: checkpoint and dead-letter files are named after it.
+    pub name: String,
+    /// The webhook URL.
+    pub url: reqwest::Url,
+    /// POST or PUT.
+    pub method: Method,
+    /// Extra request headers, values already expanded.
+    pub headers: Vec<(String, String)>,
+    /// A PEM file of CA certificates trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// False turns certificate verification off.
+    pub verify_certificate: bool,
+    /// A PEM client certificate for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// The key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// Time allowed for one request, from sending to the whole answer.
+    pub request_timeout: Duration,
+    /// Time allowed to open a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// The kinds it receives.
+    pub events: Selection,
+    /// The `events` list as written, for `check` (None: all).
+    pub events_list: Option<Vec<String>>,
+    /// Indexes into [`Config::sources`] of the sources it reads.
+    pub sources: Vec<usize>,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Batch bounds.
+    pub batch: BatchConfig,
+    /// Retry backoff.
+    pub retry: RetryConfig,
+    /// Body format.
+    pub format: Format,
+}
+
+/// A config that could not be loaded: every message names the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// One or more problems, each formatted with its location.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+// ---- raw (as written) -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "secs::<30>")]
+    shutdown_timeout: Dur,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default, rename = "destination")]
+    destinations: Vec<RawDestination>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    _type: SourceType,
+    include: Spanned<Vec<String>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default = "beginning")]
+    read_from: ReadFrom,
+    #[serde(default = "secs::<1>")]
+    poll_interval: Dur,
+    #[serde(default = "mib::<1>")]
+    max_line_bytes: Size,
+    #[serde(default = "wrap")]
+    on_invalid: OnInvalid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    #[serde(default)]
+    method: RawMethod,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "yes")]
+    verify_certificate: bool,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    #[serde(default = "secs::<15>")]
+    request_timeout: Dur,
+    #[serde(default = "secs::<20>")]
+    connect_timeout: Dur,
+    events: Option<Spanned<Vec<String>>>,
+    sources: Option<Spanned<Vec<String>>>,
+    #[serde(default = "two")]
+    concurrency: Positive,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default = "json")]
+    format: Format,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default = "five_hundred")]
+    max_events: Positive,
+    #[serde(default = "mib::<1>")]
+    max_bytes: Size,
+    #[serde(default = "secs::<1>")]
+    timeout: Dur,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            max_events: five_hundred(),
+            max_bytes: mib::<1>(),
+            timeout: secs::<1>(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default = "secs::<1>")]
+    initial: Dur,
+    #[serde(default = "secs::<60>")]
+    max: Dur,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            initial: secs::<1>(),
+            max: secs::<60>(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tailhook")
+}
+fn secs<const N: u64>() -> Dur {
+    Dur(Duration::from_secs(N))
+}
+fn mib<const N: u64>() -> Size {
+    Size(N << 20)
+}
+fn beginning() -> ReadFrom {
+    ReadFrom::Beginning
+}
+fn wrap() -> OnInvalid {
+    OnInvalid::Wrap
+}
+fn json() -> Format {
+    Format::Json
+}
+fn yes() -> bool {
+    true
+}
+fn two() -> Positive {
+    Positive(2)
+}
+fn five_hundred() -> Positive {
+    Positive(500)
+}
+
+/// `POST` or `PUT`, in any case.
+#[derive(Default, Clone, Copy)]
+struct RawMethod(Option<Method>);
+
+impl<'de> Deserialize<'de> for RawMethod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_uppercase().as_str() {
+            "POST" => Ok(RawMethod(Some(Method::Post))),
+            "PUT" => Ok(RawMethod(Some(Method::Put))),
+            _ => Err(de::Error::custom(format!(
+                "method `{s}` is not supported; expected POST or PUT"
+            ))),
+        }
+    }
+}
+
+/// An integer of at least 1.
+#[derive(Clone, Copy)]
+struct Positive(usize);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if n < 1 {
+            return Err(de::Error::custom(format!("must be at least 1, not {n}")));
+        }
+        Ok(Positive(n as usize))
+    }
+}
+
+/// A duration written `"15s"`, `"500ms"`, `"2m"`, `"1h"`, or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        match Either::deserialize(d)? {
+            Either::N(n) => Ok(Dur(Duration::from_secs(n))),
+            Either::S(s) => parse_duration(&s).map(Dur).map_err(de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"15s"`, `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad =
+        || format!("invalid duration `{s}`; write it like \"15s\", \"500ms\", \"2m\" or \"1h\"");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "s" | "" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|_| bad())
+}
+
+/// A size written `"1MiB"`, `"512KiB"`, `"10MB"`, or a number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        match Either::deserialize(d)? {
+            Either::N(n) => Ok(Size(n)),
+            Either::S(s) => parse_size(&s).map(Size).map_err(de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"1MiB"`, `"64KiB"`, `"10MB"`, `"1000"` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("invalid size `{s}`; write it like \"1MiB\", \"512KiB\" or \"10MB\"");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
+// ---- loading ----------------------------------------------------------------
+
+/// Where in the file a problem is: 1-based line and column.
+fn locate(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+struct Problems<'a> {
+    path: &'a Path,
+    text: &'a str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, msg: impl fmt::Display) {
+        let (line, col) = locate(self.text, span.start);
+        self.list
+            .push(format!("{}:{line}:{col}: {msg}", self.path.display()));
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in the text, except in comments.
+/// `$${` stays a literal `${`.
+pub fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, Vec<(usize, String)>> {
+    let mut out = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    for (idx, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(pos) = rest.find("${") {
+            if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
+                out.push_str(&rest[..pos - 1]);
+                out.push_str("${");
+                rest = &rest[pos + 2..];
+                continue;
+            }
+            out.push_str(&rest[..pos]);
+            let Some(end) = rest[pos..].find('}') else {
+                errors.push((idx + 1, "`${` without a closing `}`".to_string()));
+                out.push_str(&rest[pos..]);
+                rest = "";
+                break;
+            };
+            let inner = &rest[pos + 2..pos + end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                errors.push((
+                    idx + 1,
+                    format!("`${{{inner}}}` is not a valid variable reference"),
+                ));
+            } else {
+                match (lookup(name).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => errors.push((
+                        idx + 1,
+                        format!("environment variable `{name}` is not set (write `${{{name}:-default}}` for a default)"),
+                    )),
+                }
+            }
+            rest = &rest[pos + end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !s.starts_with('.')
+}
+
+impl Config {
+    /// Reads, expands and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text, |k| std::env::var(k).ok())
+    }
+
+    /// Expands and validates config text; `path` is only used in messages.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let expanded = expand_env(text, env).map_err(|errs| {
+            ConfigError::Invalid(
+                errs.into_iter()
+                    .map(|(line, m)| format!("{}:{line}: {m}", path.display()))
+                    .collect(),
+            )
+        })?;
+        let raw: RawConfig = toml::from_str(&expanded).map_err(|e| {
+            let mut p = Problems {
+                path,
+                text: &expanded,
+                list: Vec::new(),
+            };
+            let msg = e.message().trim_end().to_string();
+            match e.span() {
+                Some(span) => p.at(span, msg),
+                None => p.list.push(format!("{}: {msg}", path.display())),
+            }
+            ConfigError::Invalid(p.list)
+        })?;
+        let mut p = Problems {
+            path,
+            text: &expanded,
+            list: Vec::new(),
+        };
+        let config = validate(raw, &mut p);
+        if p.list.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(p.list))
+        }
+    }
+
+    /// Warnings worth printing at start and by `check`: nothing is wrong, but
+    /// the operator probably did not mean it.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for d in &self.destinations {
+            if d.events.is_empty() {
+                w.push(format!(
+                    "destination `{}` has an empty `events` list: it will receive nothing but test messages",
+                    d.name
+                ));
+            }
+            if !d.verify_certificate && d.url.scheme() == "https" {
+                w.push(format!(
+                    "destination `{}` has verify_certificate = false: TLS certificates of {} are NOT verified, so anyone on the path can read and alter the events",
+                    d.name, d.url
+                ));
+            }
+            if d.url.scheme() == "http" && (d.ca_file.is_some() || d.client_cert_file.is_some()) {
+                w.push(format!(
+                    "destination `{}` sets TLS files but its URL is plain http: they are not used",
+                    d.name
+                ));
+            }
+        }
+        w
+    }
+
+    /// The resolved config as TOML, every default filled in and header values redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let d = |d: Duration| q(&humanize_duration(d));
+        let mut o = String::new();
+        let _ = writeln!(o, "data_dir = {}", q(&self.data_dir.to_string_lossy()));
+        let _ = writeln!(o, "shutdown_timeout = {}", d(self.shutdown_timeout));
+        for s in &self.sources {
+            let list = |v: &[String]| v.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(o, "\n[[source]]\nname = {}\ntype = \"file\"", q(&s.name));
+            let _ = writeln!(o, "include = [{}]", list(&s.include));
+            let _ = writeln!(o, "exclude = [{}]", list(&s.exclude));
+            let rf = match s.read_from {
+                ReadFrom::Beginning => "beginning",
+                ReadFrom::End => "end",
+            };
+            let _ = writeln!(o, "read_from = \"{rf}\"");
+            let _ = writeln!(o, "poll_interval = {}", d(s.poll_interval));
+            let _ = writeln!(o, "max_line_bytes = {}", s.max_line_bytes);
+            let oi = match s.on_invalid {
+                OnInvalid::Wrap => "wrap",
+                OnInvalid::Drop => "drop",
+                OnInvalid::DeadLetter => "dead_letter",
+            };
+            let _ = writeln!(o, "on_invalid = \"{oi}\"");
+        }
+        for dst in &self.destinations {
+            let _ = writeln!(o, "\n[[destination]]\nname = {}", q(&dst.name));
+            let _ = writeln!(o, "url = {}", q(&redact_url(&dst.url)));
+            let _ = writeln!(o, "method = \"{}\"", dst.method.as_str());
+            let headers: Vec<String> = dst
+                .headers
+                .iter()
+                .map(|(k, _)| format!("{} = \"<redacted>\"", q(k)))
+                .collect();
+            let _ = writeln!(o, "headers = {{ {} }}", headers.join(", "));
+            if let Some(ca) = &dst.ca_file {
+                let _ = writeln!(o, "ca_file = {}", q(&ca.to_string_lossy()));
+            }
+            let _ = writeln!(o, "verify_certificate = {}", dst.verify_certificate);
+            if let Some(c) = &dst.client_cert_file {
+                let _ = writeln!(o, "client_cert_file = {}", q(&c.to_string_lossy()));
+            }
+            if let Some(k) = &dst.client_key_file {
+                let _ = writeln!(o, "client_key_file = {}", q(&k.to_string_lossy()));
+            }
+            let _ = writeln!(o, "request_timeout = {}", d(dst.request_timeout));
+            let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
+            match &dst.events_list {
+                None => {
+                    let _ = writeln!(o, "# events: every kind");
+                }
+                Some(list) => {
+                    let items: Vec<String> = list.iter().map(|x| q(x)).collect();
+                    let _ = writeln!(o, "events = [{}]", items.join(", "));
+                }
+            }
+            let names: Vec<String> = dst
+                .sources
+                .iter()
+                .map(|&i| q(&self.sources[i].name))
+                .collect();
+            let _ = writeln!(o, "sources = [{}]", names.join(", "));
+            let _ = writeln!(o, "concurrency = {}", dst.concurrency);
+            let fmt = match dst.format {
+                Format::Json => "json",
+                Format::Ndjson => "ndjson",
+            };
+            let _ = writeln!(o, "format = \"{fmt}\"");
+            let _ = writeln!(o, "\n[destination.batch]");
+            let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
+            let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);
+            let _ = writeln!(o, "timeout = {}", d(dst.batch.timeout));
+            let _ = writeln!(o, "\n[destination.retry]");
+            let _ = writeln!(o, "initial = {}", d(dst.retry.initial));
+            let _ = writeln!(o, "max = {}", d(dst.retry.max));
+        }
+        o
+    }
+}
+
+/// A URL with any password replaced, for printing.
+pub fn redact_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+    }
+    u.to_string()
+}
+
+/// `15s`, `500ms`, `1m30s`-style text for a duration.
+pub fn humanize_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
+    let mut sources = Vec::new();
+    for s in raw.sources {
+        let name = s.name.get_ref().clone();
+        if !valid_name(&name) {
+            p.at(
+                s.name.span(),
+                format!("source name `{name}` must be 1-64 letters, digits, `_`, `-` or `.`"),
+            );
+        }
+        if sources.iter().any(|x: &SourceConfig| x.name == name) {
+            p.at(s.name.span(), format!("source name `{name}` is used twice"));
+        }
+        if s.include.get_ref().is_empty() {
+            p.at(
+                s.include.span(),
+                "`include` needs at least one glob pattern",
+            );
+        }
+        for pat in s.include.get_ref().iter().chain(&s.exclude) {
+            if let Err(e) = globset::Glob::new(pat) {
+                p.at(
+                    s.include.span(),
+                    format!("invalid glob pattern `{pat}`: {e}"),
+                );
+            }
+        }
+        if s.max_line_bytes.0 < 2 {
+            p.at(
+                s.name.span(),
+                format!("source `{name}`: max_line_bytes must be at least 2 bytes"),
+            );
+        }
+        if s.poll_interval.0.is_zero() {
+            p.at(
+                s.name.span(),
+                format!("source `{name}`: poll_interval must be more than 0"),
+            );
+        }
+        sources.push(SourceConfig {
+            name,
+            include: s.include.into_inner(),
+            exclude: s.exclude,
+            read_from: s.read_from,
+            poll_interval: s.poll_interval.0,
+            max_line_bytes: s.max_line_bytes.0.min(usize::MAX as u64) as usize,
+            on_invalid: s.on_invalid,
+        });
+    }
+    if sources.is_empty() {
+        p.list.push(format!(
+            "{}: no [[source]] block: add one so there is something to read",
+            p.path.display()
+        ));
+    }
+
+    let mut destinations: Vec<DestinationConfig> = Vec::new();
+    for d in raw.destinations {
+        let name = d.name.get_ref().clone();
+        if !valid_name(&name) {
+            p.at(
+                d.name.span(),
+                format!("destination name `{name}` must be 1-64 letters, digits, `_`, `-` or `.`"),
+            );
+        }
+        if destinations.iter().any(|x| x.name == name) {
+            p.at(
+                d.name.span(),
+                format!("destination name `{name}` is used twice"),
+            );
+        }
+        let url = match reqwest::Url::parse(d.url.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+            Ok(u) => {
+                p.at(
+                    d.url.span(),
+                    format!("url `{}` must be http:// or https:// with a host", u),
+                );
+                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+            }
+            Err(e) => {
+                p.at(
+                    d.url.span(),
+                    format!("url `{}` is not a valid URL: {e}", d.url.get_ref()),
+                );
+                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+            }
+        };
+        let mut headers = Vec::new();
+        let empty = Spanned::new(0..0, BTreeMap::new());
+        let raw_headers = d.headers.as_ref().unwrap_or(&empty);
+        for (k, v) in raw_headers.get_ref() {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                p.at(
+                    raw_headers.span(),
+                    format!("header name `{k}` is not a valid HTTP header name"),
+                );
+            } else if reqwest::header::HeaderValue::from_str(v).is_err() {
+                p.at(
+                    raw_headers.span(),
+                    format!(
+                        "the value of header `{k}` holds characters not allowed in HTTP headers"
+                    ),
+                );
+            } else if k.eq_ignore_ascii_case("content-type")
+                || k.eq_ignore_ascii_case("content-length")
+            {
+                p.at(
+                    raw_headers.span(),
+                    format!(
+                        "header `{k}` is set by tailhook from `format` and cannot be overridden"
+                    ),
+                );
+            }
+            headers.push((k.clone(), v.clone()));
+        }
+        let (events, events_list) = match &d.events {
+            None => (Selection::all(), None),
+            Some(list) => match Selection::parse(list.get_ref()) {
+                Ok(sel) => (sel, Some(list.get_ref().clone())),
+                Err(e) => {
+                    p.at(list.span(), e);
+                    (Selection::all(), None)
+                }
+            },
+        };
+        let source_idx = match &d.sources {
+            None => (0..sources.len()).collect(),
+            Some(names) => {
+                let mut idx = Vec::new();
+                for n in names.get_ref() {
+                    match sources.iter().position(|s| &s.name == n) {
+                        Some(i) => idx.push(i),
+                        None => p.at(names.span(), format!("no source is named `{n}`")),
+                    }
+                }
+                idx
+            }
+        };
+        if d.client_cert_file.is_some() != d.client_key_file.is_some() {
+            p.at(
+                d.name.span(),
+                format!("destination `{name}`: client_cert_file and client_key_file go together"),
+            );
+        }
+        for (what, t) in [
+            ("request_timeout", d.request_timeout.0),
+            ("connect_timeout", d.connect_timeout.0),
+            ("batch.timeout", d.batch.timeout.0),
+            ("retry.initial", d.retry.initial.0),
+            ("retry.max", d.retry.max.0),
+        ] {
+            if t.is_zero() {
+                p.at(
+                    d.name.span(),
+                    format!("destination `{name}`: {what} must be more than 0"),
+                );
+            }
+        }
+        if d.retry.initial.0 > d.retry.max.0 {
+            p.at(
+                d.name.span(),
+                format!("destination `{name}`: retry.initial is larger than retry.max"),
+            );
+        }
+        if d.batch.max_bytes.0 < 2 {
+            p.at(
+                d.name.span(),
+                format!("destination `{name}`: batch.max_bytes must be at least 2 bytes"),
+            );
+        }
+        destinations.push(DestinationConfig {
+            name,
+            url,
+            method: d.method.0.unwrap_or(Method::Post),
+            headers,
+            ca_file: d.ca_file,
+            verify_certificate: d.verify_certificate,
+            client_cert_file: d.client_cert_file,
+            client_key_file: d.client_key_file,
+            request_timeout: d.request_timeout.0,
+            connect_timeout: d.connect_timeout.0,
+            events,
+            events_list,
+            sources: source_idx,
+            concurrency: d.concurrency.0,
+            batch: BatchConfig {
+                max_events: d.batch.max_events.0,
+                max_bytes: d.batch.max_bytes.0.min(usize::MAX as u64) as usize,
+                timeout: d.batch.timeout.0,
+            },
+            retry: RetryConfig {
+                initial: d.retry.initial.0,
+                max: d.retry.max.0,
+            },
+            format: d.format,
+        });
+    }
+    if destinations.is_empty() {
+        p.list.push(format!(
+            "{}: no [[destination]] block: add one so events have somewhere to go",
+            p.path.display()
+        ));
+    }
+    Config {
+        data_dir: raw.data_dir,
+        shutdown_timeout: raw.shutdown_timeout.0,
+        sources,
+        destinations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("t.toml"), text, |k| {
+            (k == "TOKEN").then(|| "s3cret".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    const MIN: &str = r#"
+data_dir = "/tmp/x"
+[[source]]
+name = "w"
+type = "file"
+include = ["/var/log/*.ndjson"]
+[[destination]]
+name = "fluentd"
+url = "http://127.0.0.1:9880/wallarm.events"
+headers = { Authorization = "Bearer ${TOKEN}" }
+"#;
+
+    #[test]
+    fn defaults_are_the_integrations() {
+        let c = parse(MIN).unwrap();
+        let d = &c.destinations[0];
+        assert_eq!(d.method, Method::Post);
+        assert_eq!(d.request_timeout, Duration::from_secs(15));
+        assert_eq!(d.connect_timeout, Duration::from_secs(20));
+        assert!(d.verify_certificate);
+        assert_eq!(d.concurrency, 2);
+        assert_eq!((d.batch.max_events, d.batch.max_bytes), (500, 1 << 20));
+        assert_eq!(d.batch.timeout, Duration::from_secs(1));
+        assert_eq!(
+            d.headers,
+            [("Authorization".to_string(), "Bearer s3cret".to_string())]
+        );
+        assert_eq!(c.sources[0].max_line_bytes, 1 << 20);
+        assert_eq!(c.sources[0].on_invalid, OnInvalid::Wrap);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        let shown = c.to_redacted_toml();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        toml::from_str::<toml::Table>(&shown).expect("resolved config is TOML");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = MIN
+            .replace("method_x", "")
+            .replace("name = \"fluentd\"", "name = \"fluentd\"\nretries = 3");
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with("t.toml:9:1: unknown field `retries`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values() {
+        let e = parse(&MIN.replace("type = \"file\"", "type = \"file\"\nread_from = \"middle\""))
+            .unwrap_err();
+        assert!(e.contains("t.toml:6:13") && e.contains("middle"), "{e}");
+        let e = parse(&format!("{MIN}request_timeout = \"soon\"\n")).unwrap_err();
+        assert!(e.contains("invalid duration `soon`"), "{e}");
+        let e = parse(&format!("{MIN}events = [\"hits\"]\n")).unwrap_err();
+        assert!(e.contains("t.toml:11:10: unknown event kind `hits`"), "{e}");
+        let e = parse(&format!("{MIN}method = \"GET\"\n")).unwrap_err();
+        assert!(e.contains("method `GET` is not supported"), "{e}");
+        let e = parse(&MIN.replace("http://127", "ftp://127")).unwrap_err();
+        assert!(e.contains("t.toml:9:7: url"), "{e}");
+        let e = parse(&MIN.replace("${TOKEN}", "${MISSING}")).unwrap_err();
+        assert!(
+            e.contains("t.toml:10: environment variable `MISSING` is not set"),
+            "{e}"
+        );
+        assert!(parse(&MIN.replace("${TOKEN}", "${MISSING:-x}")).is_ok());
+        let e = parse(&format!("{MIN}concurrency = 0\n")).unwrap_err();
+        assert!(e.contains("must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1XB").is_err());
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |k: &str| (k == "A").then(|| "1".to_string());
+        assert_eq!(
+            expand_env("x=${A} y=${B:-2} $${A}\n# ${C}\n", env).unwrap(),
+            "x=1 y=2 ${A}\n# ${C}\n"
+        );
+        assert_eq!(expand_env("a\nb=${C}\n", env).unwrap_err()[0].0, 2);
+    }
+}

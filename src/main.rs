@@ -1,0 +1,196 @@
+//! The CLI edge: parse arguments, set up logging, run a command, map errors
+//! to exit codes.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tailhook::{Config, Shutdown};
+
+/// Tails files of security events and delivers them, batched into JSON
+/// arrays, as HTTP(S) webhooks to Fluentd `in_http` or Logstash `http`.
+#[derive(Parser)]
+#[command(name = "tailhook", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipelines until SIGTERM or SIGINT.
+    Run {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config and print it resolved, with defaults filled in and
+    /// header values redacted.
+    Check {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Send the webhook integration's test message to each destination and
+    /// report status and latency, or why it failed.
+    Test {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this destination.
+        #[arg(long, value_name = "NAME")]
+        destination: Option<String>,
+    },
+    /// Run a real pipeline on 127.0.0.1 into a built-in Fluentd emulator and
+    /// print what it received. Needs no setup.
+    Demo,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: invalid config\n{e}");
+        ExitCode::from(1)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging("info");
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime().block_on(async {
+                let shutdown = Shutdown::new();
+                tokio::spawn(watch_signals(shutdown.clone()));
+                match tailhook::run(config, shutdown).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        Command::Check { config: path } => {
+            init_logging("warn");
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let mut failed = false;
+            for d in &config.destinations {
+                if let Err(e) = tailhook::sink::client::Webhook::new(d) {
+                    eprintln!("error: {e}");
+                    failed = true;
+                }
+            }
+            if failed {
+                return ExitCode::from(1);
+            }
+            for w in config.warnings() {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", config.to_redacted_toml());
+            eprintln!(
+                "{}: config is valid ({} source(s), {} destination(s))",
+                path.display(),
+                config.sources.len(),
+                config.destinations.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Test {
+            config,
+            destination,
+        } => {
+            init_logging("warn");
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let chosen: Vec<_> = config
+                .destinations
+                .iter()
+                .filter(|d| destination.as_ref().is_none_or(|n| &d.name == n))
+                .collect();
+            if chosen.is_empty() {
+                let names: Vec<&str> = config
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect();
+                eprintln!(
+                    "error: no destination is named `{}`; the config has: {}",
+                    destination.unwrap_or_default(),
+                    names.join(", ")
+                );
+                return ExitCode::from(1);
+            }
+            runtime().block_on(async {
+                let mut ok = true;
+                for d in chosen {
+                    let report = tailhook::probe::probe(d).await;
+                    ok &= report.result.is_ok();
+                    println!("{report}");
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+        }
+        Command::Demo => {
+            init_logging("warn");
+            match runtime().block_on(tailhook::demo::run_demo()) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: demo failed: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: stop reading and deliver what is batched. Second: stop now.
+async fn watch_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    for token in [&shutdown.soft, &shutdown.hard] {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        token.cancel();
+    }
+}

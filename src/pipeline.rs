@@ -1,0 +1,232 @@
+//! One destination's pipeline: its sources read and select, a batcher builds
+//! bodies, the sender delivers them and applies acknowledgements, in send
+//! order, to the destination's checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::batch::{Batch, BatchBuilder};
+use crate::checkpoint::{Checkpoints, Entry};
+use crate::config::{Config, DestinationConfig};
+use crate::shutdown::Shutdown;
+use crate::sink::client::Webhook;
+use crate::sink::dead_letter::DeadLetter;
+use crate::sink::{Outcome, Sender};
+use crate::source::file::{FileSource, StartPositions};
+use crate::source::reader::{FrameContext, RateLimit};
+use crate::source::Chunk;
+
+/// How many read chunks may wait for the batcher: with the batch channel and
+/// `concurrency`, this bounds a pipeline's memory whatever the backlog.
+const CHUNK_QUEUE: usize = 4;
+
+/// How often acknowledged positions are written, at most.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A destination's pipeline, set up and ready to run.
+pub struct Pipeline {
+    dest: DestinationConfig,
+    sender: Arc<Sender>,
+    checkpoints: Checkpoints,
+    sources: Vec<FileSource>,
+    chunks: mpsc::Receiver<Chunk>,
+}
+
+impl Pipeline {
+    /// Sets up the pipeline of `config.destinations[index]`: its client (TLS
+    /// files are read here, so a bad one fails at start), its checkpoint and
+    /// one reader per source it takes.
+    pub fn new(config: &Config, index: usize, shutdown: &Shutdown) -> anyhow::Result<Pipeline> {
+        let dest = config.destinations[index].clone();
+        let webhook = Webhook::new(&dest)?;
+        let (checkpoints, problem) = Checkpoints::load(&config.data_dir, &dest.name);
+        let first_start = match &problem {
+            Some(e) => {
+                tracing::error!(destination = %dest.name, "{e}");
+                false
+            }
+            None => !Checkpoints::file_for(&config.data_dir, &dest.name).exists(),
+        };
+        let start = Arc::new(StartPositions {
+            entries: checkpoints.entries().clone(),
+            first_start,
+        });
+        let (tx, chunks) = mpsc::channel(CHUNK_QUEUE);
+        let mut sources = Vec::new();
+        for &i in &dest.sources {
+            let src = &config.sources[i];
+            let ctx = FrameContext {
+                source: src.name.clone(),
+                selection: dest.events.clone(),
+                on_invalid: src.on_invalid,
+                max_line_bytes: src.max_line_bytes,
+                invalid_log: RateLimit::new(Duration::from_secs(1)),
+            };
+            sources.push(FileSource::new(
+                src.clone(),
+                ctx,
+                start.clone(),
+                tx.clone(),
+                shutdown.soft.clone(),
+            )?);
+        }
+        let sender = Arc::new(Sender::new(
+            &dest,
+            webhook,
+            DeadLetter::new(&config.data_dir, &dest.name),
+        ));
+        Ok(Pipeline {
+            dest,
+            sender,
+            checkpoints,
+            sources,
+            chunks,
+        })
+    }
+
+    /// Runs until the sources stop (at shutdown) and every batch is settled.
+    pub async fn run(self, shutdown: Shutdown) {
+        let Pipeline {
+            dest,
+            sender,
+            mut checkpoints,
+            sources,
+            chunks,
+        } = self;
+        let tasks = TaskTracker::new();
+        for s in sources {
+            tasks.spawn(s.run());
+        }
+        let (batch_tx, batches) = mpsc::channel(1);
+        tasks.spawn(batcher(chunks, batch_tx, dest.clone()));
+        tasks.close();
+        send_loop(&dest, sender, batches, &mut checkpoints, &shutdown).await;
+        tasks.wait().await;
+        save(&dest.name, &checkpoints);
+    }
+}
+
+/// Groups chunks into batches by the destination's bounds.
+async fn batcher(
+    mut chunks: mpsc::Receiver<Chunk>,
+    tx: mpsc::Sender<Batch>,
+    dest: DestinationConfig,
+) {
+    let mut builder = BatchBuilder::new(dest.batch, dest.format);
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let next = match deadline {
+            Some(d) => tokio::select! {
+                c = chunks.recv() => c,
+                _ = tokio::time::sleep_until(d) => {
+                    deadline = None;
+                    if let Some(b) = builder.take() {
+                        if tx.send(b).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            },
+            None => chunks.recv().await,
+        };
+        let Some(chunk) = next else { break };
+        for ev in chunk.events {
+            if !builder.fits(ev.bytes.len()) {
+                if let Some(b) = builder.take() {
+                    if tx.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                deadline = None;
+            }
+            builder.push(&ev.bytes);
+            builder.advance(&chunk.file, ev.commit, chunk.fingerprint);
+            if builder.is_full() {
+                if let Some(b) = builder.take() {
+                    if tx.send(b).await.is_err() {
+                        return;
+                    }
+                }
+                deadline = None;
+            }
+        }
+        builder.advance(&chunk.file, chunk.end, chunk.fingerprint);
+        builder.add_dead_letters(chunk.dead_letters);
+        if deadline.is_none() {
+            deadline = Some(Instant::now() + dest.batch.timeout);
+        }
+    }
+    if let Some(b) = builder.take() {
+        let _ = tx.send(b).await;
+    }
+}
+
+/// Keeps up to `concurrency` deliveries in flight and applies their
+/// acknowledgements in send order, so a checkpoint never passes a batch that
+/// is not acknowledged.
+async fn send_loop(
+    dest: &DestinationConfig,
+    sender: Arc<Sender>,
+    mut batches: mpsc::Receiver<Batch>,
+    checkpoints: &mut Checkpoints,
+    shutdown: &Shutdown,
+) {
+    let mut inflight = FuturesOrdered::new();
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    let mut abandoned = false;
+    let mut open = true;
+    while open || !inflight.is_empty() {
+        tokio::select! {
+            biased;
+            Some((batch, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                abandoned |= outcome == Outcome::Abandoned;
+                if !abandoned {
+                    apply(checkpoints, &batch);
+                    dirty = true;
+                }
+            }
+            next = batches.recv(), if open && inflight.len() < dest.concurrency => match next {
+                Some(batch) => {
+                    let sender = sender.clone();
+                    let hard = shutdown.hard.clone();
+                    inflight.push_back(async move { sender.deliver(batch, &hard).await });
+                }
+                None => open = false,
+            },
+            _ = tick.tick() => {
+                if dirty && save(&dest.name, checkpoints) {
+                    dirty = false;
+                }
+            }
+        }
+    }
+}
+
+fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
+    for p in &batch.positions {
+        checkpoints.set(Entry {
+            path: p.file.path.clone(),
+            id: p.file.id,
+            fingerprint: p.fingerprint,
+            offset: p.offset,
+        });
+    }
+}
+
+fn save(destination: &str, checkpoints: &Checkpoints) -> bool {
+    match checkpoints.save() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(destination, "cannot save checkpoint: {e}; will try again (nothing is lost, but a restart now would re-send)");
+            false
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `tailhook test`: sends the webhook integration's test message to a
+//! destination and says, in words, what happened.
+
+use std::time::Duration;
+
+use crate::config::{redact_url, DestinationConfig, Format};
+use crate::sink::client::Webhook;
+use crate::sink::{verdict, Verdict};
+
+/// The test message of the webhook integration (the reference page's).
+pub const TEST_MESSAGE: &str = r#"{"title":"Test","source":"Wallarm","type":"Info","domain":"example.com","threat":"Medium","link":"https://my.wallarm.com/object/555","summary":"[Test Message] New vulnerability identified"}"#;
+
+/// The body of a test request in a destination's format.
+pub fn test_body(format: Format) -> bytes::Bytes {
+    match format {
+        Format::Json => format!("[{TEST_MESSAGE}]").into(),
+        Format::Ndjson => format!("{TEST_MESSAGE}\n").into(),
+    }
+}
+
+/// What sending the test message to one destination gave.
+#[derive(Debug)]
+pub struct ProbeReport {
+    /// The destination's name.
+    pub destination: String,
+    /// `POST https://…` (password redacted).
+    pub target: String,
+    /// The HTTP status and latency of a 2xx, or the failure in words.
+    pub result: Result<(u16, Duration), String>,
+}
+
+impl std::fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.result {
+            Ok((status, latency)) => write!(
+                f,
+                "{}: OK: HTTP {status} in {} ms ({})",
+                self.destination,
+                latency.as_millis(),
+                self.target
+            ),
+            Err(why) => write!(f, "{}: FAILED: {why} ({})", self.destination, self.target),
+        }
+    }
+}
+
+/// Sends the test message once, with the destination's method, headers, TLS
+/// settings and timeouts. No retry: the point is to see the first answer.
+pub async fn probe(dest: &DestinationConfig) -> ProbeReport {
+    let target = format!("{} {}", dest.method.as_str(), redact_url(&dest.url));
+    let result = match Webhook::new(dest) {
+        Err(e) => Err(e.to_string()),
+        Ok(webhook) => match webhook.send(test_body(dest.format)).await {
+            Err(e) => Err(e.to_string()),
+            Ok(a) => match verdict(a.status) {
+                Verdict::Delivered => Ok((a.status, a.latency)),
+                _ => {
+                    let reason = reqwest::StatusCode::from_u16(a.status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("");
+                    let body = if a.body_start.is_empty() {
+                        "(empty body)".to_string()
+                    } else {
+                        format!("body starts: {}", a.body_start)
+                    };
+                    Err(format!("HTTP {} {reason}: {body}", a.status))
+                }
+            },
+        },
+    };
+    ProbeReport {
+        destination: dest.name.clone(),
+        target,
+        result,
+    }
+}

@@ -1,0 +1,435 @@
+//! The webhook client: TLS through rustls (ring), timeouts, headers, and
+//! failures told in words a person can act on.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::config::{DestinationConfig, Format};
+
+/// A destination that could not be set up (bad TLS files).
+#[derive(Debug, thiserror::Error)]
+#[error("destination `{destination}`: {message}")]
+pub struct SetupError {
+    destination: String,
+    message: String,
+}
+
+/// How a collector answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Retry-After`, when given.
+    pub retry_after: Option<Duration>,
+    /// The start of the body, for logs and `tailhook test`.
+    pub body_start: String,
+    /// Time from sending to the end of the answer.
+    pub latency: Duration,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// The host name did not resolve.
+    Dns(String),
+    /// Nothing listens on the port.
+    Refused,
+    /// No connection within `connect_timeout`.
+    ConnectTimeout(Duration),
+    /// No whole answer within `request_timeout`.
+    Timeout(Duration),
+    /// The TLS handshake failed.
+    Tls(String),
+    /// Any other connection or protocol failure.
+    Other(String),
+}
+
+impl SendError {
+    /// A short label for the failure kind (`connect`, `timeout`, `tls`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SendError::Dns(_) | SendError::Refused | SendError::Other(_) => "connect",
+            SendError::ConnectTimeout(_) | SendError::Timeout(_) => "timeout",
+            SendError::Tls(_) => "tls",
+        }
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Dns(host) => {
+                write!(f, "DNS lookup failed: host `{host}` could not be resolved")
+            }
+            SendError::Refused => {
+                f.write_str("connection refused: nothing is listening at that address and port")
+            }
+            SendError::ConnectTimeout(t) => write!(
+                f,
+                "connect timeout: no connection within {}",
+                crate::config::humanize_duration(*t)
+            ),
+            SendError::Timeout(t) => write!(
+                f,
+                "request timeout: no answer within {}",
+                crate::config::humanize_duration(*t)
+            ),
+            SendError::Tls(why) => write!(f, "TLS handshake failed: {why}"),
+            SendError::Other(why) => write!(f, "request failed: {why}"),
+        }
+    }
+}
+
+/// Sends bodies to one collector.
+pub struct Webhook {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    method: reqwest::Method,
+    headers: HeaderMap,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Webhook {
+    /// Builds the client for a destination: reads its CA and client certificate files.
+    pub fn new(cfg: &DestinationConfig) -> Result<Webhook, SetupError> {
+        let err = |message: String| SetupError {
+            destination: cfg.name.clone(),
+            message,
+        };
+        let mut headers = HeaderMap::new();
+        let content_type = match cfg.format {
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+        };
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| err(format!("header name `{k}` is not valid")))?;
+            let mut value = HeaderValue::from_str(v)
+                .map_err(|_| err(format!("the value of header `{k}` is not valid")))?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("tailhook/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .http1_only()
+            .tcp_nodelay(true)
+            // Below Fluentd's 10 s keep-alive, so a pooled connection is rarely one the server closed.
+            .pool_idle_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(cfg.concurrency);
+        // A plain-http destination never handshakes; giving it a config that
+        // needs no roots keeps reqwest from loading its own.
+        let tls = if cfg.url.scheme() == "https" {
+            tls_config(cfg).map_err(err)?
+        } else {
+            no_verification_config().map_err(err)?
+        };
+        builder = builder.tls_backend_preconfigured(tls);
+        let client = builder
+            .build()
+            .map_err(|e| err(format!("cannot build HTTP client: {e}")))?;
+        let method = match cfg.method {
+            crate::config::Method::Post => reqwest::Method::POST,
+            crate::config::Method::Put => reqwest::Method::PUT,
+        };
+        Ok(Webhook {
+            client,
+            url: cfg.url.clone(),
+            method,
+            headers,
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+        })
+    }
+
+    /// Sends one body and reads the whole answer.
+    pub async fn send(&self, body: Bytes) -> Result<Answer, SendError> {
+        let started = Instant::now();
+        let response = self
+            .client
+            .request(self.method.clone(), self.url.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut response = response;
+        let mut start = Vec::new();
+        // Read the whole (small) answer so the connection can be reused; keep its start.
+        let mut total = 0usize;
+        loop {
+            match response.chunk().await {
+                Ok(Some(c)) => {
+                    total += c.len();
+                    if start.len() < 512 {
+                        start.extend_from_slice(&c[..c.len().min(512 - start.len())]);
+                    }
+                    if total > 1 << 20 {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(SendError::Timeout(self.request_timeout)),
+                Err(_) => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&start);
+        let body_start: String = text.chars().take(200).collect();
+        Ok(Answer {
+            status,
+            retry_after,
+            body_start: body_start.trim().to_string(),
+            latency: started.elapsed(),
+        })
+    }
+
+    fn classify(&self, e: &reqwest::Error) -> SendError {
+        let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            chain.push(c);
+            cur = c.source();
+        }
+        for c in &chain {
+            if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+                return SendError::Tls(describe_tls(tls));
+            }
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    return SendError::Tls(describe_tls(tls));
+                }
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return SendError::Refused;
+                }
+            }
+        }
+        let text: Vec<String> = chain.iter().map(|c| c.to_string()).collect();
+        let joined = text.join(": ");
+        if joined.contains("dns error") || joined.contains("failed to lookup address") {
+            return SendError::Dns(self.url.host_str().unwrap_or_default().to_string());
+        }
+        if e.is_timeout() {
+            return if e.is_connect()
+                || joined.contains("connect") && !joined.contains("operation timed out")
+            {
+                SendError::ConnectTimeout(self.connect_timeout)
+            } else {
+                SendError::Timeout(self.request_timeout)
+            };
+        }
+        // The first message is reqwest's generic "error sending request for url (…)".
+        let detail = if text.len() > 1 {
+            text[1..].join(": ")
+        } else {
+            joined
+        };
+        SendError::Other(detail)
+    }
+}
+
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "unknown CA: the server's certificate is not signed by a trusted authority (set ca_file to your CA's PEM, or verify_certificate = false to skip the check)".into()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+            "the server's certificate is not valid for this host name".into()
+        }
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            "the server's certificate has expired".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at one hour.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let d = match v.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v.trim())
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(d.min(Duration::from_secs(3600)))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_config(cfg: &DestinationConfig) -> Result<rustls::ClientConfig, String> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = if cfg.verify_certificate {
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &cfg.ca_file {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read ca_file {}: {}", path.display(), pem_error(&e)))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    format!("cannot read ca_file {}: {}", path.display(), pem_error(&e))
+                })?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "ca_file {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(
+                "no trusted CA: the system has no root certificates and no ca_file is set".into(),
+            );
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    };
+    let mut config = match (&cfg.client_cert_file, &cfg.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect())
+                .map_err(|e| {
+                    format!(
+                        "cannot read client_cert_file {}: {}",
+                        cert.display(),
+                        pem_error(&e)
+                    )
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                format!(
+                    "cannot read client_key_file {}: {}",
+                    key.display(),
+                    pem_error(&e)
+                )
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn no_verification_config() -> Result<rustls::ClientConfig, String> {
+    let provider = provider();
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+    )
+}
+
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item found".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Accepts any server certificate (`verify_certificate = false`), while still
+/// checking the handshake signatures.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! Delivering batches: the webhook client, the retry policy and the
+//! dead-letter file.
+
+pub mod client;
+pub mod dead_letter;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{events_of, Batch};
+use crate::config::{DestinationConfig, Format, RetryConfig};
+use client::Webhook;
+use dead_letter::DeadLetter;
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx, or set aside in the dead-letter file: the positions may move.
+    Acked,
+    /// Given up at shutdown: the events stay unacknowledged and are read again.
+    Abandoned,
+}
+
+/// What an HTTP status means for a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Delivered,
+    /// Try again later (408, 429, 5xx, and anything unexpected).
+    Retry,
+    /// Never accepted as it is (any other 4xx): dead-letter it.
+    Reject,
+}
+
+/// The verdict for a status code.
+pub fn verdict(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 429 => Verdict::Retry,
+        400..=499 => Verdict::Reject,
+        _ => Verdict::Retry,
+    }
+}
+
+/// Full-jitter exponential backoff: a random wait up to
+/// `min(max, initial × 2^attempt)`.
+pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
+    let ceiling = retry
+        .initial
+        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .min(retry.max);
+    let ms = ceiling.as_millis().min(u128::from(u64::MAX)) as u64;
+    Duration::from_millis(fastrand::u64(0..=ms))
+}
+
+/// One destination's sending side, shared by its in-flight deliveries.
+pub struct Sender {
+    name: String,
+    webhook: Webhook,
+    retry: RetryConfig,
+    format: Format,
+    dead_letter: Mutex<DeadLetter>,
+    health: Health,
+}
+
+impl Sender {
+    /// The sender of a destination.
+    pub fn new(cfg: &DestinationConfig, webhook: Webhook, dead_letter: DeadLetter) -> Sender {
+        Sender {
+            name: cfg.name.clone(),
+            webhook,
+            retry: cfg.retry,
+            format: cfg.format,
+            dead_letter: Mutex::new(dead_letter),
+            health: Health::default(),
+        }
+    }
+
+    /// Delivers a batch, retrying until it is acknowledged or rejected, or
+    /// until `hard` fires. Returns the batch back with the outcome.
+    pub async fn deliver(&self, batch: Batch, hard: &CancellationToken) -> (Batch, Outcome) {
+        let mut attempt = 0u32;
+        if !batch.dead_letters.is_empty() {
+            let lines = batch.dead_letters.clone();
+            if !self.write_dead_letters(&lines, &mut attempt, hard).await {
+                return (batch, Outcome::Abandoned);
+            }
+        }
+        if batch.events == 0 {
+            return (batch, Outcome::Acked);
+        }
+        loop {
+            let (problem, retry_after) = match self.webhook.send(batch.body.clone()).await {
+                Ok(answer) => match verdict(answer.status) {
+                    Verdict::Delivered => {
+                        self.health.ok(&self.name);
+                        return (batch, Outcome::Acked);
+                    }
+                    Verdict::Reject => {
+                        tracing::error!(
+                            destination = %self.name,
+                            status = answer.status,
+                            body = %answer.body_start,
+                            events = batch.events,
+                            "collector rejected a batch (HTTP {}); it is not retried: its events go to the dead-letter file",
+                            answer.status
+                        );
+                        let events = events_of(&batch.body, self.format);
+                        if !self.write_dead_letters(&events, &mut attempt, hard).await {
+                            return (batch, Outcome::Abandoned);
+                        }
+                        return (batch, Outcome::Acked);
+                    }
+                    Verdict::Retry => (
+                        format!("HTTP {}: {}", answer.status, answer.body_start),
+                        answer.retry_after,
+                    ),
+                },
+                Err(e) => (e.to_string(), None),
+            };
+            self.health.failed(&self.name, &problem);
+            let wait = backoff(&self.retry, attempt).max(retry_after.unwrap_or_default());
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = hard.cancelled() => return (batch, Outcome::Abandoned),
+            }
+        }
+    }
+
+    /// Appends to the dead-letter file, retrying a failed write (a full disk)
+    /// with backoff. False when `hard` fired first.
+    async fn write_dead_letters(
+        &self,
+        lines: &[Bytes],
+        attempt: &mut u32,
+        hard: &CancellationToken,
+    ) -> bool {
+        loop {
+            let result = {
+                let mut dl = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
+                dl.append(lines.iter().map(|b| &b[..])).map_err(|e| {
+                    format!("cannot write dead-letter file {}: {e}", dl.path().display())
+                })
+            };
+            match result {
+                Ok(()) => return true,
+                Err(msg) => self.health.failed(&self.name, &msg),
+            }
+            let wait = backoff(&self.retry, *attempt);
+            *attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = hard.cancelled() => return false,
+            }
+        }
+    }
+}
+
+/// Logs a destination's failures at state changes and then at most once a
+/// minute, not once per retry.
+#[derive(Default)]
+struct Health {
+    failing: AtomicBool,
+    failures: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    fn failed(&self, name: &str, problem: &str) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !self.failing.swap(true, Ordering::Relaxed);
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if first || due {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                destination = name,
+                failed_attempts = n,
+                "delivery failed: {problem}; retrying with backoff (events wait at their source)"
+            );
+        } else {
+            tracing::debug!(
+                destination = name,
+                failed_attempts = n,
+                "delivery failed: {problem}"
+            );
+        }
+    }
+
+    fn ok(&self, name: &str) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            let n = self.failures.swap(0, Ordering::Relaxed);
+            tracing::info!(
+                destination = name,
+                "delivering again after {n} failed attempts"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        for s in [200, 201, 204] {
+            assert_eq!(verdict(s), Verdict::Delivered);
+        }
+        for s in [408, 429, 500, 502, 503, 504, 301] {
+            assert_eq!(verdict(s), Verdict::Retry, "{s}");
+        }
+        for s in [400, 401, 403, 404, 413] {
+            assert_eq!(verdict(s), Verdict::Reject, "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let r = RetryConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for attempt in [0, 1, 5, 40, u32::MAX] {
+            let ceiling = (Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(20)))
+                .min(Duration::from_secs(2));
+            for _ in 0..50 {
+                assert!(backoff(&r, attempt) <= ceiling);
+            }
+        }
+    }
+}

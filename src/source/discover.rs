@@ -1,0 +1,194 @@
+//! Finding the files a source's `include` / `exclude` globs match.
+
+use std::path::{Component, Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The deepest a `**` pattern descends below its base directory.
+const MAX_DEPTH: usize = 16;
+
+/// The compiled globs of one source and the directories they can match in.
+pub struct Discovery {
+    include: GlobSet,
+    exclude: GlobSet,
+    roots: Vec<Root>,
+}
+
+/// A directory to list, and how deep its matches can be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    /// The directory part of a pattern before its first glob character.
+    pub dir: PathBuf,
+    /// How many levels below `dir` a match can sit (1: files directly in it).
+    pub depth: usize,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '[', '{'])
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(pattern).literal_separator(true).build()
+}
+
+/// Splits a pattern into its literal base directory and the depth below it.
+fn root_of(pattern: &str) -> Root {
+    let path = Path::new(pattern);
+    let mut dir = PathBuf::new();
+    let mut rest = 0usize;
+    let mut deep = false;
+    let mut in_glob = false;
+    for c in path.components() {
+        let s = c.as_os_str().to_string_lossy();
+        if !in_glob && (matches!(c, Component::RootDir | Component::Prefix(_)) || !has_glob(&s)) {
+            dir.push(c.as_os_str());
+        } else {
+            in_glob = true;
+            rest += 1;
+            deep |= s.contains("**");
+        }
+    }
+    if rest == 0 {
+        // A literal path: list its directory.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        return Root {
+            dir: parent,
+            depth: 1,
+        };
+    }
+    if dir.as_os_str().is_empty() {
+        dir.push(".");
+    }
+    Root {
+        dir,
+        depth: if deep { MAX_DEPTH } else { rest },
+    }
+}
+
+impl Discovery {
+    /// Compiles a source's patterns (already checked by the config).
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Discovery, globset::Error> {
+        let mut inc = GlobSetBuilder::new();
+        let mut roots: Vec<Root> = Vec::new();
+        for p in include {
+            inc.add(glob(p)?);
+            let r = root_of(p);
+            if !roots.contains(&r) {
+                roots.push(r);
+            }
+        }
+        let mut exc = GlobSetBuilder::new();
+        for p in exclude {
+            exc.add(glob(p)?);
+        }
+        Ok(Discovery {
+            include: inc.build()?,
+            exclude: exc.build()?,
+            roots,
+        })
+    }
+
+    /// The directories to watch for changes, and whether recursively.
+    pub fn roots(&self) -> &[Root] {
+        &self.roots
+    }
+
+    /// Whether a path is one this source reads.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.include.is_match(path) && !self.exclude.is_match(path)
+    }
+
+    /// Lists every regular file that matches, sorted by path.
+    pub fn scan(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for root in &self.roots {
+            self.walk(&root.dir, root.depth, &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                if depth > 1 {
+                    self.walk(&path, depth - 1, out);
+                }
+            } else if self.matches(&path) {
+                // Follow symlinks to regular files only.
+                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    out.push(path);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_of_patterns() {
+        assert_eq!(
+            root_of("/var/log/*.ndjson"),
+            Root {
+                dir: "/var/log".into(),
+                depth: 1
+            }
+        );
+        assert_eq!(
+            root_of("/var/log/*/x.log"),
+            Root {
+                dir: "/var/log".into(),
+                depth: 2
+            }
+        );
+        assert_eq!(root_of("/var/**/x.log").depth, MAX_DEPTH);
+        assert_eq!(
+            root_of("/var/log/a.log"),
+            Root {
+                dir: "/var/log".into(),
+                depth: 1
+            }
+        );
+        assert_eq!(
+            root_of("*.log"),
+            Root {
+                dir: ".".into(),
+                depth: 1
+            }
+        );
+    }
+
+    #[test]
+    fn scan_includes_and_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        for f in [
+            "a.ndjson",
+            "b.ndjson",
+            "c.log",
+            "skip.ndjson",
+            "sub/d.ndjson",
+        ] {
+            std::fs::write(d.join(f), "").unwrap();
+        }
+        let inc = vec![format!("{}/*.ndjson", d.display())];
+        let exc = vec![format!("{}/skip*", d.display())];
+        let found = Discovery::new(&inc, &exc).unwrap().scan();
+        assert_eq!(found, [d.join("a.ndjson"), d.join("b.ndjson")]);
+        let deep = Discovery::new(&[format!("{}/**/*.ndjson", d.display())], &[]).unwrap();
+        assert_eq!(deep.scan().len(), 4);
+    }
+}

@@ -1,0 +1,39 @@
+//! Inputs. Each turns what it reads into [`Chunk`]s of selected events for
+//! one destination's pipeline.
+
+pub mod discover;
+pub mod file;
+pub mod reader;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::TrackedFile;
+use crate::checkpoint::Fingerprint;
+
+/// One event ready for a batch: its raw bytes and where the checkpoint may
+/// move once it (and everything before it) is delivered.
+#[derive(Debug)]
+pub struct Event {
+    /// The event exactly as read.
+    pub bytes: Bytes,
+    /// The file offset delivered once this event is acknowledged: the end of
+    /// its line, or the start of the line when more elements of an array line follow.
+    pub commit: u64,
+}
+
+/// What one read of one file produced, in file order.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The file read.
+    pub file: Arc<TrackedFile>,
+    /// The selected events.
+    pub events: Vec<Event>,
+    /// Invalid lines, wrapped, for the dead-letter file (`on_invalid = "dead_letter"`).
+    pub dead_letters: Vec<Bytes>,
+    /// Every byte before this offset has been framed (events, blank, filtered or invalid lines).
+    pub end: u64,
+    /// The file's leading bytes, for the checkpoint.
+    pub fingerprint: Fingerprint,
+}

@@ -1,0 +1,372 @@
+//! Reading one file in large chunks and framing its complete lines.
+//!
+//! These calls block (file I/O and parsing); the file source runs them on
+//! tokio's blocking pool, one chunk at a time.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Chunk, Event};
+use crate::batch::TrackedFile;
+use crate::checkpoint::{Fingerprint, FINGERPRINT_BYTES};
+use crate::config::OnInvalid;
+use crate::event::{frame_line, wrap_invalid, Class, FrameSink, Invalid, Kind, Selection};
+
+/// How much one read asks for.
+const READ_SIZE: usize = 256 * 1024;
+
+/// Everything framing needs that is the same for every file of a source.
+pub struct FrameContext {
+    /// The source's name, for logs.
+    pub source: String,
+    /// The destination's selection.
+    pub selection: Selection,
+    /// What to do with invalid lines.
+    pub on_invalid: OnInvalid,
+    /// The longest line taken as an event.
+    pub max_line_bytes: usize,
+    /// Keeps invalid-line warnings to about one a second.
+    pub invalid_log: RateLimit,
+}
+
+/// Lets a repeated message through at most once per period, counting the rest.
+pub struct RateLimit {
+    period: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimit {
+    /// A limiter of one message per `period`.
+    pub fn new(period: Duration) -> RateLimit {
+        RateLimit {
+            period,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed since the last one)` when a message may be logged now.
+    pub fn allow(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match s.0 {
+            Some(last) if now.duration_since(last) < self.period => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                s.0 = Some(now);
+                Some(std::mem::take(&mut s.1))
+            }
+        }
+    }
+}
+
+/// A line longer than `max_line_bytes` that is still being skipped.
+struct Oversize {
+    prefix: Bytes,
+    len: u64,
+    start: u64,
+}
+
+/// One open file and the bytes of its last, unfinished line.
+pub struct OpenFile {
+    /// The file as batches refer to it.
+    pub tracked: Arc<TrackedFile>,
+    /// The path it was last seen under.
+    pub path: PathBuf,
+    /// No longer matched by the source's globs (renamed away or deleted):
+    /// read it to its end, then close it.
+    pub orphan: bool,
+    file: File,
+    base: u64,
+    buf: BytesMut,
+    oversize: Option<Oversize>,
+    head: Vec<u8>,
+}
+
+impl OpenFile {
+    /// Opens `path` positioned at `start`.
+    pub fn open(
+        file: File,
+        path: PathBuf,
+        tracked: Arc<TrackedFile>,
+        start: u64,
+    ) -> io::Result<OpenFile> {
+        let mut f = OpenFile {
+            tracked,
+            path,
+            orphan: false,
+            file,
+            base: start,
+            buf: BytesMut::new(),
+            oversize: None,
+            head: Vec::new(),
+        };
+        f.file.seek(SeekFrom::Start(start))?;
+        f.refresh_head()?;
+        Ok(f)
+    }
+
+    /// The fingerprint of the file's first bytes as read so far.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.head)
+    }
+
+    /// Every byte before this has been framed.
+    pub fn framed_to(&self) -> u64 {
+        self.oversize.as_ref().map_or(self.base, |o| o.start)
+    }
+
+    fn refresh_head(&mut self) -> io::Result<()> {
+        if self.head.len() < FINGERPRINT_BYTES {
+            let mut head = vec![0u8; FINGERPRINT_BYTES];
+            let n = self.file.read_at(&mut head, 0)?;
+            head.truncate(n);
+            self.head = head;
+        }
+        Ok(())
+    }
+
+    /// Reads the next chunk and frames its complete lines. `None` at end of file.
+    pub fn read(&mut self, ctx: &FrameContext) -> io::Result<Option<Chunk>> {
+        let old = self.buf.len();
+        self.buf.resize(old + READ_SIZE, 0);
+        let n = loop {
+            match self.file.read(&mut self.buf[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(old + n);
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.head.len() < FINGERPRINT_BYTES {
+            self.refresh_head()?;
+        }
+        let mut out = Framed::new(ctx, self);
+        if let Some(last_nl) = memchr::memrchr(b'\n', &self.buf[old..]) {
+            let lines = self.buf.split_to(old + last_nl + 1).freeze();
+            let base = self.base;
+            self.base += lines.len() as u64;
+            let mut start = 0usize;
+            for nl in memchr::memchr_iter(b'\n', &lines) {
+                let line_start = base + start as u64;
+                let line_end = base + nl as u64 + 1;
+                match self.oversize.take() {
+                    Some(o) => {
+                        let len = o.len + (nl - start) as u64;
+                        out.line(o.start, line_end, |s| {
+                            s.invalid(
+                                o.prefix,
+                                Invalid::TooLong {
+                                    len,
+                                    max: ctx.max_line_bytes,
+                                },
+                            )
+                        });
+                    }
+                    None if nl - start > ctx.max_line_bytes => {
+                        let prefix = lines.slice(start..start + ctx.max_line_bytes);
+                        let len = (nl - start) as u64;
+                        out.line(line_start, line_end, |s| {
+                            s.invalid(
+                                prefix,
+                                Invalid::TooLong {
+                                    len,
+                                    max: ctx.max_line_bytes,
+                                },
+                            )
+                        });
+                    }
+                    None => {
+                        let line = lines.slice(start..nl);
+                        out.line(line_start, line_end, |s| frame_line(&line, s));
+                    }
+                }
+                start = nl + 1;
+            }
+        }
+        // What is left is an unfinished line.
+        let partial = self.buf.len();
+        if let Some(o) = &mut self.oversize {
+            o.len += partial as u64;
+            self.base += partial as u64;
+            self.buf.clear();
+        } else if partial > ctx.max_line_bytes {
+            self.oversize = Some(Oversize {
+                prefix: self.buf.split_to(ctx.max_line_bytes).freeze(),
+                len: partial as u64,
+                start: self.base,
+            });
+            self.base += partial as u64;
+            self.buf.clear();
+        }
+        Ok(Some(out.finish(self)))
+    }
+
+    /// At end of file: if the file shrank below what was read (copytruncate),
+    /// starts again from its first byte and returns the position to record.
+    pub fn check_truncated(&mut self) -> io::Result<Option<Chunk>> {
+        let len = self.file.metadata()?.len();
+        if len >= self.base + self.buf.len() as u64 {
+            return Ok(None);
+        }
+        tracing::warn!(path = %self.path.display(), size = len, read = self.base, "file shrank (truncated, as by copytruncate): reading it again from the start");
+        self.file.seek(SeekFrom::Start(0))?;
+        self.base = 0;
+        self.buf.clear();
+        self.oversize = None;
+        self.head.clear();
+        self.refresh_head()?;
+        Ok(Some(self.position()))
+    }
+
+    /// Whether the file has been deleted (no name links to it any more).
+    pub fn is_deleted(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().map_or(true, |m| m.nlink() == 0)
+    }
+
+    /// A chunk with no events that records the current position.
+    pub fn position(&self) -> Chunk {
+        Chunk {
+            file: self.tracked.clone(),
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+            end: self.framed_to(),
+            fingerprint: self.fingerprint(),
+        }
+    }
+
+    /// Frames the unfinished last line as if its newline had come: the file
+    /// was rotated away or deleted and will not grow any more.
+    pub fn finish(&mut self, ctx: &FrameContext) -> Chunk {
+        let mut out = Framed::new(ctx, self);
+        let end = self.base + self.buf.len() as u64;
+        if let Some(o) = self.oversize.take() {
+            let len = o.len;
+            out.line(o.start, end, |s| {
+                s.invalid(
+                    o.prefix,
+                    Invalid::TooLong {
+                        len,
+                        max: ctx.max_line_bytes,
+                    },
+                )
+            });
+        } else if !self.buf.is_empty() {
+            let line = self.buf.split().freeze();
+            let start = self.base;
+            out.line(start, end, |s| frame_line(&line, s));
+        }
+        self.base = end;
+        self.buf.clear();
+        out.finish(self)
+    }
+}
+
+/// Collects the events of one chunk, line by line.
+struct Framed<'a> {
+    ctx: &'a FrameContext,
+    path: String,
+    events: Vec<Event>,
+    dead: Vec<Bytes>,
+}
+
+/// The [`FrameSink`] for one line: applies the selection and `on_invalid`.
+struct LineSink<'a, 'b> {
+    framed: &'b mut Framed<'a>,
+    line_start: u64,
+}
+
+impl<'a> Framed<'a> {
+    fn new(ctx: &'a FrameContext, f: &OpenFile) -> Framed<'a> {
+        Framed {
+            ctx,
+            path: f.path.display().to_string(),
+            events: Vec::new(),
+            dead: Vec::new(),
+        }
+    }
+
+    /// Frames one line with `f`; the last event it yields commits the line's end.
+    fn line(&mut self, start: u64, end: u64, f: impl FnOnce(&mut LineSink<'a, '_>)) {
+        let before = self.events.len();
+        f(&mut LineSink {
+            framed: self,
+            line_start: start,
+        });
+        if self.events.len() > before {
+            if let Some(last) = self.events.last_mut() {
+                last.commit = end;
+            }
+        }
+    }
+
+    fn finish(self, f: &OpenFile) -> Chunk {
+        Chunk {
+            file: f.tracked.clone(),
+            events: self.events,
+            dead_letters: self.dead,
+            end: f.framed_to(),
+            fingerprint: f.fingerprint(),
+        }
+    }
+}
+
+impl FrameSink for LineSink<'_, '_> {
+    fn event(&mut self, bytes: Bytes, class: &Class<'_>) {
+        if self.framed.ctx.selection.matches(class) {
+            self.framed.events.push(Event {
+                bytes,
+                commit: self.line_start,
+            });
+        }
+    }
+
+    fn invalid(&mut self, raw: Bytes, why: Invalid) {
+        let ctx = self.framed.ctx;
+        if let Some(suppressed) = ctx.invalid_log.allow() {
+            let action = match ctx.on_invalid {
+                OnInvalid::Wrap => "forwarded wrapped",
+                OnInvalid::Drop => "dropped",
+                OnInvalid::DeadLetter => "written to the dead-letter file",
+            };
+            tracing::warn!(
+                source = %ctx.source,
+                path = %self.framed.path,
+                offset = self.line_start,
+                similar_suppressed = suppressed,
+                "invalid line ({why}): {action}"
+            );
+        }
+        match ctx.on_invalid {
+            OnInvalid::Drop => {}
+            OnInvalid::Wrap => {
+                let class = Class {
+                    kind: Kind::Other,
+                    risk: None,
+                    notification_type: None,
+                };
+                if ctx.selection.matches(&class) {
+                    self.framed.events.push(Event {
+                        bytes: wrap_invalid(&raw, &why),
+                        commit: self.line_start,
+                    });
+                }
+            }
+            OnInvalid::DeadLetter => self.framed.dead.push(wrap_invalid(&raw, &why)),
+        }
+    }
+}

@@ -1,0 +1,1040 @@
+//! HTTP collector emulators: Fluentd `in_http` and the Logstash `http` input,
+//! as recorded in `shared/reference/collectors.md`.
+//!
+//! A [`Collector`] runs on its own thread with its own tokio runtime, so tests
+//! can be plain `#[test]` functions that use blocking calls. It records every
+//! accepted request ([`Batch`]) with the raw bytes of each event, counts every
+//! answer's status, and lets a test inject faults ([`Collector::fail_next`],
+//! [`Collector::set_busy`], [`Collector::set_hang`],
+//! [`Collector::respond_with_body`]).
+//!
+//! Where the real collector silently loses data that tailhook sent (malformed
+//! JSON answered `200`, a non-JSON content type turned into one plain-text
+//! event, ...), the emulator answers like the real one but records a
+//! *violation*. Dropping a [`Collector`] that has violations panics (unless
+//! the thread is already panicking), so the test that caused one fails.
+//!
+//! Order of decisions for each request:
+//! 1. the body is read; over `body_limit` → `413` and the connection is closed;
+//! 2. Logstash with `basic_auth`: missing or wrong credentials → `401`;
+//! 3. [`Collector::set_hang`]: the request is counted and never answered;
+//! 4. [`Collector::respond_with_body`] override, else the next
+//!    [`Collector::fail_next`] status, else (Logstash) `429` while busy;
+//! 5. the flavor's own handling of the body.
+//!
+//! The body is always checked for the violations above, whatever the answer.
+//! An injected or overriding *2xx* status does not skip step 5: the request is
+//! handled normally, recorded if the flavor accepts it, and answered with the
+//! injected status and body.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpSocket;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+const MIB: usize = 1024 * 1024;
+
+/// Which real collector to emulate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// Mirrors Fluentd v1 `in_http` as observed on Fluentd 1.16.11: any path,
+    /// POST or PUT alike; `application/json` (a top-level array is one event
+    /// per element, an object one event) or `application/x-ndjson` (one event
+    /// per non-empty line); success is `200` with an empty body, keep-alive,
+    /// idle connections closed after `keepalive_timeout` (10 s); `400` without
+    /// a JSON/NDJSON/msgpack content type (`'json', 'ndjson' or 'msgpack'
+    /// parameter is required`) and for non-object elements such as `[1,2]`;
+    /// `413` `Too large` over `body_size_limit` (32 MiB), closing the
+    /// connection; `GET` is `200` and ingests nothing; malformed JSON is `200`
+    /// and silently dropped (recorded here as a violation). Not emulated:
+    /// msgpack and gzip/deflate bodies (answered `400`), form-encoded `json=`.
+    Fluentd,
+    /// Mirrors the Logstash 8 `http` input (logstash-input-http 4.x) with its
+    /// default `additional_codecs` (`application/json` → json codec): a root
+    /// JSON array is one event per element, an object one event; success is
+    /// `200` with body `ok`; `401` for missing or wrong basic auth (`user` /
+    /// `password`); `429` while its queue is full or the pipeline blocked
+    /// ([`Collector::set_busy`]); `413` over `max_content_length` (100 MiB).
+    /// What the real one accepts but mangles (malformed JSON, non-object
+    /// elements → `_jsonparsefailure`; another content type → one plain-text
+    /// event) is answered `200 ok` and recorded as a violation.
+    Logstash,
+}
+
+/// How to start a [`Collector`]. Use [`Options::fluentd`] or
+/// [`Options::logstash`] for the real defaults, then change fields with
+/// struct-update syntax: `Options { port, ..Options::fluentd() }`.
+#[derive(Clone)]
+pub struct Options {
+    pub flavor: Flavor,
+    /// Serve HTTPS with this configuration (see `tls::TestPki::server_config`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest accepted body in bytes; above it, `413` and the connection is
+    /// closed. Fluentd `body_size_limit` is 32 MiB, Logstash
+    /// `max_content_length` 100 MiB.
+    pub body_limit: usize,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Logstash `user`/`password`: `401` when the `Authorization` header is
+    /// missing or wrong. Ignored by the Fluentd flavor.
+    pub basic_auth: Option<(String, String)>,
+    /// Idle keep-alive connections (and connections that do not send a
+    /// complete request head in time) are closed after this long. Fluentd
+    /// `keepalive_timeout` is 10 s; Logstash has none.
+    pub keepalive_timeout: Option<Duration>,
+}
+
+impl Options {
+    /// Fluentd `in_http` defaults: plain HTTP, `body_size_limit` 32 MiB,
+    /// `keepalive_timeout` 10 s.
+    pub fn fluentd() -> Options {
+        Options {
+            flavor: Flavor::Fluentd,
+            tls: None,
+            body_limit: 32 * MIB,
+            port: 0,
+            basic_auth: None,
+            keepalive_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// Logstash `http` input defaults: plain HTTP, `max_content_length`
+    /// 100 MiB, no basic auth, no idle timeout.
+    pub fn logstash() -> Options {
+        Options {
+            flavor: Flavor::Logstash,
+            tls: None,
+            body_limit: 100 * MIB,
+            port: 0,
+            basic_auth: None,
+            keepalive_timeout: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("flavor", &self.flavor)
+            .field("tls", &self.tls.is_some())
+            .field("body_limit", &self.body_limit)
+            .field("port", &self.port)
+            .field("basic_auth", &self.basic_auth)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .finish()
+    }
+}
+
+/// One request that was answered with a 2xx status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub method: String,
+    /// URL path without the query (Fluentd's tag is the path).
+    pub path: String,
+    /// URL query without the `?`, if any (Fluentd reads `?time=`).
+    pub query: Option<String>,
+    /// Request headers in arrival order; names are lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The whole request body as received.
+    pub body: Vec<u8>,
+    /// The raw bytes of each event exactly as they appear in the body: each
+    /// element of a top-level JSON array, the single top-level object, or
+    /// each non-empty NDJSON line.
+    pub events: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running collector emulator. Stopped by [`Collector::stop`] or on drop.
+pub struct Collector {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    tls: bool,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    batches: Vec<Batch>,
+    event_count: usize,
+    statuses: Vec<u16>,
+    /// Requests received: answered ones plus hung ones.
+    requests: usize,
+    connections: usize,
+    tls_failures: usize,
+    violations: Vec<String>,
+    script: VecDeque<Injected>,
+    busy: bool,
+    hang: bool,
+    override_answer: Option<(u16, String)>,
+}
+
+#[derive(Clone, Debug)]
+struct Injected {
+    status: u16,
+    body: String,
+    retry_after: Option<u64>,
+}
+
+struct Config {
+    flavor: Flavor,
+    body_limit: usize,
+    /// Expected `Authorization` credentials, base64 of `user:password`.
+    basic_auth: Option<String>,
+    keepalive_timeout: Option<Duration>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock must not hide the original failure.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if done(&state) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Collector {
+    /// Starts a collector on `127.0.0.1:opts.port` (SO_REUSEADDR, so the port
+    /// of a stopped collector can be taken again at once). Panics if the port
+    /// cannot be bound.
+    pub fn start(opts: Options) -> Collector {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build collector runtime");
+        let bind = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, opts.port));
+        let listener = runtime
+            .block_on(async {
+                let socket = TcpSocket::new_v4()?;
+                socket.set_reuseaddr(true)?;
+                socket.bind(bind)?;
+                socket.listen(1024)
+            })
+            .unwrap_or_else(|e| panic!("collector: cannot listen on {bind}: {e}"));
+        let addr = listener.local_addr().expect("collector local_addr");
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let config = Arc::new(Config {
+            flavor: opts.flavor,
+            body_limit: opts.body_limit,
+            basic_auth: opts
+                .basic_auth
+                .as_ref()
+                .map(|(user, password)| base64(format!("{user}:{password}").as_bytes())),
+            keepalive_timeout: opts.keepalive_timeout,
+        });
+        let acceptor = opts.tls.clone().map(TlsAcceptor::from);
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("collector-{}", addr.port()))
+            .spawn(move || {
+                runtime.block_on(accept_loop(
+                    listener,
+                    acceptor,
+                    thread_shared,
+                    config,
+                    shutdown_rx,
+                ));
+                // Dropping the runtime here closes every remaining socket.
+                drop(runtime);
+            })
+            .expect("spawn collector thread");
+
+        Collector {
+            shared,
+            addr,
+            tls: opts.tls.is_some(),
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The bound address (always 127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the collector listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT{path}`, or `https://localhost:PORT{path}` when
+    /// serving TLS (the test certificate names `localhost` and `127.0.0.1`).
+    pub fn url(&self, path: &str) -> String {
+        let sep = if path.starts_with('/') || path.is_empty() {
+            ""
+        } else {
+            "/"
+        };
+        if self.tls {
+            format!("https://localhost:{}{sep}{path}", self.addr.port())
+        } else {
+            format!("http://127.0.0.1:{}{sep}{path}", self.addr.port())
+        }
+    }
+
+    /// Every request answered with a 2xx status, in arrival order.
+    pub fn batches(&self) -> Vec<Batch> {
+        self.shared.lock().batches.clone()
+    }
+
+    /// All accepted events (raw bytes), in arrival order.
+    pub fn events(&self) -> Vec<Vec<u8>> {
+        let state = self.shared.lock();
+        state
+            .batches
+            .iter()
+            .flat_map(|b| b.events.iter().cloned())
+            .collect()
+    }
+
+    /// All accepted events parsed as JSON, in arrival order.
+    pub fn events_json(&self) -> Vec<serde_json::Value> {
+        self.events()
+            .iter()
+            .map(|e| serde_json::from_slice(e).expect("recorded events are valid JSON"))
+            .collect()
+    }
+
+    /// Number of accepted events.
+    pub fn event_count(&self) -> usize {
+        self.shared.lock().event_count
+    }
+
+    /// The status of every answered request, in order (hung requests have
+    /// none).
+    pub fn statuses(&self) -> Vec<u16> {
+        self.shared.lock().statuses.clone()
+    }
+
+    /// Number of requests received: answered with any status, or hung.
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests
+    }
+
+    /// Number of TCP connections accepted (to check connection reuse).
+    pub fn connection_count(&self) -> usize {
+        self.shared.lock().connections
+    }
+
+    /// Number of failed TLS handshakes.
+    pub fn tls_failures(&self) -> usize {
+        self.shared.lock().tls_failures
+    }
+
+    /// The violations recorded so far (see the module documentation).
+    pub fn violations(&self) -> Vec<String> {
+        self.shared.lock().violations.clone()
+    }
+
+    /// Takes the violations recorded so far, so that dropping the collector
+    /// does not panic. Only for tests that provoke one on purpose.
+    pub fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.shared.lock().violations)
+    }
+
+    /// Blocks until at least `n` events have been accepted, or `timeout`.
+    pub fn wait_for_events(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.event_count >= n)
+    }
+
+    /// Blocks until at least `n` requests have been received (answered with
+    /// any status, including injected failures, or hung), or `timeout`.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.requests >= n)
+    }
+
+    /// Blocks until at least `n` TLS handshakes have failed, or `timeout`.
+    pub fn wait_for_tls_failures(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.tls_failures >= n)
+    }
+
+    /// Answers the next requests with these statuses in turn (body
+    /// `injected failure <status>`, no `Retry-After`). Their events are not
+    /// recorded (unless the status is 2xx: see the module documentation).
+    pub fn fail_next(&self, statuses: &[u16]) {
+        let mut state = self.shared.lock();
+        for &status in statuses {
+            state.script.push_back(Injected {
+                status,
+                body: format!("injected failure {status}"),
+                retry_after: None,
+            });
+        }
+    }
+
+    /// Like [`Collector::fail_next`] for one request, adding the header
+    /// `Retry-After: <secs>`.
+    pub fn fail_next_with_retry_after(&self, status: u16, secs: u64) {
+        self.shared.lock().script.push_back(Injected {
+            status,
+            body: format!("injected failure {status}"),
+            retry_after: Some(secs),
+        });
+    }
+
+    /// Logstash flavor: while busy, answer `429 Too Many Requests` like a
+    /// Logstash whose pending-request queue is full or whose pipeline is
+    /// blocked. No effect on the Fluentd flavor.
+    pub fn set_busy(&self, busy: bool) {
+        self.shared.lock().busy = busy;
+    }
+
+    /// While set, each new request is read in full, counted, and never
+    /// answered: its connection stays open until the collector stops.
+    /// Requests already hung stay hung after `set_hang(false)`.
+    pub fn set_hang(&self, hang: bool) {
+        self.shared.lock().hang = hang;
+    }
+
+    /// Answers every later request with this status and body (text/plain)
+    /// until [`Collector::clear_override`].
+    pub fn respond_with_body(&self, status: u16, body: &str) {
+        self.shared.lock().override_answer = Some((status, body.to_owned()));
+    }
+
+    /// Ends [`Collector::respond_with_body`].
+    pub fn clear_override(&self) {
+        self.shared.lock().override_answer = None;
+    }
+
+    /// Closes the listener and every open connection, and joins the thread.
+    /// Panics if violations were recorded (see the module documentation).
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) -> Option<String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let thread = self.thread.take()?;
+        match thread.join() {
+            Ok(()) => None,
+            Err(payload) => Some(
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".to_owned()),
+            ),
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let thread_panic = self.shutdown();
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(msg) = thread_panic {
+            panic!("collector thread on {} panicked: {msg}", self.addr);
+        }
+        let violations = std::mem::take(&mut self.shared.lock().violations);
+        if !violations.is_empty() {
+            panic!(
+                "collector on {} recorded {} violation(s) by the sender:\n  - {}",
+                self.addr,
+                violations.len(),
+                violations.join("\n  - ")
+            );
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                {
+                    shared.lock().connections += 1;
+                    shared.changed.notify_all();
+                }
+                let shared = Arc::clone(&shared);
+                let config = Arc::clone(&config);
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    match acceptor {
+                        None => serve_connection(stream, shared, config).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => serve_connection(tls, shared, config).await,
+                            Err(_) => {
+                                shared.lock().tls_failures += 1;
+                                shared.changed.notify_all();
+                            }
+                        },
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, config: Arc<Config>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.keepalive_timeout);
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        let config = Arc::clone(&config);
+        async move { Ok::<_, Infallible>(handle(req, &shared, &config).await) }
+    });
+    // Errors (client went away, idle timeout, ...) just end the connection.
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// What the flavor itself makes of a request.
+struct Verdict {
+    status: u16,
+    body: String,
+    events: Vec<Vec<u8>>,
+    violations: Vec<String>,
+}
+
+impl Verdict {
+    fn ok(flavor: Flavor, events: Vec<Vec<u8>>, violations: Vec<String>) -> Verdict {
+        Verdict {
+            status: 200,
+            body: match flavor {
+                Flavor::Fluentd => String::new(),
+                Flavor::Logstash => "ok".to_owned(),
+            },
+            events,
+            violations,
+        }
+    }
+
+    fn error(status: u16, body: String, violations: Vec<String>) -> Verdict {
+        Verdict {
+            status,
+            body,
+            events: Vec::new(),
+            violations,
+        }
+    }
+}
+
+struct RequestInfo {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Response<Full<Bytes>> {
+    let (parts, mut incoming) = req.into_parts();
+    let info = RequestInfo {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+
+    // 1. Body size: Fluentd checks the declared size of `Expect:
+    // 100-continue` requests and the running size of the body; Logstash its
+    // `max_content_length`. Both answer 413 and close the connection.
+    let declared =
+        header_str(&parts.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.body_limit as u64) {
+        return too_large(shared, config, info);
+    }
+    let mut body = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if body.len() + data.len() > config.body_limit {
+                        return too_large(shared, config, info);
+                    }
+                    body.extend_from_slice(&data);
+                }
+            }
+            // The client went away mid-body: nobody will read an answer.
+            Err(_) => return plain(400, String::new()),
+        }
+    }
+
+    // 2. Logstash basic auth.
+    if config.flavor == Flavor::Logstash {
+        if let Some(expected) = &config.basic_auth {
+            if !basic_auth_matches(&parts.headers, expected) {
+                let mut response = plain(401, String::new());
+                response.headers_mut().insert(
+                    "www-authenticate",
+                    HeaderValue::from_static("Basic realm=\"Logstash\""),
+                );
+                record(shared, info, 401, body, None, Vec::new());
+                return response;
+            }
+        }
+    }
+
+    // 3. Hang.
+    let hang = {
+        let mut state = shared.lock();
+        if state.hang {
+            state.requests += 1;
+        }
+        state.hang
+    };
+    if hang {
+        shared.changed.notify_all();
+        std::future::pending::<()>().await;
+    }
+
+    // 4. Faults.
+    let injected = {
+        let mut state = shared.lock();
+        if let Some((status, body)) = state.override_answer.clone() {
+            Some(Injected {
+                status,
+                body,
+                retry_after: None,
+            })
+        } else if let Some(next) = state.script.pop_front() {
+            Some(next)
+        } else if config.flavor == Flavor::Logstash && state.busy {
+            Some(Injected {
+                status: 429,
+                body: "Too Many Requests".to_owned(),
+                retry_after: None,
+            })
+        } else {
+            None
+        }
+    };
+
+    // 5. The flavor's own handling (always run, to check for violations).
+    let verdict = match config.flavor {
+        Flavor::Fluentd => fluentd_verdict(&parts.method, &parts.headers, &body),
+        Flavor::Logstash => logstash_verdict(&parts.method, &parts.headers, &body),
+    };
+
+    let accepted = is_success(verdict.status);
+    let (status, answer, retry_after) = match injected {
+        Some(inj) if !is_success(inj.status) || accepted => (inj.status, inj.body, inj.retry_after),
+        _ => (verdict.status, verdict.body, None),
+    };
+    let events = (is_success(status) && accepted).then_some(verdict.events);
+    record(shared, info, status, body, events, verdict.violations);
+
+    let mut response = plain(status, answer);
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+    }
+    response
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Records an answered request: its status, its batch when `events` is Some
+/// (a 2xx answer), and the violations found in it.
+fn record(
+    shared: &Shared,
+    info: RequestInfo,
+    status: u16,
+    body: Vec<u8>,
+    events: Option<Vec<Vec<u8>>>,
+    violations: Vec<String>,
+) {
+    let mut state = shared.lock();
+    state.requests += 1;
+    state.statuses.push(status);
+    for v in violations {
+        state
+            .violations
+            .push(format!("{} {}: {v}", info.method, info.path));
+    }
+    if let Some(events) = events {
+        state.event_count += events.len();
+        state.batches.push(Batch {
+            method: info.method,
+            path: info.path,
+            query: info.query,
+            headers: info.headers,
+            body,
+            events,
+        });
+    }
+    drop(state);
+    shared.changed.notify_all();
+}
+
+fn too_large(shared: &Shared, config: &Config, info: RequestInfo) -> Response<Full<Bytes>> {
+    record(shared, info, 413, Vec::new(), None, Vec::new());
+    let body = match config.flavor {
+        Flavor::Fluentd => "Too large".to_owned(),
+        Flavor::Logstash => String::new(),
+    };
+    let mut response = plain(413, body);
+    response
+        .headers_mut()
+        .insert("connection", HeaderValue::from_static("close"));
+    response
+}
+
+fn plain(status: u16, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::IM_A_TEAPOT);
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A `Content-Encoding` other than identity: the real collectors decode gzip
+/// and deflate, but this emulator cannot (no decompressor available), so it
+/// refuses them loudly instead of recording compressed bytes as events.
+fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
+    let encoding = header_str(headers, "content-encoding")?.trim();
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        return None;
+    }
+    Some(encoding.to_owned())
+}
+
+/// Mirrors Fluentd v1 `in_http` (1.16.11):
+/// - `GET` (and `HEAD`) → 200, nothing ingested;
+/// - the content type is matched like `in_http` does (case-sensitive prefix):
+///   `application/json` is parsed, `application/x-ndjson` split on `\r?\n`
+///   with empty lines skipped, `application/msgpack` is accepted by the real
+///   one but answered 400 here (emulator limitation); anything else → 400
+///   `'json', 'ndjson' or 'msgpack' parameter is required` (the real body is
+///   `400 Bad Request\n<message>\n`);
+/// - a top-level array is one event per element, a single object one event;
+///   an element (or top-level value) that is neither an object nor `null` →
+///   400 (the real one fails on it, e.g. `[1,2]`); `null` is skipped;
+/// - malformed JSON → 200 and silently dropped, like the real one — recorded
+///   here as a violation, since tailhook must only ever send valid JSON;
+///   a skipped `null` is a violation too (silently dropped data).
+fn fluentd_verdict(method: &Method, headers: &HeaderMap, body: &[u8]) -> Verdict {
+    const FLAVOR: Flavor = Flavor::Fluentd;
+    if method == Method::GET || method == Method::HEAD {
+        return Verdict::ok(FLAVOR, Vec::new(), Vec::new());
+    }
+    let bad_request = |msg: &str| format!("400 Bad Request\n{msg}\n");
+    if let Some(encoding) = unsupported_encoding(headers) {
+        return Verdict::error(
+            400,
+            bad_request(&format!(
+                "Content-Encoding {encoding} not supported by emulator"
+            )),
+            vec![format!(
+                "Content-Encoding {encoding}: the emulator cannot decode it (real Fluentd accepts gzip and deflate)"
+            )],
+        );
+    }
+    let content_type = header_str(headers, "content-type")
+        .unwrap_or("")
+        .trim_start();
+    if content_type.starts_with("application/msgpack") {
+        return Verdict::error(
+            400,
+            bad_request("msgpack not supported by emulator"),
+            Vec::new(),
+        );
+    }
+
+    let values: Vec<&RawValue> = if content_type.starts_with("application/json") {
+        match parse_json(body) {
+            Ok(Parsed::Array(elements)) => elements,
+            Ok(Parsed::Single(value)) => vec![value],
+            Err(e) => {
+                return Verdict::ok(
+                    FLAVOR,
+                    Vec::new(),
+                    vec![format!(
+                        "malformed JSON body (real Fluentd answers 200 and silently drops it): {e}; body: {}",
+                        preview(body)
+                    )],
+                )
+            }
+        }
+    } else if content_type.starts_with("application/x-ndjson") {
+        let mut values = Vec::new();
+        for line in body.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<&RawValue>(line) {
+                Ok(value) => values.push(value),
+                Err(e) => {
+                    return Verdict::ok(
+                        FLAVOR,
+                        Vec::new(),
+                        vec![format!(
+                            "malformed NDJSON line (real Fluentd answers 200 and silently drops the body): {e}; line: {}",
+                            preview(line)
+                        )],
+                    )
+                }
+            }
+        }
+        values
+    } else {
+        return Verdict::error(
+            400,
+            bad_request("'json', 'ndjson' or 'msgpack' parameter is required"),
+            Vec::new(),
+        );
+    };
+
+    let mut events = Vec::new();
+    let mut violations = Vec::new();
+    for value in values {
+        match first_byte(value) {
+            b'{' => events.push(value.get().as_bytes().to_vec()),
+            b'n' => violations
+                .push("null event: real Fluentd skips it silently (answers 200)".to_owned()),
+            _ => {
+                return Verdict::error(
+                    400,
+                    bad_request(&format!(
+                        "event is not a JSON object: {}",
+                        preview(value.get().as_bytes())
+                    )),
+                    Vec::new(),
+                )
+            }
+        }
+    }
+    Verdict::ok(FLAVOR, events, violations)
+}
+
+/// Mirrors the Logstash `http` input (logstash-input-http 4.x) with default
+/// `additional_codecs`: a body whose MIME type (parameters ignored) is
+/// `application/json` goes to the json codec — a root array is one event per
+/// element, an object one event — and is answered `200 ok`. The real one also
+/// answers `200 ok` when the json codec fails (malformed JSON, or an element
+/// that is not an object, become `_jsonparsefailure` events) and when another
+/// content type sends the whole body to the plain codec as one event: the
+/// emulator does the same but records those as violations (for a non-JSON
+/// content type the whole body is recorded as one event). Empty bodies
+/// (e.g. `GET`) ingest nothing.
+fn logstash_verdict(method: &Method, headers: &HeaderMap, body: &[u8]) -> Verdict {
+    const FLAVOR: Flavor = Flavor::Logstash;
+    if body.is_empty() {
+        let violations = if method == Method::GET || method == Method::HEAD {
+            Vec::new()
+        } else {
+            vec!["empty body".to_owned()]
+        };
+        return Verdict::ok(FLAVOR, Vec::new(), violations);
+    }
+    if let Some(encoding) = unsupported_encoding(headers) {
+        return Verdict::error(
+            400,
+            format!("Content-Encoding {encoding} not supported by emulator"),
+            vec![format!(
+                "Content-Encoding {encoding}: the emulator cannot decode it"
+            )],
+        );
+    }
+    let content_type = header_str(headers, "content-type").unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" {
+        return Verdict::ok(
+            FLAVOR,
+            vec![body.to_vec()],
+            vec![format!(
+                "Content-Type {content_type:?} is not application/json: real Logstash uses the plain codec and makes the whole body one text event"
+            )],
+        );
+    }
+    let values = match parse_json(body) {
+        Ok(Parsed::Array(elements)) => elements,
+        Ok(Parsed::Single(value)) => vec![value],
+        Err(e) => {
+            return Verdict::ok(
+                FLAVOR,
+                Vec::new(),
+                vec![format!(
+                    "malformed JSON body (real Logstash answers 200 and makes a _jsonparsefailure event): {e}; body: {}",
+                    preview(body)
+                )],
+            )
+        }
+    };
+    let mut events = Vec::new();
+    let mut violations = Vec::new();
+    for value in values {
+        if first_byte(value) == b'{' {
+            events.push(value.get().as_bytes().to_vec());
+        } else {
+            violations.push(format!(
+                "event is not a JSON object (real Logstash answers 200 and makes a _jsonparsefailure event): {}",
+                preview(value.get().as_bytes())
+            ));
+        }
+    }
+    Verdict::ok(FLAVOR, events, violations)
+}
+
+enum Parsed<'a> {
+    Array(Vec<&'a RawValue>),
+    Single(&'a RawValue),
+}
+
+/// Parses `body` as one JSON value (valid UTF-8 required), borrowing the raw
+/// bytes of a top-level array's elements.
+fn parse_json(body: &[u8]) -> Result<Parsed<'_>, serde_json::Error> {
+    let value: &RawValue = serde_json::from_slice(body)?;
+    if first_byte(value) == b'[' {
+        Ok(Parsed::Array(serde_json::from_str(value.get())?))
+    } else {
+        Ok(Parsed::Single(value))
+    }
+}
+
+fn first_byte(value: &RawValue) -> u8 {
+    value.get().as_bytes().first().copied().unwrap_or(0)
+}
+
+fn preview(bytes: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]).into_owned();
+    if bytes.len() > MAX {
+        format!("{text:?}... ({} bytes)", bytes.len())
+    } else {
+        format!("{text:?}")
+    }
+}
+
+fn basic_auth_matches(headers: &HeaderMap, expected: &str) -> bool {
+    let Some(value) = header_str(headers, "authorization") else {
+        return false;
+    };
+    let value = value.trim();
+    match value.split_once(' ') {
+        Some((scheme, token)) => scheme.eq_ignore_ascii_case("basic") && token.trim() == expected,
+        None => false,
+    }
+}
+
+/// Standard base64 with padding (for basic auth credentials).
+pub fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(TABLE[(n >> 18) as usize & 63] as char);
+        out.push(TABLE[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            TABLE[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            TABLE[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}

@@ -1,0 +1,21 @@
+//! Shared support code for tailhook's integration tests.
+//!
+//! Each `tests/*.rs` file starts with `mod support;` and uses the parts it
+//! needs:
+//!
+//! - [`collector`]: HTTP collector emulators (Fluentd `in_http`, Logstash
+//!   `http` input) running on their own thread, with recording and fault
+//!   injection;
+//! - [`process`]: running the real `tailhook` binary with bounded waits;
+//! - [`tls`]: a throw-away CA and a server certificate for `localhost` and
+//!   `127.0.0.1`.
+//!
+//! Every wait in here is bounded and event-driven (Condvar or channel); none
+//! of it sleeps to synchronise.
+
+// Each test file uses only a subset of this module tree.
+#![allow(dead_code)]
+
+pub mod collector;
+pub mod process;
+pub mod tls;
