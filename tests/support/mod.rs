@@ -18,4 +18,5 @@
 
 pub mod collector;
 pub mod process;
+pub mod setup;
 pub mod tls;

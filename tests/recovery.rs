@@ -1,0 +1,1013 @@
+//! Recovery and delivery guarantees of the real `tailhook` binary: retries
+//! after collector failures, restarts from checkpoints, `kill -9`, SIGTERM
+//! flushing, invalid lines (`on_invalid`), permanent rejections, corrupt
+//! checkpoints, and files that cannot be read or vanish.
+//!
+//! Every wait is bounded and event-driven (collector counts, log lines,
+//! process exit). A clean SIGTERM is used as the final synchronisation point:
+//! once `terminate()` has returned, nothing more can arrive, so exact counts
+//! (no loss, no duplicates) can be asserted.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::collector::{Collector, Options};
+use support::process::{Exit, Tailhook};
+use support::setup::{append, destination, hits, Setup};
+
+/// Upper bound of every wait; a healthy run takes a small part of it.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The destination name used by every test (checkpoint and dead-letter
+/// files are named after it).
+const DEST: &str = "fluentd";
+
+// ---- helpers ----------------------------------------------------------------
+
+/// The `seq` field of a recorded event.
+fn seq_of(event: &[u8]) -> u64 {
+    // Fast path for `hits()` events, which start with `{"seq":N,`.
+    if let Some(rest) = event.strip_prefix(br#"{"seq":"#) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 && rest.get(digits) == Some(&b',') {
+            if let Ok(n) = std::str::from_utf8(&rest[..digits]).unwrap().parse() {
+                return n;
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(event)
+        .unwrap_or_else(|e| panic!("event is not JSON ({e}): {}", String::from_utf8_lossy(event)));
+    v["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("event without seq: {}", String::from_utf8_lossy(event)))
+}
+
+/// The `seq` of every accepted event, in arrival order.
+fn seqs(collector: &Collector) -> Vec<u64> {
+    collector.events().iter().map(|e| seq_of(e)).collect()
+}
+
+/// How many times each `seq` was accepted.
+fn seq_counts(collector: &Collector) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for s in seqs(collector) {
+        *counts.entry(s).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn as_bytes(lines: &[String]) -> Vec<Vec<u8>> {
+    lines.iter().map(|l| l.as_bytes().to_vec()).collect()
+}
+
+/// Asserts that the collector accepted each of `lines` exactly once, byte for
+/// byte, and nothing else (in any order).
+fn assert_each_exactly_once(collector: &Collector, lines: &[String]) {
+    let mut got = collector.events();
+    let mut want = as_bytes(lines);
+    got.sort();
+    want.sort();
+    if got == want {
+        return;
+    }
+    let want_seqs: BTreeSet<u64> = lines.iter().map(|l| seq_of(l.as_bytes())).collect();
+    let counts = seq_counts(collector);
+    let missing: Vec<u64> = want_seqs
+        .iter()
+        .filter(|s| !counts.contains_key(s))
+        .copied()
+        .collect();
+    let duplicated: Vec<(u64, usize)> = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&s, &n)| (s, n))
+        .collect();
+    let unexpected: Vec<u64> = counts
+        .keys()
+        .filter(|s| !want_seqs.contains(s))
+        .copied()
+        .collect();
+    panic!(
+        "expected each of {} events exactly once, byte for byte; got {} events.\n\
+         missing seqs: {missing:?}\nduplicated (seq, times): {duplicated:?}\n\
+         unexpected seqs: {unexpected:?}\nstatuses: {:?}",
+        want.len(),
+        got.len(),
+        collector.statuses()
+    );
+}
+
+/// Waits until every `seq` in `want` has been accepted at least once (events
+/// may arrive more than once), or `timeout`. Event-driven: each round waits
+/// for one more event than the collector has seen.
+fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let events = collector.events();
+        let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
+        if want.is_subset(&seen) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        collector.wait_for_events(events.len() + 1, deadline - now);
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens (a collector was started on it
+/// and stopped; the emulator binds with SO_REUSEADDR, so it can be taken
+/// again at once).
+fn dead_port() -> u16 {
+    let collector = Collector::start(Options::fluentd());
+    let port = collector.port();
+    collector.stop();
+    port
+}
+
+/// A Fluentd emulator on a given port.
+fn fluentd_on(port: u16) -> Collector {
+    Collector::start(Options {
+        port,
+        ..Options::fluentd()
+    })
+}
+
+/// `config.toml` with `top` (top-level keys), one file source on
+/// `logs/*.ndjson` (with `source_extra`) and one destination `DEST` (with
+/// `dest_extra` keys and `tables`).
+fn config(
+    setup: &Setup,
+    top: &str,
+    source_extra: &str,
+    url: &str,
+    dest_extra: &str,
+    tables: &str,
+) -> PathBuf {
+    setup.config(&format!(
+        "{top}\n{}{}",
+        setup.source("wallarm", "*.ndjson", source_extra),
+        destination(DEST, url, dest_extra, tables)
+    ))
+}
+
+/// Asserts a clean exit (code 0), with the output on failure.
+fn assert_clean_exit(exit: &Exit) {
+    assert!(
+        exit.success(),
+        "tailhook should exit 0 on SIGTERM, got code {:?} signal {:?}\n{}",
+        exit.code,
+        exit.signal,
+        exit.output()
+    );
+    assert!(
+        !exit.stderr.contains("panicked"),
+        "tailhook panicked:\n{}",
+        exit.output()
+    );
+}
+
+/// The destination's checkpoint file, parsed; panics when it is missing or
+/// not JSON.
+fn read_checkpoint(setup: &Setup) -> serde_json::Value {
+    let path = setup.checkpoint(DEST);
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("checkpoint {} is missing: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "checkpoint {} is not JSON ({e}): {}",
+            path.display(),
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+/// The acknowledged offset the checkpoint records for `file`, if any.
+fn checkpointed_offset(checkpoint: &serde_json::Value, file: &Path) -> Option<u64> {
+    let path = file.display().to_string();
+    checkpoint["files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["path"].as_str() == Some(path.as_str()))
+        .and_then(|f| f["offset"].as_u64())
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+// ---- 1. retries ---------------------------------------------------------------
+
+#[test]
+fn retries_until_a_collector_that_was_not_listening_comes_up() {
+    let setup = Setup::new();
+    let port = dead_port();
+    let lines = hits(0, 20, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    let cfg = config(
+        &setup,
+        "",
+        "",
+        &format!("http://127.0.0.1:{port}/wallarm.events"),
+        "",
+        "",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        tailhook.wait_for_log("delivery failed", WAIT),
+        "no 'delivery failed' log while nothing listens:\n{}",
+        tailhook.stderr()
+    );
+    assert!(
+        tailhook.stderr().contains("connection refused"),
+        "the failure should be told as 'connection refused':\n{}",
+        tailhook.stderr()
+    );
+
+    let collector = fluentd_on(port);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "only {} of {} events arrived after the collector came up",
+        collector.event_count(),
+        lines.len()
+    );
+    assert_clean_exit(&tailhook.terminate());
+    assert_each_exactly_once(&collector, &lines);
+}
+
+#[test]
+fn retries_503_500_429_without_loss_or_duplicates() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.fail_next(&[503, 500, 429]);
+    let lines = hits(0, 30, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    let cfg = config(
+        &setup,
+        "",
+        "",
+        &collector.url("/wallarm.events"),
+        "",
+        "[destination.batch]\nmax_events = 10\ntimeout = \"100ms\"\n",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "only {} of {} events arrived; statuses {:?}",
+        collector.event_count(),
+        lines.len(),
+        collector.statuses()
+    );
+    assert_clean_exit(&tailhook.terminate());
+
+    let statuses = collector.statuses();
+    assert_eq!(
+        statuses[..3],
+        [503, 500, 429],
+        "the injected failures are answered first: {statuses:?}"
+    );
+    assert!(
+        statuses[3..].iter().all(|&s| s == 200),
+        "every later request succeeds: {statuses:?}"
+    );
+    // Three 10-event batches, each accepted once whatever failed before.
+    assert_eq!(collector.batches().len(), 3, "one accepted request per batch");
+    assert_each_exactly_once(&collector, &lines);
+}
+
+#[test]
+fn logstash_busy_429_then_free_delivers_everything_once() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::logstash());
+    collector.set_busy(true);
+    let lines = hits(0, 20, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    let cfg = config(&setup, "", "", &collector.url("/"), "", "");
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_requests(3, WAIT),
+        "tailhook should keep retrying a busy Logstash"
+    );
+    assert!(
+        tailhook.wait_for_log("429", WAIT),
+        "the 429 should be in the log:\n{}",
+        tailhook.stderr()
+    );
+    assert_eq!(collector.event_count(), 0, "a busy Logstash accepts nothing");
+    collector.set_busy(false);
+
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "only {} of {} events arrived once Logstash was free; statuses {:?}",
+        collector.event_count(),
+        lines.len(),
+        collector.statuses()
+    );
+    assert_clean_exit(&tailhook.terminate());
+
+    let statuses = collector.statuses();
+    assert!(
+        statuses.iter().filter(|&&s| s == 429).count() >= 3,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    assert_each_exactly_once(&collector, &lines);
+    // Delivery goes on in file order: one batch.
+    assert_eq!(collector.events(), as_bytes(&lines));
+}
+
+#[test]
+fn retry_after_is_honoured_and_the_batch_is_delivered() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.fail_next_with_retry_after(503, 1);
+    let lines = hits(0, 10, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "only {} of {} events arrived after a 503 with Retry-After; statuses {:?}",
+        collector.event_count(),
+        lines.len(),
+        collector.statuses()
+    );
+    assert_clean_exit(&tailhook.terminate());
+    assert_eq!(collector.statuses(), vec![503, 200]);
+    assert_eq!(collector.events(), as_bytes(&lines));
+}
+
+#[test]
+fn a_hanging_collector_is_cut_by_request_timeout_and_retried() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.set_hang(true);
+    let lines = hits(0, 10, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    let cfg = config(
+        &setup,
+        "",
+        "",
+        &collector.url("/wallarm.events"),
+        "request_timeout = \"500ms\"",
+        "",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    // One batch: a second request can only be the retry of a cut one.
+    assert!(
+        collector.wait_for_requests(2, WAIT),
+        "the hung request should be cut and retried ({} requests seen)",
+        collector.request_count()
+    );
+    assert!(
+        tailhook.wait_for_log("request timeout", WAIT),
+        "the timeout should be told in words:\n{}",
+        tailhook.stderr()
+    );
+    assert_eq!(collector.event_count(), 0);
+    collector.set_hang(false);
+
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "only {} of {} events arrived once the collector answered again",
+        collector.event_count(),
+        lines.len()
+    );
+    assert_clean_exit(&tailhook.terminate());
+    assert_eq!(collector.events(), as_bytes(&lines));
+}
+
+// ---- 2. restarts ----------------------------------------------------------------
+
+#[test]
+fn restart_resumes_from_the_checkpoint() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let log = setup.log("a.ndjson");
+    let first = hits(0, 10, 150);
+    append(&log, &first);
+    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(collector.wait_for_events(first.len(), WAIT));
+    assert_clean_exit(&tailhook.terminate());
+    assert_eq!(collector.events(), as_bytes(&first));
+
+    let checkpoint = read_checkpoint(&setup);
+    assert_eq!(checkpoint["version"], 1, "{checkpoint}");
+    assert_eq!(
+        checkpointed_offset(&checkpoint, &log),
+        Some(file_len(&log)),
+        "the checkpoint should record the whole file as delivered: {checkpoint}"
+    );
+
+    let second = hits(10, 5, 150);
+    append(&log, &second);
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(first.len() + second.len(), WAIT),
+        "the events appended while stopped did not arrive ({} events)",
+        collector.event_count()
+    );
+    assert_clean_exit(&tailhook.terminate());
+
+    // Nothing re-sent, nothing lost: the second run sent exactly the new ones.
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_each_exactly_once(&collector, &all);
+    assert_eq!(collector.events()[first.len()..], as_bytes(&second)[..]);
+}
+
+#[test]
+fn events_unacknowledged_at_stop_are_sent_after_restart() {
+    let setup = Setup::new();
+    let port = dead_port();
+    let log = setup.log("a.ndjson");
+    let lines = hits(0, 10, 150);
+    append(&log, &lines);
+    let cfg = config(
+        &setup,
+        "shutdown_timeout = \"1s\"",
+        "",
+        &format!("http://127.0.0.1:{port}/wallarm.events"),
+        "",
+        "",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        tailhook.wait_for_log("delivery failed", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    let exit = tailhook.terminate();
+    assert_clean_exit(&exit);
+
+    // The checkpoint, if written, does not pass the unacknowledged events.
+    if setup.checkpoint(DEST).exists() {
+        let checkpoint = read_checkpoint(&setup);
+        assert_eq!(checkpoint["version"], 1, "{checkpoint}");
+        let offset = checkpointed_offset(&checkpoint, &log).unwrap_or(0);
+        assert_eq!(
+            offset, 0,
+            "nothing was acknowledged, yet the checkpoint moved: {checkpoint}"
+        );
+    }
+
+    let collector = fluentd_on(port);
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "only {} of {} unacknowledged events arrived after the restart",
+        collector.event_count(),
+        lines.len()
+    );
+    assert_clean_exit(&tailhook.terminate());
+    assert_each_exactly_once(&collector, &lines);
+}
+
+// ---- 3. kill -9 ------------------------------------------------------------------
+
+#[test]
+fn kill_9_then_restart_loses_nothing() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let log = setup.log("a.ndjson");
+    let first = hits(0, 100, 150);
+    append(&log, &first);
+    let cfg = config(
+        &setup,
+        "",
+        "",
+        &collector.url("/wallarm.events"),
+        "",
+        "[destination.batch]\nmax_events = 20\ntimeout = \"100ms\"\n",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(first.len(), WAIT),
+        "the first events were not delivered"
+    );
+    // From now on requests are left unanswered: the next ones are in flight
+    // when the process is killed.
+    collector.set_hang(true);
+    let before = collector.request_count();
+    let second = hits(100, 400, 150);
+    append(&log, &second);
+    assert!(
+        collector.wait_for_requests(before + 1, WAIT),
+        "no request in flight to kill"
+    );
+    let killed = tailhook.kill9();
+    assert_eq!(killed.signal, Some(9), "{}", killed.output());
+
+    collector.set_hang(false);
+    let tailhook = Tailhook::start(&cfg);
+    let want: BTreeSet<u64> = (0..500).collect();
+    assert!(
+        wait_for_all_seqs(&collector, &want, WAIT),
+        "after kill -9 and a restart, seqs are missing: {:?}",
+        want.difference(&seq_counts(&collector).keys().copied().collect())
+            .take(20)
+            .collect::<Vec<_>>()
+    );
+    assert_clean_exit(&tailhook.terminate());
+
+    let counts = seq_counts(&collector);
+    let lost: Vec<u64> = want
+        .iter()
+        .filter(|s| !counts.contains_key(s))
+        .copied()
+        .collect();
+    assert!(lost.is_empty(), "lost after kill -9: {lost:?}");
+    assert!(
+        counts.keys().all(|s| want.contains(s)),
+        "unexpected seqs: {counts:?}"
+    );
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kill -9: {} events accepted, {} unique, {duplicates} sent again",
+        collector.event_count(),
+        counts.len()
+    );
+    // Every accepted copy is byte-for-byte one of the written lines.
+    let written: BTreeSet<Vec<u8>> = as_bytes(&first)
+        .into_iter()
+        .chain(as_bytes(&second))
+        .collect();
+    assert!(collector.events().iter().all(|e| written.contains(e)));
+}
+
+// ---- 4. SIGTERM flushes ------------------------------------------------------------
+
+#[test]
+fn sigterm_delivers_what_is_batched() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let lines = hits(0, 20, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    // Files are read in path order, one chunk each per round: once the
+    // invalid line of z.ndjson is logged, a.ndjson's events have been handed
+    // to the batcher.
+    append(&setup.log("z.ndjson"), &["not json: read marker".to_string()]);
+    let cfg = config(
+        &setup,
+        "",
+        "on_invalid = \"drop\"",
+        &collector.url("/wallarm.events"),
+        "",
+        "[destination.batch]\nmax_events = 1000\ntimeout = \"1h\"\n",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        tailhook.wait_for_log("invalid line", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    assert_eq!(
+        collector.request_count(),
+        0,
+        "nothing is sent before the batch is full or its timeout passes"
+    );
+    assert_clean_exit(&tailhook.terminate());
+
+    assert_eq!(collector.batches().len(), 1, "{:?}", collector.statuses());
+    assert_eq!(collector.events(), as_bytes(&lines));
+}
+
+// ---- 5. on_invalid -----------------------------------------------------------------
+
+/// What one item of the mixed file should become.
+enum Want {
+    /// A valid event, forwarded byte for byte.
+    Event(Vec<u8>),
+    /// An invalid line or element, forwarded wrapped (or dead-lettered).
+    Wrapped {
+        message: Message,
+        /// A word of `tailhook_error`.
+        reason: &'static str,
+    },
+}
+
+/// How the wrapped `message` must relate to what was read.
+enum Message {
+    Equals(String),
+    /// A non-empty prefix of this (an over-long line may be cut).
+    PrefixOf(String),
+    StartsWith(String),
+}
+
+impl Want {
+    fn is_event(&self) -> bool {
+        matches!(self, Want::Event(_))
+    }
+}
+
+/// Writes `logs/a.ndjson` mixing valid events with every kind of invalid
+/// line; returns what each item should become, in file order.
+fn write_mixed_file(setup: &Setup) -> Vec<Want> {
+    let valid = hits(0, 6, 120);
+    let long = format!(r#"{{"seq":99,"pad":"{}"}}"#, "y".repeat(2000));
+    let utf8: &[u8] = b"{\"bad\":\"\xff\xfe\"}";
+
+    let mut bytes = Vec::new();
+    let mut line = |b: &[u8]| {
+        bytes.extend_from_slice(b);
+        bytes.push(b'\n');
+    };
+    line(valid[0].as_bytes());
+    line(b"this is not json");
+    line(valid[1].as_bytes());
+    line(b"42");
+    line(valid[2].as_bytes());
+    line(br#"[{"a":1},2]"#);
+    line(valid[3].as_bytes());
+    line(utf8);
+    line(valid[4].as_bytes());
+    line(long.as_bytes());
+    line(valid[5].as_bytes());
+    std::fs::write(setup.log("a.ndjson"), bytes).unwrap();
+
+    let event = |s: &str| Want::Event(s.as_bytes().to_vec());
+    vec![
+        event(&valid[0]),
+        Want::Wrapped {
+            message: Message::Equals("this is not json".into()),
+            reason: "not valid JSON",
+        },
+        event(&valid[1]),
+        Want::Wrapped {
+            message: Message::Equals("42".into()),
+            reason: "not a JSON object",
+        },
+        event(&valid[2]),
+        event(r#"{"a":1}"#),
+        Want::Wrapped {
+            message: Message::Equals("2".into()),
+            reason: "not a JSON object",
+        },
+        event(&valid[3]),
+        Want::Wrapped {
+            message: Message::StartsWith(r#"{"bad":""#.into()),
+            reason: "UTF-8",
+        },
+        event(&valid[4]),
+        Want::Wrapped {
+            message: Message::PrefixOf(long),
+            reason: "max_line_bytes",
+        },
+        event(&valid[5]),
+    ]
+}
+
+/// Checks one forwarded or dead-lettered object against `want`.
+fn check_item(got: &[u8], want: &Want, index: usize) {
+    let shown = String::from_utf8_lossy(got);
+    match want {
+        Want::Event(bytes) => assert_eq!(
+            shown,
+            String::from_utf8_lossy(bytes),
+            "item {index}: a valid event is forwarded byte for byte"
+        ),
+        Want::Wrapped { message, reason } => {
+            let v: serde_json::Value = serde_json::from_slice(got)
+                .unwrap_or_else(|e| panic!("item {index} is not JSON ({e}): {shown}"));
+            assert!(v.is_object(), "item {index} is not an object: {shown}");
+            let msg = v["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("item {index} has no string `message`: {shown}"));
+            let why = v["tailhook_error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("item {index} has no string `tailhook_error`: {shown}"));
+            assert!(
+                why.contains(reason),
+                "item {index}: tailhook_error should mention {reason:?}: {shown}"
+            );
+            let ok = match message {
+                Message::Equals(m) => msg == m,
+                Message::PrefixOf(m) => !msg.is_empty() && m.starts_with(msg),
+                Message::StartsWith(m) => msg.starts_with(m.as_str()),
+            };
+            assert!(ok, "item {index}: unexpected message in {shown}");
+        }
+    }
+}
+
+fn run_on_invalid(mode: Option<&str>) -> (Setup, Vec<Want>, Vec<Vec<u8>>) {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let wants = write_mixed_file(&setup);
+    let mut source_extra = "max_line_bytes = \"1KiB\"".to_string();
+    if let Some(mode) = mode {
+        source_extra.push_str(&format!("\non_invalid = \"{mode}\""));
+    }
+    let cfg = config(
+        &setup,
+        "",
+        &source_extra,
+        &collector.url("/wallarm.events"),
+        "",
+        "",
+    );
+    let expected = if mode.is_none() || mode == Some("wrap") {
+        wants.len()
+    } else {
+        wants.iter().filter(|w| w.is_event()).count()
+    };
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(expected, WAIT),
+        "only {} of {expected} events arrived",
+        collector.event_count()
+    );
+    assert!(
+        tailhook.wait_for_log("invalid line", WAIT),
+        "invalid lines should be logged:\n{}",
+        tailhook.stderr()
+    );
+    assert_clean_exit(&tailhook.terminate());
+    let events = collector.events();
+    assert_eq!(
+        collector.violations(),
+        Vec::<String>::new(),
+        "the collector saw data it would lose"
+    );
+    collector.stop();
+    (setup, wants, events)
+}
+
+#[test]
+fn on_invalid_wrap_is_the_default_and_forwards_in_file_order() {
+    let (setup, wants, events) = run_on_invalid(None);
+    assert_eq!(
+        events.len(),
+        wants.len(),
+        "events: {:#?}",
+        events
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).chars().take(120).collect::<String>())
+            .collect::<Vec<_>>()
+    );
+    for (i, (got, want)) in events.iter().zip(&wants).enumerate() {
+        check_item(got, want, i);
+    }
+    assert!(
+        !setup.dead_letter(DEST).exists(),
+        "wrap writes no dead-letter file"
+    );
+}
+
+#[test]
+fn on_invalid_drop_forwards_only_valid_events() {
+    let (setup, wants, events) = run_on_invalid(Some("drop"));
+    let valid: Vec<&Want> = wants.iter().filter(|w| w.is_event()).collect();
+    assert_eq!(events.len(), valid.len());
+    for (i, (got, want)) in events.iter().zip(valid).enumerate() {
+        check_item(got, want, i);
+    }
+    assert!(
+        !setup.dead_letter(DEST).exists(),
+        "drop writes no dead-letter file"
+    );
+}
+
+#[test]
+fn on_invalid_dead_letter_sets_invalid_lines_aside() {
+    let (setup, wants, events) = run_on_invalid(Some("dead_letter"));
+    let (valid, invalid): (Vec<&Want>, Vec<&Want>) = wants.iter().partition(|w| w.is_event());
+    assert_eq!(events.len(), valid.len());
+    for (i, (got, want)) in events.iter().zip(valid).enumerate() {
+        check_item(got, want, i);
+    }
+
+    let path = setup.dead_letter(DEST);
+    let text = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("dead-letter file {} missing: {e}", path.display()));
+    assert!(text.ends_with(b"\n"), "one object a line, newline-ended");
+    let lines: Vec<&[u8]> = text[..text.len() - 1].split(|&b| b == b'\n').collect();
+    assert_eq!(
+        lines.len(),
+        invalid.len(),
+        "one dead letter per invalid item:\n{}",
+        String::from_utf8_lossy(&text)
+    );
+    for (i, (got, want)) in lines.iter().zip(invalid).enumerate() {
+        check_item(got, want, i);
+    }
+}
+
+// ---- 6. permanent rejection --------------------------------------------------------
+
+#[test]
+fn a_rejected_batch_is_dead_lettered_and_delivery_moves_on() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.respond_with_body(400, "bad field xyz");
+    let log = setup.log("a.ndjson");
+    let rejected = hits(0, 10, 150);
+    append(&log, &rejected);
+    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        tailhook.wait_for_log("bad field xyz", WAIT),
+        "the log should hold the start of the rejecting body:\n{}",
+        tailhook.stderr()
+    );
+    // The next batch only exists once more lines are written.
+    collector.clear_override();
+    let later = hits(10, 20, 150);
+    append(&log, &later);
+    assert!(
+        collector.wait_for_events(later.len(), WAIT),
+        "delivery did not move on after the rejection: {} events, statuses {:?}",
+        collector.event_count(),
+        collector.statuses()
+    );
+    let exit = tailhook.terminate();
+    assert_clean_exit(&exit);
+
+    let rejection = exit
+        .stderr
+        .lines()
+        .find(|l| l.contains("bad field xyz"))
+        .expect("rejection log line");
+    assert!(
+        rejection.contains("400"),
+        "the log line should give the status: {rejection}"
+    );
+    assert_eq!(collector.statuses()[0], 400);
+    assert_each_exactly_once(&collector, &later);
+
+    let dead = std::fs::read(setup.dead_letter(DEST)).expect("dead-letter file");
+    let mut want = Vec::new();
+    for l in &rejected {
+        want.extend_from_slice(l.as_bytes());
+        want.push(b'\n');
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&dead),
+        String::from_utf8_lossy(&want),
+        "the rejected events, byte for byte, one a line"
+    );
+
+    // Delivery moved on: the checkpoint covers the whole file.
+    let checkpoint = read_checkpoint(&setup);
+    assert_eq!(
+        checkpointed_offset(&checkpoint, &log),
+        Some(file_len(&log)),
+        "{checkpoint}"
+    );
+}
+
+// ---- 7. corrupt checkpoint -----------------------------------------------------------
+
+#[test]
+fn a_corrupt_checkpoint_is_reported_and_everything_is_sent_again() {
+    let cases: [(&str, &[u8]); 3] = [
+        ("garbage", b"\x00\xffthis is no checkpoint\n"),
+        (
+            "truncated JSON",
+            b"{\"version\": 1, \"destination\": \"fluentd\", \"files\": [",
+        ),
+        ("empty", b""),
+    ];
+    for (what, content) in cases {
+        let setup = Setup::new();
+        let collector = Collector::start(Options::fluentd());
+        let log = setup.log("a.ndjson");
+        let lines = hits(0, 10, 150);
+        append(&log, &lines);
+        let checkpoint = setup.checkpoint(DEST);
+        std::fs::create_dir_all(checkpoint.parent().unwrap()).unwrap();
+        std::fs::write(&checkpoint, content).unwrap();
+        let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+
+        let tailhook = Tailhook::start(&cfg);
+        assert!(
+            tailhook.wait_for_log("unusable", WAIT),
+            "{what}: a corrupt checkpoint should be reported in words:\n{}",
+            tailhook.stderr()
+        );
+        assert!(
+            collector.wait_for_events(lines.len(), WAIT),
+            "{what}: only {} of {} events were sent again",
+            collector.event_count(),
+            lines.len()
+        );
+        assert_clean_exit(&tailhook.terminate());
+        assert_each_exactly_once(&collector, &lines);
+
+        let saved = read_checkpoint(&setup);
+        assert_eq!(saved["version"], 1, "{what}: rewritten checkpoint {saved}");
+        assert_eq!(
+            checkpointed_offset(&saved, &log),
+            Some(file_len(&log)),
+            "{what}: {saved}"
+        );
+    }
+}
+
+// ---- 8. unreadable and vanishing files -------------------------------------------------
+
+#[test]
+fn unreadable_and_vanishing_files_do_not_stop_the_others() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+
+    let a = setup.log("a.ndjson");
+    let a_first = hits(0, 10, 150);
+    append(&a, &a_first);
+
+    let b = setup.log("b.ndjson");
+    let b_lines = hits(1000, 5, 150);
+    append(&b, &b_lines);
+    std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // As root (or with CAP_DAC_OVERRIDE) mode 000 does not stop reading.
+    let b_blocked = std::fs::File::open(&b).is_err();
+
+    // Large enough to still be read when it is deleted.
+    let c = setup.log("c.ndjson");
+    let c_lines = hits(10_000, 8000, 1000);
+    append(&c, &c_lines);
+
+    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+    let tailhook = Tailhook::start(&cfg);
+
+    if b_blocked {
+        assert!(
+            tailhook.wait_for_log("cannot open file", WAIT),
+            "an unreadable file should be reported:\n{}",
+            tailhook.stderr()
+        );
+    } else {
+        eprintln!("running with permission to read mode-000 files: not checking the unreadable report");
+    }
+
+    // Delete c.ndjson as soon as its first events arrive.
+    let c_first = seq_of(c_lines[0].as_bytes());
+    assert!(
+        wait_for_all_seqs(&collector, &BTreeSet::from([c_first]), WAIT),
+        "c.ndjson is not being delivered"
+    );
+    std::fs::remove_file(&c).unwrap();
+    assert!(
+        tailhook.wait_for_log("finished a rotated or deleted file", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+
+    // Other files keep flowing.
+    let a_later = hits(10, 10, 150);
+    append(&a, &a_later);
+    let mut want: BTreeSet<u64> = a_first
+        .iter()
+        .chain(&a_later)
+        .chain(&c_lines)
+        .map(|l| seq_of(l.as_bytes()))
+        .collect();
+    assert!(
+        wait_for_all_seqs(&collector, &want, WAIT),
+        "events of a.ndjson or of the deleted c.ndjson are missing"
+    );
+
+    if b_blocked {
+        assert!(
+            !seq_counts(&collector).contains_key(&1000),
+            "an unreadable file was delivered"
+        );
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            tailhook.wait_for_log("file is readable now", WAIT),
+            "{}",
+            tailhook.stderr()
+        );
+    }
+    want.extend(b_lines.iter().map(|l| seq_of(l.as_bytes())));
+    assert!(
+        wait_for_all_seqs(&collector, &want, WAIT),
+        "b.ndjson was not delivered once readable"
+    );
+
+    assert_clean_exit(&tailhook.terminate());
+    let all: Vec<String> = a_first
+        .iter()
+        .chain(&a_later)
+        .chain(&b_lines)
+        .chain(&c_lines)
+        .cloned()
+        .collect();
+    assert_each_exactly_once(&collector, &all);
+}

@@ -1,0 +1,99 @@
+//! A temporary working directory for one test: a `logs/` folder to tail, a
+//! `data/` folder for checkpoints and dead letters, and config files built
+//! from blocks with test-friendly timings.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One test's files; removed when dropped.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub logs: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let logs = dir.path().join("logs");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&logs).unwrap();
+        Setup { dir, logs, data }
+    }
+
+    /// Writes `config.toml`: `data_dir`, then `blocks` as given.
+    pub fn config(&self, blocks: &str) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        let text = format!("data_dir = {:?}\n\n{blocks}", self.data.display().to_string());
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A file source named `name` tailing `logs/<glob>`, polling every 100 ms.
+    pub fn source(&self, name: &str, glob: &str, extra: &str) -> String {
+        format!(
+            "[[source]]\nname = {name:?}\ntype = \"file\"\ninclude = [{:?}]\npoll_interval = \"100ms\"\n{extra}\n",
+            self.logs.join(glob).display().to_string()
+        )
+    }
+
+    /// A path under `logs/`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
+    /// The destination's dead-letter file.
+    pub fn dead_letter(&self, destination: &str) -> PathBuf {
+        self.data.join("dead-letter").join(format!("{destination}.ndjson"))
+    }
+
+    /// The destination's checkpoint file.
+    pub fn checkpoint(&self, destination: &str) -> PathBuf {
+        self.data.join("checkpoints").join(format!("{destination}.json"))
+    }
+}
+
+/// A destination block with fast test timings (batch timeout 100 ms, retry
+/// from 50 ms up to 500 ms); `extra` is appended inside the block (top-level
+/// keys only), `tables` after it (`[destination.batch]` overrides go there —
+/// then the default batch table is left out).
+pub fn destination(name: &str, url: &str, extra: &str, tables: &str) -> String {
+    let batch = if tables.contains("[destination.batch]") {
+        String::new()
+    } else {
+        "[destination.batch]\ntimeout = \"100ms\"\n".to_string()
+    };
+    let retry = if tables.contains("[destination.retry]") {
+        String::new()
+    } else {
+        "[destination.retry]\ninitial = \"50ms\"\nmax = \"500ms\"\n".to_string()
+    };
+    format!("[[destination]]\nname = {name:?}\nurl = {url:?}\n{extra}\n{batch}{retry}{tables}\n")
+}
+
+/// Appends lines (each followed by a newline) to a file, creating it.
+pub fn append(path: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+    }
+    f.write_all(&buf).unwrap();
+}
+
+/// `n` sequence-numbered hit events, `{"seq":i,...}`, starting at `from`,
+/// padded to roughly `size` bytes each.
+pub fn hits(from: usize, n: usize, size: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            let head = format!(r#"{{"seq":{i},"object_type":"hit","type":"sqli","domain":"example.com","pad":""#);
+            let pad = size.saturating_sub(head.len() + 2);
+            format!("{head}{}\"}}", "x".repeat(pad))
+        })
+        .collect()
+}

@@ -1,0 +1,744 @@
+//! HTTPS destinations: a private CA (`ca_file`), verification turned off
+//! (`verify_certificate = false`), bad CA files, and mutual TLS
+//! (`client_cert_file` / `client_key_file`), through `tailhook test`,
+//! `tailhook check` and `tailhook run`.
+//!
+//! Every certificate is made here with rcgen. "The system roots" are pinned
+//! with `SSL_CERT_FILE` / `SSL_CERT_DIR` to an unrelated throw-away CA, so the
+//! results do not depend on the machine's trust store: the collector's CA is
+//! trusted only when `ca_file` names it.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::collector::{Collector, Options};
+use support::process::{run_cmd, Exit, Tailhook};
+use support::setup::{self, Setup};
+use support::tls::{make_pki, TestPki};
+
+/// The longest any test waits for something to happen.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The reference page's test message, as `tailhook test` sends it.
+const TEST_BODY: &str = r#"[{"title":"Test","source":"Wallarm","type":"Info","domain":"example.com","threat":"Medium","link":"https://my.wallarm.com/object/555","summary":"[Test Message] New vulnerability identified"}]"#;
+
+// ---- helpers ----------------------------------------------------------------
+
+/// One test's directory plus the environment that replaces the system trust
+/// store with an unrelated CA.
+struct Env {
+    setup: Setup,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn new() -> Env {
+        let setup = Setup::new();
+        let roots = setup.dir.path().join("system-roots.pem");
+        // Another subject name than the test CAs': a trust anchor of the same
+        // name would make this a bad-signature case instead of an unknown CA.
+        std::fs::write(&roots, Ca::new("unrelated system root CA").pem()).unwrap();
+        let roots_dir = setup.dir.path().join("system-roots.d");
+        std::fs::create_dir_all(&roots_dir).unwrap();
+        let vars = vec![
+            ("SSL_CERT_FILE".to_string(), roots.display().to_string()),
+            ("SSL_CERT_DIR".to_string(), roots_dir.display().to_string()),
+        ];
+        Env { setup, vars }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Writes a file in the test directory and returns its path.
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.setup.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// `config.toml` with one file source and one destination named
+    /// `fluentd` (`extra`: keys inside the destination block).
+    fn config(&self, url: &str, extra: &str) -> PathBuf {
+        self.setup.config(&format!(
+            "shutdown_timeout = \"1s\"\n\n{}{}",
+            self.setup.source("wallarm", "*.ndjson", ""),
+            setup::destination("fluentd", url, extra, "")
+        ))
+    }
+
+    fn tailhook(&self, args: &[&str]) -> Exit {
+        run_cmd(args, &self.env())
+    }
+
+    fn start(&self, config: &Path) -> Tailhook {
+        Tailhook::start_with_env(config, &self.env())
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A TOML basic string holding `p`.
+fn toml_path(p: &Path) -> String {
+    format!("{:?}", path_str(p))
+}
+
+fn https_collector(pki: &TestPki) -> Collector {
+    Collector::start(Options {
+        tls: Some(pki.server_config()),
+        ..Options::fluentd()
+    })
+}
+
+fn test_cmd(env: &Env, config: &Path) -> Exit {
+    env.tailhook(&["test", "-c", &path_str(config)])
+}
+
+fn check_cmd(env: &Env, config: &Path) -> Exit {
+    env.tailhook(&["check", "-c", &path_str(config)])
+}
+
+/// A CA of our own (TestPki does not hand out its CA key), to issue client
+/// certificates and odd server certificates.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca { issuer }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate for `names` with extended key usage `usage`:
+    /// (certificate PEM, PKCS#8 key PEM).
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "tailhook test leaf");
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration serving `cert_pem`/`key_pem`, and, with
+/// `client_ca`, requiring a client certificate signed by that CA.
+fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca: Option<&str>,
+) -> Arc<rustls::ServerConfig> {
+    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+                .unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring())
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Arc::new(builder.with_single_cert(certs, key).unwrap())
+}
+
+/// The one line `tailhook test` printed for `name`.
+fn report_line<'a>(exit: &'a Exit, name: &str) -> &'a str {
+    let prefix = format!("{name}: ");
+    let lines: Vec<&str> = exit
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one report line for {name}\n{}",
+        exit.output()
+    );
+    lines[0]
+}
+
+// ---- 1. tailhook test and check against an HTTPS collector --------------------
+
+#[test]
+fn test_without_ca_file_fails_with_unknown_ca() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let url = collector.url("/wallarm.events");
+    let config = env.config(&url, "");
+
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    let line = report_line(&exit, "fluentd");
+    assert!(
+        line.starts_with("fluentd: FAILED: TLS handshake failed: unknown CA"),
+        "{line}"
+    );
+    // The message tells the operator what to do about it.
+    assert!(line.contains("ca_file"), "{line}");
+    assert!(line.ends_with(&format!("(POST {url})")), "{line}");
+    // The collector saw the handshake fail, and no request got through.
+    assert!(
+        collector.wait_for_tls_failures(1, WAIT),
+        "the collector saw no failed handshake\n{}",
+        exit.output()
+    );
+    assert_eq!(collector.request_count(), 0);
+    assert_eq!(collector.event_count(), 0);
+}
+
+#[test]
+fn test_with_ca_file_succeeds() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let url = collector.url("/wallarm.events");
+    let ca = pki.write_ca(env.setup.dir.path());
+    let config = env.config(&url, &format!("ca_file = {}", toml_path(&ca)));
+
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let line = report_line(&exit, "fluentd");
+    assert!(line.starts_with("fluentd: OK: HTTP 200 in "), "{line}");
+    assert!(line.ends_with(&format!("(POST {url})")), "{line}");
+    let batches = collector.batches();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(String::from_utf8_lossy(&batches[0].body), TEST_BODY);
+    assert_eq!(collector.tls_failures(), 0);
+}
+
+/// The certificate names `127.0.0.1` too: an IP-address URL verifies without
+/// any name lookup.
+#[test]
+fn test_with_ca_file_and_ip_address_url_succeeds() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let url = format!("https://127.0.0.1:{}/wallarm.events", collector.port());
+    let ca = pki.write_ca(env.setup.dir.path());
+    let config = env.config(&url, &format!("ca_file = {}", toml_path(&ca)));
+
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd").starts_with("fluentd: OK: HTTP 200 in "),
+        "{}",
+        exit.output()
+    );
+    assert_eq!(collector.event_count(), 1);
+}
+
+#[test]
+fn test_with_the_wrong_ca_file_fails_with_unknown_ca() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let other = make_pki();
+    let ca = other.write_ca(env.setup.dir.path());
+    let config = env.config(
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd").contains("FAILED: TLS handshake failed: unknown CA"),
+        "{}",
+        exit.output()
+    );
+    assert!(collector.wait_for_tls_failures(1, WAIT));
+    assert_eq!(collector.request_count(), 0);
+}
+
+/// A certificate from the trusted CA, but for another host name.
+#[test]
+fn test_with_a_certificate_for_another_name_fails() {
+    let env = Env::new();
+    let ca = Ca::new("tailhook test CA");
+    let (cert, key) = ca.issue(&["collector.example"], ExtendedKeyUsagePurpose::ServerAuth);
+    let collector = Collector::start(Options {
+        tls: Some(server_config(&cert, &key, None)),
+        ..Options::fluentd()
+    });
+    let ca_file = env.file("ca.pem", &ca.pem());
+    let config = env.config(
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca_file)),
+    );
+
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd")
+            .contains("FAILED: TLS handshake failed: the server's certificate is not valid for this host name"),
+        "{}",
+        exit.output()
+    );
+    assert_eq!(collector.request_count(), 0);
+}
+
+#[test]
+fn verification_off_succeeds_without_ca_file_and_check_warns() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let url = collector.url("/wallarm.events");
+    let config = env.config(&url, "verify_certificate = false");
+
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd").starts_with("fluentd: OK: HTTP 200 in "),
+        "{}",
+        exit.output()
+    );
+    assert_eq!(collector.event_count(), 1);
+
+    let check = check_cmd(&env, &config);
+    assert_eq!(check.code, Some(0), "{}", check.output());
+    let warning = check
+        .stderr
+        .lines()
+        .find(|l| l.contains("verify_certificate = false"))
+        .unwrap_or_else(|| panic!("no verify_certificate warning\n{}", check.output()));
+    assert!(warning.starts_with("warning: destination `fluentd`"), "{warning}");
+    assert!(warning.contains("NOT verified"), "{warning}");
+    assert!(warning.contains(&url), "{warning}");
+    // The warning is for people, on stderr; stdout is the resolved config.
+    assert!(
+        check.stdout.contains("verify_certificate = false"),
+        "{}",
+        check.output()
+    );
+    assert!(!check.stdout.contains("warning"), "{}", check.output());
+}
+
+/// `check` says nothing about verification when it is on.
+#[test]
+fn check_does_not_warn_when_verification_is_on() {
+    let env = Env::new();
+    let pki = make_pki();
+    let ca = pki.write_ca(env.setup.dir.path());
+    let config = env.config(
+        "https://localhost:9/wallarm.events",
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    let check = check_cmd(&env, &config);
+    assert_eq!(check.code, Some(0), "{}", check.output());
+    assert!(!check.stderr.contains("warning"), "{}", check.output());
+    assert!(
+        check.stdout.contains("verify_certificate = true"),
+        "{}",
+        check.output()
+    );
+    assert!(
+        check
+            .stdout
+            .contains(&format!("ca_file = {}", toml_path(&ca))),
+        "{}",
+        check.output()
+    );
+}
+
+// ---- 2. tailhook run ------------------------------------------------------------
+
+#[test]
+fn run_delivers_nothing_without_ca_file_and_everything_with_it() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let url = collector.url("/wallarm.events");
+    let lines = setup::hits(0, 25, 200);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+
+    // Without ca_file: handshakes fail, nothing is delivered, the log says why.
+    let config = env.config(&url, "");
+    let th = env.start(&config);
+    assert!(
+        collector.wait_for_tls_failures(1, WAIT),
+        "no failed handshake\n{}",
+        th.stderr()
+    );
+    assert!(
+        th.wait_for_log("unknown CA", WAIT),
+        "the log does not say unknown CA\n{}",
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stderr.contains("TLS handshake failed: unknown CA"),
+        "{}",
+        exit.output()
+    );
+    assert_eq!(collector.request_count(), 0);
+    assert_eq!(collector.event_count(), 0);
+
+    // With ca_file: every event, once, byte for byte, in order.
+    let ca = pki.write_ca(env.setup.dir.path());
+    let config = env.config(&url, &format!("ca_file = {}", toml_path(&ca)));
+    let th = env.start(&config);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "got {} of {} events\n{}",
+        collector.event_count(),
+        lines.len(),
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let got: Vec<String> = collector
+        .events()
+        .iter()
+        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .collect();
+    assert_eq!(got, lines);
+    assert!(!exit.stderr.contains("unknown CA"), "{}", exit.output());
+}
+
+#[test]
+fn run_with_verification_off_delivers_and_warns() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    let lines = setup::hits(0, 5, 100);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+    let config = env.config(&collector.url("/e"), "verify_certificate = false");
+
+    let th = env.start(&config);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "{}",
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stderr.contains("verify_certificate = false")
+            && exit.stderr.contains("NOT verified"),
+        "no warning at start\n{}",
+        exit.output()
+    );
+    assert_eq!(collector.event_count(), lines.len());
+}
+
+// ---- 3. bad CA files --------------------------------------------------------------
+
+/// `check` and `run` both refuse the config, naming the file.
+fn assert_bad_tls_file(env: &Env, config: &Path, file: &Path, words: &str) {
+    let check = check_cmd(env, config);
+    assert_eq!(check.code, Some(1), "{}", check.output());
+    assert!(
+        check.stderr.contains(&path_str(file)) && check.stderr.contains(words),
+        "check does not name {} with {words:?}\n{}",
+        file.display(),
+        check.output()
+    );
+    assert!(
+        !check.stderr.contains("config is valid"),
+        "{}",
+        check.output()
+    );
+
+    // `run` reads the files at start and exits by itself, before tailing.
+    let run = env.tailhook(&["run", "-c", &path_str(config)]);
+    assert_eq!(run.code, Some(1), "{}", run.output());
+    let error = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("run printed no error\n{}", run.output()));
+    assert!(
+        error.contains("destination `fluentd`")
+            && error.contains(&path_str(file))
+            && error.contains(words),
+        "run does not name {} with {words:?}\n{}",
+        file.display(),
+        run.output()
+    );
+    assert!(!run.stderr.contains("tailhook running"), "{}", run.output());
+}
+
+#[test]
+fn missing_ca_file_is_an_error_naming_the_file() {
+    let env = Env::new();
+    let missing = env.setup.dir.path().join("no-such-ca.pem");
+    let config = env.config(
+        "https://localhost:9/e",
+        &format!("ca_file = {}", toml_path(&missing)),
+    );
+    assert_bad_tls_file(&env, &config, &missing, "cannot read ca_file");
+}
+
+#[test]
+fn ca_file_without_a_certificate_is_an_error_naming_the_file() {
+    let env = Env::new();
+    let pki = make_pki();
+    // A common slip: the key where the certificate should be.
+    let key_only = env.file("ca-key.pem", &pki.key_pem);
+    let config = env.config(
+        "https://localhost:9/e",
+        &format!("ca_file = {}", toml_path(&key_only)),
+    );
+    assert_bad_tls_file(&env, &config, &key_only, "holds no PEM certificate");
+
+    let empty = env.file("empty.pem", "");
+    let config = env.config(
+        "https://localhost:9/e",
+        &format!("ca_file = {}", toml_path(&empty)),
+    );
+    assert_bad_tls_file(&env, &config, &empty, "holds no PEM certificate");
+
+    let text = env.file("notes.pem", "this is not a certificate\n");
+    let config = env.config(
+        "https://localhost:9/e",
+        &format!("ca_file = {}", toml_path(&text)),
+    );
+    assert_bad_tls_file(&env, &config, &text, "holds no PEM certificate");
+}
+
+// ---- 4. mutual TLS -------------------------------------------------------------------
+
+struct Mtls {
+    env: Env,
+    collector: Collector,
+    url: String,
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+/// An HTTPS collector that requires a client certificate signed by its client
+/// CA, and a client certificate and key from that CA written to files.
+fn mtls() -> Mtls {
+    let env = Env::new();
+    let pki = make_pki();
+    let client_ca = Ca::new("tailhook test client CA");
+    let (cert, key) = client_ca.issue(&["tailhook-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let collector = Collector::start(Options {
+        tls: Some(server_config(
+            &pki.cert_pem,
+            &pki.key_pem,
+            Some(&client_ca.pem()),
+        )),
+        ..Options::fluentd()
+    });
+    let url = collector.url("/wallarm.events");
+    let ca_file = pki.write_ca(env.setup.dir.path());
+    let cert_file = env.file("client.pem", &cert);
+    let key_file = env.file("client-key.pem", &key);
+    Mtls {
+        env,
+        collector,
+        url,
+        ca_file,
+        cert_file,
+        key_file,
+    }
+}
+
+#[test]
+fn mutual_tls_test_succeeds_only_with_the_client_certificate() {
+    let m = mtls();
+
+    // No client certificate: the collector refuses the handshake.
+    let config = m
+        .env
+        .config(&m.url, &format!("ca_file = {}", toml_path(&m.ca_file)));
+    let exit = test_cmd(&m.env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd").starts_with("fluentd: FAILED: "),
+        "{}",
+        exit.output()
+    );
+    assert!(m.collector.wait_for_tls_failures(1, WAIT));
+    assert_eq!(m.collector.event_count(), 0);
+
+    // With it: accepted.
+    let config = m.env.config(
+        &m.url,
+        &format!(
+            "ca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+            toml_path(&m.ca_file),
+            toml_path(&m.cert_file),
+            toml_path(&m.key_file)
+        ),
+    );
+    let exit = test_cmd(&m.env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd").starts_with("fluentd: OK: HTTP 200 in "),
+        "{}",
+        exit.output()
+    );
+    let batches = m.collector.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(String::from_utf8_lossy(&batches[0].body), TEST_BODY);
+}
+
+#[test]
+fn mutual_tls_with_a_certificate_from_another_ca_fails() {
+    let m = mtls();
+    let stranger = Ca::new("some other CA");
+    let (cert, key) = stranger.issue(&["tailhook-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let cert_file = m.env.file("stranger.pem", &cert);
+    let key_file = m.env.file("stranger-key.pem", &key);
+    let config = m.env.config(
+        &m.url,
+        &format!(
+            "ca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+            toml_path(&m.ca_file),
+            toml_path(&cert_file),
+            toml_path(&key_file)
+        ),
+    );
+    let exit = test_cmd(&m.env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        report_line(&exit, "fluentd").starts_with("fluentd: FAILED: "),
+        "{}",
+        exit.output()
+    );
+    assert!(m.collector.wait_for_tls_failures(1, WAIT));
+    assert_eq!(m.collector.event_count(), 0);
+}
+
+#[test]
+fn mutual_tls_run_delivers_every_event() {
+    let m = mtls();
+    let lines = setup::hits(0, 12, 150);
+    setup::append(&m.env.setup.log("a.ndjson"), &lines);
+    let config = m.env.config(
+        &m.url,
+        &format!(
+            "ca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+            toml_path(&m.ca_file),
+            toml_path(&m.cert_file),
+            toml_path(&m.key_file)
+        ),
+    );
+    let th = m.env.start(&config);
+    assert!(
+        m.collector.wait_for_events(lines.len(), WAIT),
+        "got {} of {} events\n{}",
+        m.collector.event_count(),
+        lines.len(),
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let got: Vec<String> = m
+        .collector
+        .events()
+        .iter()
+        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .collect();
+    assert_eq!(got, lines);
+    assert_eq!(m.collector.tls_failures(), 0);
+}
+
+#[test]
+fn client_cert_without_key_is_a_config_error_naming_both_keys() {
+    let m = mtls();
+    for extra in [
+        format!("client_cert_file = {}", toml_path(&m.cert_file)),
+        format!("client_key_file = {}", toml_path(&m.key_file)),
+    ] {
+        let config = m.env.config(&m.url, &extra);
+        for cmd in ["check", "test", "run"] {
+            let exit = m.env.tailhook(&[cmd, "-c", &path_str(&config)]);
+            assert_eq!(exit.code, Some(1), "{cmd} with {extra}\n{}", exit.output());
+            let config_path = path_str(&config);
+            let line = exit
+                .stderr
+                .lines()
+                .find(|l| l.contains("client_cert_file and client_key_file go together"))
+                .unwrap_or_else(|| panic!("{cmd} with {extra}\n{}", exit.output()));
+            // file:line:col of the destination, and its name.
+            assert!(
+                line.starts_with(&format!("{config_path}:")),
+                "{line}"
+            );
+            assert!(line.contains("destination `fluentd`"), "{line}");
+        }
+    }
+    assert_eq!(m.collector.request_count(), 0);
+}
+
+#[test]
+fn missing_client_certificate_files_are_errors_naming_the_file() {
+    let m = mtls();
+    let missing = m.env.setup.dir.path().join("no-such-client.pem");
+    let config = m.env.config(
+        &m.url,
+        &format!(
+            "ca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+            toml_path(&m.ca_file),
+            toml_path(&missing),
+            toml_path(&m.key_file)
+        ),
+    );
+    assert_bad_tls_file(&m.env, &config, &missing, "client_cert_file");
+
+    let config = m.env.config(
+        &m.url,
+        &format!(
+            "ca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+            toml_path(&m.ca_file),
+            toml_path(&m.cert_file),
+            toml_path(&missing)
+        ),
+    );
+    assert_bad_tls_file(&m.env, &config, &missing, "client_key_file");
+}
