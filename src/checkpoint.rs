@@ -121,7 +121,10 @@ impl Checkpoints {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (cp, None),
-            Err(source) => return (cp, Some(CheckpointError::Io { path, source })),
+            Err(e) => {
+                let why = format!("it cannot be read: {e}");
+                return (cp, Some(CheckpointError::Corrupt { path, why }));
+            }
         };
         let corrupt = |why: String| CheckpointError::Corrupt {
             path: path.clone(),

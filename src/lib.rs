@@ -64,6 +64,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         }
     }
     tasks.wait().await;
-    tracing::info!("checkpoints saved; stopped");
+    tracing::info!("stopped");
     Ok(())
 }

@@ -107,7 +107,9 @@ impl Pipeline {
         tasks.close();
         send_loop(&dest, sender, batches, &mut checkpoints, &shutdown).await;
         tasks.wait().await;
-        save(&dest.name, &checkpoints);
+        if save(&dest.name, &checkpoints) {
+            tracing::info!(destination = %dest.name, "checkpoint saved");
+        }
     }
 }
 
@@ -136,6 +138,9 @@ async fn batcher(
             None => chunks.recv().await,
         };
         let Some(chunk) = next else { break };
+        // Dead letters go with the first batch this chunk touches: a batch
+        // flushed part-way through the chunk may carry a position past them.
+        builder.add_dead_letters(chunk.dead_letters);
         for ev in chunk.events {
             if !builder.fits(ev.bytes.len()) {
                 if let Some(b) = builder.take() {
@@ -157,7 +162,6 @@ async fn batcher(
             }
         }
         builder.advance(&chunk.file, chunk.end, chunk.fingerprint);
-        builder.add_dead_letters(chunk.dead_letters);
         if deadline.is_none() {
             deadline = Some(Instant::now() + dest.batch.timeout);
         }

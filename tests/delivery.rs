@@ -63,8 +63,9 @@ fn bytes_of(lines: &[String]) -> Vec<Vec<u8>> {
 
 fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    if text.len() > 300 {
-        format!("{:?}... ({} bytes)", &text[..300], bytes.len())
+    if text.chars().count() > 300 {
+        let start: String = text.chars().take(300).collect();
+        format!("{start:?}... ({} bytes)", bytes.len())
     } else {
         format!("{text:?}")
     }
@@ -195,7 +196,6 @@ fn five_thousand_events_arrive_exactly_in_order_with_one_request_in_flight() {
         assert_eq!(b.path, "/wallarm.events");
         assert_json_body(b);
     }
-    assert!(batches.len() >= 50, "{} batches", batches.len());
 }
 
 #[test]
@@ -386,7 +386,7 @@ fn put_with_headers_from_the_environment() {
         "",
         &[destination(
             "fluentd",
-            &collector.url("/wallarm.events"),
+            &collector.url("/wallarm.events?source=tailhook"),
             "method = \"PUT\"\nheaders = { Authorization = \"Bearer ${TEST_TOKEN}\", \"X-Extra\" = \"v\" }",
             "",
         )],
@@ -399,6 +399,7 @@ fn put_with_headers_from_the_environment() {
     for b in collector.batches() {
         assert_eq!(b.method, "PUT");
         assert_eq!(b.path, "/wallarm.events");
+        assert_eq!(b.query.as_deref(), Some("source=tailhook"));
         assert_eq!(b.header("authorization"), Some(&*format!("Bearer {TOKEN}")));
         assert_eq!(b.header("x-extra"), Some("v"));
         assert_eq!(b.header("content-type"), Some("application/json"));
@@ -562,9 +563,67 @@ fn read_from_end_skips_what_files_held_at_first_start() {
     append(&setup.log("later.ndjson"), &later);
     wait_events(&collector, &tailhook, 9);
     stop(tailhook);
-
     let mut expected = bytes_of(&appended);
     expected.extend(bytes_of(&later));
+    assert_same_events(&collector.events(), &expected, "first run");
+
+    // Only the first start skips: what was written while tailhook was
+    // stopped is delivered after a restart, and nothing is sent twice.
+    let while_stopped = hits(15, 3, 120);
+    append(&path, &while_stopped);
+    let later_while_stopped = hits(104, 2, 120);
+    append(&setup.log("later.ndjson"), &later_while_stopped);
+    let tailhook = Tailhook::start(&cfg);
+    wait_events(&collector, &tailhook, 14);
+    stop(tailhook);
+    expected.extend(bytes_of(&while_stopped));
+    expected.extend(bytes_of(&later_while_stopped));
+    assert_same_events(&collector.events(), &expected, "after a restart");
+}
+
+#[test]
+fn read_from_end_never_forwards_half_a_line() {
+    let setup = Setup::new();
+    let path = setup.log("events.ndjson");
+    append(&path, &hits(0, 3, 120));
+    // At start, the writer is in the middle of a line.
+    let line = hits(3, 1, 200).remove(0);
+    let (head, tail) = line.split_at(90);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(head.as_bytes()).unwrap();
+    }
+    let collector = fluentd();
+    let cfg = config(
+        &setup,
+        "*.ndjson",
+        "read_from = \"end\"",
+        &[destination(
+            "fluentd",
+            &collector.url("/wallarm.events"),
+            "concurrency = 1",
+            "",
+        )],
+    );
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        tailhook.wait_for_log("following file", WAIT),
+        "no `following file` log line\n{}",
+        tailhook.stderr()
+    );
+    let next = hits(4, 1, 120);
+    append(&path, &[tail.to_string(), next[0].clone()]);
+    wait_events(&collector, &tailhook, 2);
+    stop(tailhook);
+    // The line being written at start is delivered whole (it was not
+    // complete, so the file did not "hold" it yet) — never its tail alone,
+    // wrapped as an invalid line.
+    let mut expected = vec![line.into_bytes()];
+    expected.extend(bytes_of(&next));
     assert_same_events(&collector.events(), &expected, "collector");
 }
 
@@ -642,8 +701,9 @@ fn excluded_files_are_left_alone() {
     // in a new included file: once it arrives, the others were scanned too.
     append(&setup.log("skip-me.ndjson"), &hits(905, 5, 120));
     append(&setup.log("skip-new.ndjson"), &hits(950, 5, 120));
+    // (Named to sort after the others: a scan reads files in path order.)
     let marker = hits(100, 1, 120);
-    append(&setup.log("marker.ndjson"), &marker);
+    append(&setup.log("zz-marker.ndjson"), &marker);
     wait_events(&collector, &tailhook, 6);
     stop(tailhook);
 
@@ -653,12 +713,67 @@ fn excluded_files_are_left_alone() {
 }
 
 #[test]
+fn exclude_pattern_without_a_directory_matches_file_names() {
+    let setup = Setup::new();
+    let current = hits(0, 3, 120);
+    append(&setup.log("current.ndjson"), &current);
+    append(&setup.log("events.old.ndjson"), &hits(900, 3, 120));
+    // Read after the excluded file in the same scan (path order).
+    let marker = hits(100, 1, 120);
+    append(&setup.log("zz-marker.ndjson"), &marker);
+    let collector = fluentd();
+    // As written for Vector (`exclude`) or Fluent Bit (`Exclude_Path`), where
+    // `*` also matches `/` and such a pattern excludes by file name.
+    let cfg = config(
+        &setup,
+        "*.ndjson",
+        "exclude = [\"*.old.ndjson\"]",
+        &[destination(
+            "fluentd",
+            &collector.url("/wallarm.events"),
+            "concurrency = 1",
+            "",
+        )],
+    );
+    let tailhook = Tailhook::start(&cfg);
+    wait_events(&collector, &tailhook, 4);
+    stop(tailhook);
+    let mut expected = bytes_of(&current);
+    expected.extend(bytes_of(&marker));
+    assert_same_events(&collector.events(), &expected, "collector");
+}
+
+#[test]
+fn relative_include_pattern_finds_files_in_the_working_directory() {
+    let setup = Setup::new();
+    let lines = hits(0, 3, 120);
+    append(&setup.log("events.ndjson"), &lines);
+    let collector = fluentd();
+    let cfg = setup.config(&format!(
+        "[[source]]\nname = \"w\"\ntype = \"file\"\ninclude = [\"*.ndjson\"]\npoll_interval = \"100ms\"\n\n{}",
+        destination(
+            "fluentd",
+            &collector.url("/wallarm.events"),
+            "concurrency = 1",
+            ""
+        )
+    ));
+    let mut cmd = support::process::bin();
+    cmd.arg("run").arg("-c").arg(&cfg).current_dir(&setup.logs);
+    let tailhook = Tailhook::spawn(cmd);
+    wait_events(&collector, &tailhook, 3);
+    stop(tailhook);
+    assert_same_events(&collector.events(), &bytes_of(&lines), "collector");
+}
+
+#[test]
 fn blank_lines_are_skipped() {
     let setup = Setup::new();
     let a = r#"{"seq":1,"object_type":"hit"}"#;
     let b = r#"{"seq":2,"object_type":"hit"}"#;
     let c = r#"{"seq":3,"object_type":"hit"}"#;
-    let text = format!("\n{a}\n   \n\t\n\r\n{b}\n\n\n \t \n{c}\n\n");
+    // Also an empty array (no event) and a line ending in CRLF.
+    let text = format!("\n{a}\n   \n\t\n\r\n{b}\r\n\n[]\n \t \n{c}\n\n");
     std::fs::write(setup.log("events.ndjson"), text).unwrap();
     let collector = fluentd();
     let cfg = config(
@@ -716,6 +831,33 @@ fn an_array_line_is_one_event_per_element_byte_for_byte() {
         &[e1, e2, e3, e3].map(|s| s.as_bytes().to_vec()),
         "collector",
     );
+}
+
+#[test]
+fn an_event_longer_than_one_read_arrives_intact() {
+    let setup = Setup::new();
+    // 700 KB: several reads of the file, under max_line_bytes (1 MiB).
+    let mut lines = hits(0, 2, 120);
+    lines.extend(hits(2, 1, 700_000));
+    lines.extend(hits(3, 2, 120));
+    append(&setup.log("events.ndjson"), &lines);
+    let collector = fluentd();
+    let cfg = config(
+        &setup,
+        "*.ndjson",
+        "",
+        &[destination(
+            "fluentd",
+            &collector.url("/wallarm.events"),
+            "concurrency = 1",
+            "",
+        )],
+    );
+    let tailhook = Tailhook::start(&cfg);
+    wait_events(&collector, &tailhook, lines.len());
+    stop(tailhook);
+    assert_same_events(&collector.events(), &bytes_of(&lines), "collector");
+    collector.batches().iter().for_each(assert_json_body);
 }
 
 #[test]
@@ -858,12 +1000,7 @@ fn two_destinations_each_receive_everything_independently() {
                 "concurrency = 1",
                 batch,
             ),
-            destination(
-                "logstash",
-                &logstash.url("/"),
-                "concurrency = 1",
-                batch,
-            ),
+            destination("logstash", &logstash.url("/"), "concurrency = 1", batch),
         ],
     );
     let tailhook = Tailhook::start(&cfg);
@@ -885,20 +1022,4 @@ fn two_destinations_each_receive_everything_independently() {
         assert!(b.events.len() <= 50);
         assert_json_body(b);
     }
-}
-
-#[test]
-fn zz_probe_exclude_basename() {
-    let setup = Setup::new();
-    append(&setup.log("current.ndjson"), &hits(0, 2, 120));
-    append(&setup.log("events.old.ndjson"), &hits(900, 2, 120));
-    let collector = fluentd();
-    let cfg = config(&setup, "*.ndjson", "exclude = [\"*.old.ndjson\"]", &[destination("fluentd", &collector.url("/x"), "concurrency = 1", "")]);
-    let check = run_cmd(&["check", "-c", cfg.to_str().unwrap()], &[]);
-    eprintln!("CHECK {}", check.output());
-    let tailhook = Tailhook::start(&cfg);
-    wait_events(&collector, &tailhook, 2);
-    stop(tailhook);
-    for e in collector.events() { eprintln!("GOT {}", show(&e)); }
-    panic!("probe");
 }

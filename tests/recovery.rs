@@ -39,8 +39,12 @@ fn seq_of(event: &[u8]) -> u64 {
             }
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(event)
-        .unwrap_or_else(|e| panic!("event is not JSON ({e}): {}", String::from_utf8_lossy(event)));
+    let v: serde_json::Value = serde_json::from_slice(event).unwrap_or_else(|e| {
+        panic!(
+            "event is not JSON ({e}): {}",
+            String::from_utf8_lossy(event)
+        )
+    });
     v["seq"]
         .as_u64()
         .unwrap_or_else(|| panic!("event without seq: {}", String::from_utf8_lossy(event)))
@@ -278,7 +282,11 @@ fn retries_503_500_429_without_loss_or_duplicates() {
         "every later request succeeds: {statuses:?}"
     );
     // Three 10-event batches, each accepted once whatever failed before.
-    assert_eq!(collector.batches().len(), 3, "one accepted request per batch");
+    assert_eq!(
+        collector.batches().len(),
+        3,
+        "one accepted request per batch"
+    );
     assert_each_exactly_once(&collector, &lines);
 }
 
@@ -301,7 +309,11 @@ fn logstash_busy_429_then_free_delivers_everything_once() {
         "the 429 should be in the log:\n{}",
         tailhook.stderr()
     );
-    assert_eq!(collector.event_count(), 0, "a busy Logstash accepts nothing");
+    assert_eq!(
+        collector.event_count(),
+        0,
+        "a busy Logstash accepts nothing"
+    );
     collector.set_busy(false);
 
     assert!(
@@ -559,7 +571,10 @@ fn sigterm_delivers_what_is_batched() {
     // Files are read in path order, one chunk each per round: once the
     // invalid line of z.ndjson is logged, a.ndjson's events have been handed
     // to the batcher.
-    append(&setup.log("z.ndjson"), &["not json: read marker".to_string()]);
+    append(
+        &setup.log("z.ndjson"),
+        &["not json: read marker".to_string()],
+    );
     let cfg = config(
         &setup,
         "",
@@ -757,7 +772,10 @@ fn on_invalid_wrap_is_the_default_and_forwards_in_file_order() {
         "events: {:#?}",
         events
             .iter()
-            .map(|e| String::from_utf8_lossy(e).chars().take(120).collect::<String>())
+            .map(|e| String::from_utf8_lossy(e)
+                .chars()
+                .take(120)
+                .collect::<String>())
             .collect::<Vec<_>>()
     );
     for (i, (got, want)) in events.iter().zip(&wants).enumerate() {
@@ -953,7 +971,9 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
             tailhook.stderr()
         );
     } else {
-        eprintln!("running with permission to read mode-000 files: not checking the unreadable report");
+        eprintln!(
+            "running with permission to read mode-000 files: not checking the unreadable report"
+        );
     }
 
     // Delete c.ndjson as soon as its first events arrive.
@@ -1010,4 +1030,96 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
         .cloned()
         .collect();
     assert_each_exactly_once(&collector, &all);
+}
+
+// ---- SIGTERM while a request hangs ----------------------------------------------------
+
+// Both tests below fail today: `Sender::deliver` (src/sink/mod.rs) awaits
+// `webhook.send()` without watching the `hard` token, so neither
+// `shutdown_timeout` nor a second signal ends a request in flight; the process
+// waits for `request_timeout` instead.
+
+/// SPEC 5: SIGTERM delivers what is batched *within `shutdown_timeout`*. A
+/// request that never gets an answer must be abandoned (and sent again at the
+/// next start), not waited for until `request_timeout`.
+#[test]
+fn sigterm_with_a_hanging_collector_stops_after_shutdown_timeout() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.set_hang(true);
+    let lines = hits(0, 10, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    // The request would wait an hour for an answer; shutdown_timeout is 1 s.
+    let cfg = config(
+        &setup,
+        "shutdown_timeout = \"1s\"",
+        "",
+        &collector.url("/wallarm.events"),
+        "request_timeout = \"1h\"",
+        "",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(collector.wait_for_requests(1, WAIT), "no request sent");
+    tailhook.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        tailhook.wait_for_log("shutdown_timeout passed", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    let exit = tailhook.wait_exit(WAIT);
+    assert_clean_exit(&exit);
+    assert_eq!(collector.event_count(), 0);
+
+    // The abandoned batch is sent at the next start.
+    collector.set_hang(false);
+    let tailhook = Tailhook::start(&cfg);
+    assert!(collector.wait_for_events(lines.len(), WAIT));
+    assert_clean_exit(&tailhook.terminate());
+    assert_each_exactly_once(&collector, &lines);
+}
+
+/// "a second signal stops at once" (the shutdown log line): even with a
+/// request in flight.
+#[test]
+fn a_second_sigterm_stops_at_once_even_with_a_request_in_flight() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.set_hang(true);
+    let lines = hits(0, 10, 150);
+    append(&setup.log("a.ndjson"), &lines);
+    // Default shutdown_timeout (30 s); the request would wait an hour.
+    let cfg = config(
+        &setup,
+        "",
+        "",
+        &collector.url("/wallarm.events"),
+        "request_timeout = \"1h\"",
+        "",
+    );
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(collector.wait_for_requests(1, WAIT), "no request sent");
+    tailhook.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        tailhook.wait_for_log("shutting down", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    tailhook.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        tailhook.wait_for_log("stopping now", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    let exit = tailhook.wait_exit(WAIT);
+    assert_clean_exit(&exit);
+    assert_eq!(collector.event_count(), 0);
+
+    // Nothing was acknowledged: the next start sends it all.
+    collector.set_hang(false);
+    let tailhook = Tailhook::start(&cfg);
+    assert!(collector.wait_for_events(lines.len(), WAIT));
+    assert_clean_exit(&tailhook.terminate());
+    assert_each_exactly_once(&collector, &lines);
 }

@@ -213,13 +213,17 @@ impl Webhook {
             if let Some(tls) = c.downcast_ref::<rustls::Error>() {
                 return SendError::Tls(describe_tls(tls));
             }
-            if let Some(io) = c.downcast_ref::<std::io::Error>() {
-                if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    return SendError::Tls(describe_tls(tls));
-                }
-                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+            // hyper-rustls may wrap the rustls error in more than one io::Error.
+            let mut io = c.downcast_ref::<std::io::Error>();
+            while let Some(e) = io {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
                     return SendError::Refused;
                 }
+                let inner = e.get_ref();
+                if let Some(tls) = inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    return SendError::Tls(describe_tls(tls));
+                }
+                io = inner.and_then(|i| i.downcast_ref::<std::io::Error>());
             }
         }
         let text: Vec<String> = chain.iter().map(|c| c.to_string()).collect();

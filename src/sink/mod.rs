@@ -94,7 +94,13 @@ impl Sender {
             return (batch, Outcome::Acked);
         }
         loop {
-            let (problem, retry_after) = match self.webhook.send(batch.body.clone()).await {
+            // Racing the request against `hard` lets a shutdown stop waiting for a
+            // collector that never answers; the batch stays unacknowledged.
+            let sent = tokio::select! {
+                r = self.webhook.send(batch.body.clone()) => r,
+                _ = hard.cancelled() => return (batch, Outcome::Abandoned),
+            };
+            let (problem, retry_after) = match sent {
                 Ok(answer) => match verdict(answer.status) {
                     Verdict::Delivered => {
                         self.health.ok(&self.name);

@@ -11,6 +11,7 @@ const MAX_DEPTH: usize = 16;
 pub struct Discovery {
     include: GlobSet,
     exclude: GlobSet,
+    exclude_names: GlobSet,
     roots: Vec<Root>,
 }
 
@@ -70,23 +71,45 @@ fn root_of(pattern: &str) -> Root {
 
 impl Discovery {
     /// Compiles a source's patterns (already checked by the config).
+    /// A relative pattern is taken from the working directory; an exclude
+    /// pattern without a `/` is matched against file names.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Discovery, globset::Error> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let absolute = |p: &str| -> String {
+            if Path::new(p).is_absolute() {
+                p.to_string()
+            } else {
+                let base = globset::escape(&cwd.to_string_lossy());
+                format!(
+                    "{}/{}",
+                    base.trim_end_matches('/'),
+                    p.trim_start_matches("./")
+                )
+            }
+        };
         let mut inc = GlobSetBuilder::new();
         let mut roots: Vec<Root> = Vec::new();
         for p in include {
-            inc.add(glob(p)?);
-            let r = root_of(p);
+            let p = absolute(p);
+            inc.add(glob(&p)?);
+            let r = root_of(&p);
             if !roots.contains(&r) {
                 roots.push(r);
             }
         }
         let mut exc = GlobSetBuilder::new();
+        let mut exc_names = GlobSetBuilder::new();
         for p in exclude {
-            exc.add(glob(p)?);
+            if p.contains('/') {
+                exc.add(glob(&absolute(p))?);
+            } else {
+                exc_names.add(glob(p)?);
+            }
         }
         Ok(Discovery {
             include: inc.build()?,
             exclude: exc.build()?,
+            exclude_names: exc_names.build()?,
             roots,
         })
     }
@@ -98,7 +121,11 @@ impl Discovery {
 
     /// Whether a path is one this source reads.
     pub fn matches(&self, path: &Path) -> bool {
-        self.include.is_match(path) && !self.exclude.is_match(path)
+        self.include.is_match(path)
+            && !self.exclude.is_match(path)
+            && !path
+                .file_name()
+                .is_some_and(|n| self.exclude_names.is_match(n))
     }
 
     /// Lists every regular file that matches, sorted by path.
@@ -185,10 +212,11 @@ mod tests {
             std::fs::write(d.join(f), "").unwrap();
         }
         let inc = vec![format!("{}/*.ndjson", d.display())];
-        let exc = vec![format!("{}/skip*", d.display())];
+        let exc = vec![format!("{}/skip*", d.display()), "*.old.ndjson".to_string()];
+        std::fs::write(d.join("x.old.ndjson"), "").unwrap();
         let found = Discovery::new(&inc, &exc).unwrap().scan();
         assert_eq!(found, [d.join("a.ndjson"), d.join("b.ndjson")]);
         let deep = Discovery::new(&[format!("{}/**/*.ndjson", d.display())], &[]).unwrap();
-        assert_eq!(deep.scan().len(), 4);
+        assert_eq!(deep.scan().len(), 5);
     }
 }

@@ -317,10 +317,30 @@ fn start_offset(
         return 0;
     }
     if skip_existing {
-        size
+        after_last_newline(file, size)
     } else {
         0
     }
+}
+
+/// The offset just after the last newline before `size` (0 if none): an
+/// unfinished last line is read whole once its newline arrives.
+fn after_last_newline(file: &File, size: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut end = size;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let part = &mut buf[..(end - start) as usize];
+        if file.read_exact_at(part, start).is_err() {
+            return size;
+        }
+        if let Some(i) = memchr::memrchr(b'\n', part) {
+            return start + i as u64 + 1;
+        }
+        end = start;
+    }
+    0
 }
 
 fn new_watcher(wake: Arc<Wake>) -> Option<notify::RecommendedWatcher> {

@@ -24,7 +24,10 @@ impl Setup {
     /// Writes `config.toml`: `data_dir`, then `blocks` as given.
     pub fn config(&self, blocks: &str) -> PathBuf {
         let path = self.dir.path().join("config.toml");
-        let text = format!("data_dir = {:?}\n\n{blocks}", self.data.display().to_string());
+        let text = format!(
+            "data_dir = {:?}\n\n{blocks}",
+            self.data.display().to_string()
+        );
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -44,12 +47,16 @@ impl Setup {
 
     /// The destination's dead-letter file.
     pub fn dead_letter(&self, destination: &str) -> PathBuf {
-        self.data.join("dead-letter").join(format!("{destination}.ndjson"))
+        self.data
+            .join("dead-letter")
+            .join(format!("{destination}.ndjson"))
     }
 
     /// The destination's checkpoint file.
     pub fn checkpoint(&self, destination: &str) -> PathBuf {
-        self.data.join("checkpoints").join(format!("{destination}.json"))
+        self.data
+            .join("checkpoints")
+            .join(format!("{destination}.json"))
     }
 }
 
@@ -91,7 +98,9 @@ pub fn append(path: &Path, lines: &[String]) {
 pub fn hits(from: usize, n: usize, size: usize) -> Vec<String> {
     (from..from + n)
         .map(|i| {
-            let head = format!(r#"{{"seq":{i},"object_type":"hit","type":"sqli","domain":"example.com","pad":""#);
+            let head = format!(
+                r#"{{"seq":{i},"object_type":"hit","type":"sqli","domain":"example.com","pad":""#
+            );
             let pad = size.saturating_sub(head.len() + 2);
             format!("{head}{}\"}}", "x".repeat(pad))
         })
