@@ -49,12 +49,19 @@ fn usage(pid: u32) -> (f64, u64) {
 }
 
 fn main() {
-    let n: u64 = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let concurrency: u64 = std::env::var("CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let n: u64 = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let concurrency: u64 = std::env::var("CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("events.ndjson");
     {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&log).unwrap());
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&log).unwrap());
         for i in 0..n {
             f.write_all(event(i).as_bytes()).unwrap();
             f.write_all(b"\n").unwrap();
@@ -77,20 +84,29 @@ fn main() {
         let (received, done) = (received.clone(), done.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (received, done) = (received.clone(), done.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (received, done) = (received.clone(), done.clone());
-                        async move {
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let events = memchr::memmem::find_iter(&body, b"{\"seq\":").count() as u64;
-                            if received.fetch_add(events, Ordering::Relaxed) + events >= n {
-                                done.notify_one();
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let (received, done) = (received.clone(), done.clone());
+                            async move {
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let events =
+                                    memchr::memmem::find_iter(&body, b"{\"seq\":").count() as u64;
+                                if received.fetch_add(events, Ordering::Relaxed) + events >= n {
+                                    done.notify_one();
+                                }
+                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
                             }
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                        }
-                    });
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                         .await;
@@ -135,13 +151,23 @@ fn main() {
     );
     let _ = child.wait();
     if !finished {
-        eprintln!("benchmark timed out: {} of {n} events received", received.load(Ordering::Relaxed));
+        eprintln!(
+            "benchmark timed out: {} of {n} events received",
+            received.load(Ordering::Relaxed)
+        );
         std::process::exit(1);
     }
     let secs = elapsed.as_secs_f64();
     println!("events:            {n} x {EVENT_BYTES} bytes, concurrency {concurrency}");
     println!("elapsed:           {secs:.2} s");
-    println!("throughput:        {:.0} events/s ({:.1} MiB/s)", n as f64 / secs, (n * (EVENT_BYTES as u64 + 1)) as f64 / secs / 1048576.0);
-    println!("CPU (user+sys):    {cpu:.2} s = {:.2} CPU s per million events", cpu / (n as f64 / 1e6));
+    println!(
+        "throughput:        {:.0} events/s ({:.1} MiB/s)",
+        n as f64 / secs,
+        (n * (EVENT_BYTES as u64 + 1)) as f64 / secs / 1048576.0
+    );
+    println!(
+        "CPU (user+sys):    {cpu:.2} s = {:.2} CPU s per million events",
+        cpu / (n as f64 / 1e6)
+    );
     println!("peak RSS:          {:.1} MiB", hwm_kib as f64 / 1024.0);
 }

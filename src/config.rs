@@ -434,10 +434,15 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
+    /// Records a problem with its location and the line it is on, so the
+    /// key is named even when the message only speaks of the value.
     fn at(&mut self, span: std::ops::Range<usize>, msg: impl fmt::Display) {
         let (line, col) = locate(self.text, span.start);
-        self.list
-            .push(format!("{}:{line}:{col}: {msg}", self.path.display()));
+        let source = self.text.lines().nth(line - 1).unwrap_or("").trim_end();
+        self.list.push(format!(
+            "{}:{line}:{col}: {msg}\n    | {source}",
+            self.path.display()
+        ));
     }
 }
 
@@ -1036,6 +1041,10 @@ headers = { Authorization = "Bearer ${TOKEN}" }
         assert!(e.contains("t.toml:6:13") && e.contains("middle"), "{e}");
         let e = parse(&format!("{MIN}request_timeout = \"soon\"\n")).unwrap_err();
         assert!(e.contains("invalid duration `soon`"), "{e}");
+        assert!(
+            e.contains("| request_timeout = \"soon\""),
+            "the key is shown: {e}"
+        );
         let e = parse(&format!("{MIN}events = [\"hits\"]\n")).unwrap_err();
         assert!(e.contains("t.toml:11:10: unknown event kind `hits`"), "{e}");
         let e = parse(&format!("{MIN}method = \"GET\"\n")).unwrap_err();

@@ -40,7 +40,11 @@ fn rename_and_create_reads_the_old_file_to_its_end_then_the_new_one() {
     append(&log, &hits(100, 50, 200));
     std::fs::rename(&log, setup.log("app.log.1")).unwrap();
     append(&log, &hits(150, 100, 200));
-    assert!(collector.wait_for_events(250, WAIT), "got {}", collector.event_count());
+    assert!(
+        collector.wait_for_events(250, WAIT),
+        "got {}",
+        collector.event_count()
+    );
     let exit = tailhook.terminate();
     assert!(exit.success(), "{}", exit.output());
     assert_eq!(seqs(&collector), (0..250).collect::<Vec<_>>());
@@ -76,7 +80,11 @@ fn copytruncate_restarts_at_zero_without_resending() {
         .unwrap()
         .set_len(0)
         .unwrap();
-    assert!(tailhook.wait_for_log("file shrank", WAIT), "{}", tailhook.stderr());
+    assert!(
+        tailhook.wait_for_log("file shrank", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
     append(&log, &hits(100, 30, 200));
     assert!(collector.wait_for_events(130, WAIT));
     let exit = tailhook.terminate();
@@ -98,7 +106,11 @@ fn a_deleted_file_is_read_to_its_end() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, last.as_bytes()))
         .unwrap();
     std::fs::remove_file(&log).unwrap();
-    assert!(collector.wait_for_events(11, WAIT), "got {}", collector.event_count());
+    assert!(
+        collector.wait_for_events(11, WAIT),
+        "got {}",
+        collector.event_count()
+    );
     assert!(tailhook.wait_for_log("finished a rotated or deleted file", WAIT));
     let exit = tailhook.terminate();
     assert!(exit.success(), "{}", exit.output());

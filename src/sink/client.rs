@@ -264,6 +264,15 @@ fn describe_tls(e: &rustls::Error) -> String {
         | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
             "the server's certificate has expired".into()
         }
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            "the server requires a client certificate (set client_cert_file and client_key_file)".into()
+        }
+        rustls::Error::AlertReceived(
+            a @ (rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::AccessDenied),
+        ) => format!("the server did not accept our client certificate (it answered {a:?})"),
         other => other.to_string(),
     }
 }
