@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use support::collector::{Batch, Collector, Options};
 use support::process::{run_cmd, Exit, Tailhook};
-use support::setup::{append, destination, hits, Setup};
+use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
 
 /// The longest any single wait in this file may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -57,10 +57,6 @@ fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize) {
     );
 }
 
-fn bytes_of(lines: &[String]) -> Vec<Vec<u8>> {
-    lines.iter().map(|l| l.as_bytes().to_vec()).collect()
-}
-
 fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     if text.chars().count() > 300 {
@@ -89,15 +85,6 @@ fn assert_same_events(actual: &[Vec<u8>], expected: &[Vec<u8>], what: &str) {
         expected.len(),
         actual.len().min(expected.len())
     );
-}
-
-/// The `seq` field of an event written by `support::setup::hits`.
-fn seq(event: &[u8]) -> u64 {
-    let v: serde_json::Value = serde_json::from_slice(event)
-        .unwrap_or_else(|e| panic!("event is not JSON ({e}): {}", show(event)));
-    v["seq"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("event has no seq: {}", show(event)))
 }
 
 /// A JSON batch body is exactly `[` + the events joined by `,` + `]`.
@@ -223,7 +210,7 @@ fn five_thousand_events_with_concurrent_requests_arrive_once_each() {
     let expected = bytes_of(&lines);
     // No loss, no duplicate: sorted by seq, the events are exactly the lines.
     let mut received = collector.events();
-    received.sort_by_key(|e| seq(e));
+    received.sort_by_key(|e| seq_of(e));
     assert_same_events(&received, &expected, "collector, sorted by seq");
     // Within a batch, the file's order: each batch is a run of consecutive lines.
     for (i, b) in collector.batches().iter().enumerate() {
@@ -232,7 +219,7 @@ fn five_thousand_events_with_concurrent_requests_arrive_once_each() {
             "batch #{i} holds {} events (max_events = 100)",
             b.events.len()
         );
-        let first = seq(&b.events[0]) as usize;
+        let first = seq_of(&b.events[0]) as usize;
         assert_same_events(
             &b.events,
             &expected[first..(first + b.events.len()).min(expected.len())],
@@ -522,7 +509,7 @@ fn twenty_files_at_once_all_arrive_in_per_file_order() {
     for (f, lines) in &expected {
         let of_file: Vec<Vec<u8>> = received
             .iter()
-            .filter(|e| seq(e) as usize / 1000 == *f)
+            .filter(|e| seq_of(e) as usize / 1000 == *f)
             .cloned()
             .collect();
         assert_same_events(&of_file, lines, &format!("file node-{f:02}.ndjson"));

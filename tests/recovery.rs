@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
-use support::setup::{append, destination, hits, Setup};
+use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,28 +27,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const DEST: &str = "fluentd";
 
 // ---- helpers ----------------------------------------------------------------
-
-/// The `seq` field of a recorded event.
-fn seq_of(event: &[u8]) -> u64 {
-    // Fast path for `hits()` events, which start with `{"seq":N,`.
-    if let Some(rest) = event.strip_prefix(br#"{"seq":"#) {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits > 0 && rest.get(digits) == Some(&b',') {
-            if let Ok(n) = std::str::from_utf8(&rest[..digits]).unwrap().parse() {
-                return n;
-            }
-        }
-    }
-    let v: serde_json::Value = serde_json::from_slice(event).unwrap_or_else(|e| {
-        panic!(
-            "event is not JSON ({e}): {}",
-            String::from_utf8_lossy(event)
-        )
-    });
-    v["seq"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("event without seq: {}", String::from_utf8_lossy(event)))
-}
 
 /// The `seq` of every accepted event, in arrival order.
 fn seqs(collector: &Collector) -> Vec<u64> {
@@ -64,15 +42,11 @@ fn seq_counts(collector: &Collector) -> BTreeMap<u64, usize> {
     counts
 }
 
-fn as_bytes(lines: &[String]) -> Vec<Vec<u8>> {
-    lines.iter().map(|l| l.as_bytes().to_vec()).collect()
-}
-
 /// Asserts that the collector accepted each of `lines` exactly once, byte for
 /// byte, and nothing else (in any order).
 fn assert_each_exactly_once(collector: &Collector, lines: &[String]) {
     let mut got = collector.events();
-    let mut want = as_bytes(lines);
+    let mut want = bytes_of(lines);
     got.sort();
     want.sort();
     if got == want {
@@ -333,7 +307,7 @@ fn logstash_busy_429_then_free_delivers_everything_once() {
     assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
     assert_each_exactly_once(&collector, &lines);
     // Delivery goes on in file order: one batch.
-    assert_eq!(collector.events(), as_bytes(&lines));
+    assert_eq!(collector.events(), bytes_of(&lines));
 }
 
 #[test]
@@ -355,7 +329,7 @@ fn retry_after_is_honoured_and_the_batch_is_delivered() {
     );
     assert_clean_exit(&tailhook.terminate());
     assert_eq!(collector.statuses(), vec![503, 200]);
-    assert_eq!(collector.events(), as_bytes(&lines));
+    assert_eq!(collector.events(), bytes_of(&lines));
 }
 
 #[test]
@@ -396,7 +370,7 @@ fn a_hanging_collector_is_cut_by_request_timeout_and_retried() {
         lines.len()
     );
     assert_clean_exit(&tailhook.terminate());
-    assert_eq!(collector.events(), as_bytes(&lines));
+    assert_eq!(collector.events(), bytes_of(&lines));
 }
 
 // ---- 2. restarts ----------------------------------------------------------------
@@ -413,7 +387,7 @@ fn restart_resumes_from_the_checkpoint() {
     let tailhook = Tailhook::start(&cfg);
     assert!(collector.wait_for_events(first.len(), WAIT));
     assert_clean_exit(&tailhook.terminate());
-    assert_eq!(collector.events(), as_bytes(&first));
+    assert_eq!(collector.events(), bytes_of(&first));
 
     let checkpoint = read_checkpoint(&setup);
     assert_eq!(checkpoint["version"], 1, "{checkpoint}");
@@ -436,7 +410,7 @@ fn restart_resumes_from_the_checkpoint() {
     // Nothing re-sent, nothing lost: the second run sent exactly the new ones.
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
     assert_each_exactly_once(&collector, &all);
-    assert_eq!(collector.events()[first.len()..], as_bytes(&second)[..]);
+    assert_eq!(collector.events()[first.len()..], bytes_of(&second)[..]);
 }
 
 #[test]
@@ -553,9 +527,9 @@ fn kill_9_then_restart_loses_nothing() {
         counts.len()
     );
     // Every accepted copy is byte-for-byte one of the written lines.
-    let written: BTreeSet<Vec<u8>> = as_bytes(&first)
+    let written: BTreeSet<Vec<u8>> = bytes_of(&first)
         .into_iter()
-        .chain(as_bytes(&second))
+        .chain(bytes_of(&second))
         .collect();
     assert!(collector.events().iter().all(|e| written.contains(e)));
 }
@@ -598,7 +572,7 @@ fn sigterm_delivers_what_is_batched() {
     assert_clean_exit(&tailhook.terminate());
 
     assert_eq!(collector.batches().len(), 1, "{:?}", collector.statuses());
-    assert_eq!(collector.events(), as_bytes(&lines));
+    assert_eq!(collector.events(), bytes_of(&lines));
 }
 
 // ---- 5. on_invalid -----------------------------------------------------------------
@@ -1033,11 +1007,6 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
 }
 
 // ---- SIGTERM while a request hangs ----------------------------------------------------
-
-// Both tests below fail today: `Sender::deliver` (src/sink/mod.rs) awaits
-// `webhook.send()` without watching the `hard` token, so neither
-// `shutdown_timeout` nor a second signal ends a request in flight; the process
-// waits for `request_timeout` instead.
 
 /// SPEC 5: SIGTERM delivers what is batched *within `shutdown_timeout`*. A
 /// request that never gets an answer must be abandoned (and sent again at the

@@ -7,15 +7,12 @@ use std::time::Duration;
 
 use support::collector::{Collector, Options};
 use support::process::Tailhook;
-use support::setup::{append, destination, hits, Setup};
+use support::setup::{append, destination, hits, seq_of, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn seqs(c: &Collector) -> Vec<u64> {
-    c.events_json()
-        .iter()
-        .map(|e| e["seq"].as_u64().expect("seq"))
-        .collect()
+    c.events().iter().map(|e| seq_of(e)).collect()
 }
 
 fn start(glob: &str) -> (Setup, Collector, Tailhook) {

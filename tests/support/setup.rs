@@ -106,3 +106,30 @@ pub fn hits(from: usize, n: usize, size: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// The `seq` field of an event made by [`hits`].
+pub fn seq_of(event: &[u8]) -> u64 {
+    // Fast path for `hits()` events, which start with `{"seq":N,`.
+    if let Some(rest) = event.strip_prefix(br#"{"seq":"#) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 && rest.get(digits) == Some(&b',') {
+            if let Ok(n) = std::str::from_utf8(&rest[..digits]).unwrap().parse() {
+                return n;
+            }
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(event).unwrap_or_else(|e| {
+        panic!(
+            "event is not JSON ({e}): {}",
+            String::from_utf8_lossy(event)
+        )
+    });
+    v["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("event without seq: {}", String::from_utf8_lossy(event)))
+}
+
+/// Lines as the byte strings a collector records.
+pub fn bytes_of(lines: &[String]) -> Vec<Vec<u8>> {
+    lines.iter().map(|l| l.as_bytes().to_vec()).collect()
+}
