@@ -3,7 +3,9 @@
 //! HTTP sink, as the README's benchmark figures are measured.
 //!
 //! `cargo bench --bench throughput` (release build). Environment:
-//! `EVENTS` (default 1000000), `CONCURRENCY` (destination concurrency, default 2).
+//! `EVENTS` (default 1000000), `CONCURRENCY` (destination concurrency, default 2),
+//! `FILES` (spread the events over this many files, default 1),
+//! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build).
 //! Prints events/s, CPU seconds per million events (user + system of the
 //! tailhook process) and its peak resident memory.
 
@@ -57,19 +59,27 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
+    let files: u64 = std::env::var("FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("events.ndjson");
-    {
-        let mut f =
-            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&log).unwrap());
-        for i in 0..n {
-            f.write_all(event(i).as_bytes()).unwrap();
-            f.write_all(b"\n").unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for f in 0..files {
+        let path = logs.join(format!("events-{f}.ndjson"));
+        let mut w =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+        for i in (f..n).step_by(files as usize) {
+            w.write_all(event(i).as_bytes()).unwrap();
+            w.write_all(b"\n").unwrap();
         }
-        f.flush().unwrap();
+        w.flush().unwrap();
+        // Warm the page cache, as a file being tailed would be.
+        let _ = std::fs::read(&path);
     }
-    // Warm the page cache, as a file being tailed would be.
-    let _ = std::fs::read(&log);
+    let log = logs.join("*.ndjson");
 
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
@@ -128,7 +138,9 @@ fn main() {
     .unwrap();
 
     let start = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tailhook"))
+    let bin = std::env::var("TAILHOOK_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tailhook").to_string());
+    let mut child = std::process::Command::new(bin)
         .args(["run", "-c"])
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -158,7 +170,7 @@ fn main() {
         std::process::exit(1);
     }
     let secs = elapsed.as_secs_f64();
-    println!("events:            {n} x {EVENT_BYTES} bytes, concurrency {concurrency}");
+    println!("events:            {n} x {EVENT_BYTES} bytes in {files} file(s), concurrency {concurrency}");
     println!("elapsed:           {secs:.2} s");
     println!(
         "throughput:        {:.0} events/s ({:.1} MiB/s)",

@@ -135,8 +135,16 @@ impl OpenFile {
 
     /// Reads the next chunk and frames its complete lines. `None` at end of file.
     pub fn read(&mut self, ctx: &FrameContext) -> io::Result<Option<Chunk>> {
+        // Ask the size first: an idle file costs one fstat, not a buffer, and
+        // a small append gets a small buffer.
+        let pos = self.base + self.buf.len() as u64;
+        let available = self.file.metadata()?.len().saturating_sub(pos);
+        if available == 0 {
+            return Ok(None);
+        }
+        let want = available.min(READ_SIZE as u64) as usize;
         let old = self.buf.len();
-        self.buf.resize(old + READ_SIZE, 0);
+        self.buf.resize(old + want, 0);
         let n = loop {
             match self.file.read(&mut self.buf[old..]) {
                 Ok(n) => break n,
@@ -149,6 +157,7 @@ impl OpenFile {
         };
         self.buf.truncate(old + n);
         if n == 0 {
+            self.release_buffer();
             return Ok(None);
         }
         if self.head.len() < FINGERPRINT_BYTES {
@@ -212,6 +221,10 @@ impl OpenFile {
             self.base += partial as u64;
             self.buf.clear();
         }
+        // Let the unfinished line go to a small buffer: the read allocation
+        // then lives only as long as the chunk's events, so memory is bounded
+        // by the chunks in flight, not by the number of files.
+        self.release_buffer();
         Ok(Some(out.finish(self)))
     }
 
@@ -230,6 +243,19 @@ impl OpenFile {
         self.head.clear();
         self.refresh_head()?;
         Ok(Some(self.position()))
+    }
+
+    /// Lets go of the read buffer, keeping only the unfinished line, so an
+    /// idle file holds no 256 KiB allocation (thousands of idle files would
+    /// otherwise hold hundreds of MiB).
+    pub fn release_buffer(&mut self) {
+        // A view into a read allocation keeps all of it alive, even with no
+        // spare capacity: copy what is left (at most one line) out of it.
+        self.buf = if self.buf.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&self.buf[..])
+        };
     }
 
     /// Whether the file has been deleted (no name links to it any more).
