@@ -102,37 +102,51 @@ impl FileSource {
                     }
                 }
             }
+            // One sweep reads one chunk from every file with new bytes. It runs
+            // on the blocking pool a few chunks at a time, so thousands of idle
+            // files cost one fstat each, not a task switch each.
             let mut progressed = false;
-            for mut f in std::mem::take(&mut files) {
+            let mut next = 0usize;
+            while next < files.len() {
                 let ctx = self.ctx.clone();
-                let Ok((f, step)) = tokio::task::spawn_blocking(move || {
-                    let step = step(&mut f, &ctx);
-                    (f, step)
+                let mut taken = std::mem::take(&mut files);
+                let Ok((back, steps, end)) = tokio::task::spawn_blocking(move || {
+                    let (steps, end) = read_some(&mut taken, next, &ctx);
+                    (taken, steps, end)
                 })
                 .await
                 else {
                     tracing::error!("a file reader task panicked");
                     return;
                 };
-                match step {
-                    Step::Data(chunk) => {
-                        progressed = true;
-                        files.push(f);
-                        if !self.send(chunk).await {
-                            return;
+                files = back;
+                next = end;
+                let mut closed = Vec::new();
+                for (i, step) in steps {
+                    let path = files[i].path.display();
+                    match step {
+                        Step::Data(chunk) => {
+                            progressed = true;
+                            if !self.send(chunk).await {
+                                return;
+                            }
+                        }
+                        Step::Idle => {}
+                        Step::Closed(chunk) => {
+                            tracing::info!(path = %path, "finished a rotated or deleted file");
+                            closed.push(i);
+                            if !self.send(chunk).await {
+                                return;
+                            }
+                        }
+                        Step::Failed(e) => {
+                            tracing::warn!(path = %path, "cannot read file: {e}; will try again");
                         }
                     }
-                    Step::Idle => files.push(f),
-                    Step::Closed(chunk) => {
-                        tracing::info!(path = %f.path.display(), "finished a rotated or deleted file");
-                        if !self.send(chunk).await {
-                            return;
-                        }
-                    }
-                    Step::Failed(e) => {
-                        tracing::warn!(path = %f.path.display(), "cannot read file: {e}; will try again");
-                        files.push(f);
-                    }
+                }
+                for i in closed.into_iter().rev() {
+                    files.remove(i);
+                    next -= 1;
                 }
             }
             if !progressed {
@@ -222,6 +236,33 @@ impl FileSource {
         }
         chunks
     }
+}
+
+/// How many chunks one blocking call reads before handing them over (each
+/// is at most 256 KiB).
+const CHUNKS_PER_CALL: usize = 4;
+
+/// Steps through `files` from `start` until [`CHUNKS_PER_CALL`] chunks are
+/// read or every file was visited; returns each file's step and where to go on.
+fn read_some(
+    files: &mut [OpenFile],
+    start: usize,
+    ctx: &FrameContext,
+) -> (Vec<(usize, Step)>, usize) {
+    let mut steps = Vec::new();
+    let mut chunks = 0;
+    let mut i = start;
+    while i < files.len() && chunks < CHUNKS_PER_CALL {
+        let s = step(&mut files[i], ctx);
+        if matches!(s, Step::Data(_) | Step::Closed(_)) {
+            chunks += 1;
+        }
+        if !matches!(s, Step::Idle) {
+            steps.push((i, s));
+        }
+        i += 1;
+    }
+    (steps, i)
 }
 
 fn step(f: &mut OpenFile, ctx: &FrameContext) -> Step {
