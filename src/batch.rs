@@ -28,6 +28,8 @@ pub struct Position {
     pub offset: u64,
     /// The file's leading bytes when they were read.
     pub fingerprint: Fingerprint,
+    /// The file is closed (rotated away or deleted and read to its end).
+    pub closed: bool,
 }
 
 /// One request's worth of events.
@@ -118,6 +120,21 @@ impl BatchBuilder {
 
     /// Records that once this batch is acknowledged, `file` is delivered up to `offset`.
     pub fn advance(&mut self, file: &Arc<TrackedFile>, offset: u64, fingerprint: Fingerprint) {
+        self.position(file, offset, fingerprint, false);
+    }
+
+    /// Records that `file` is finished and closed at `offset`.
+    pub fn close(&mut self, file: &Arc<TrackedFile>, offset: u64, fingerprint: Fingerprint) {
+        self.position(file, offset, fingerprint, true);
+    }
+
+    fn position(
+        &mut self,
+        file: &Arc<TrackedFile>,
+        offset: u64,
+        fingerprint: Fingerprint,
+        closed: bool,
+    ) {
         match self
             .positions
             .iter_mut()
@@ -126,11 +143,13 @@ impl BatchBuilder {
             Some(p) => {
                 p.offset = offset;
                 p.fingerprint = fingerprint;
+                p.closed = closed;
             }
             None => self.positions.push(Position {
                 file: file.clone(),
                 offset,
                 fingerprint,
+                closed,
             }),
         }
     }

@@ -164,6 +164,11 @@ impl Checkpoints {
         self.entries.insert(entry.id, entry);
     }
 
+    /// Forgets a file.
+    pub fn remove(&mut self, id: FileId) {
+        self.entries.remove(&id);
+    }
+
     /// Writes the checkpoint atomically: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self) -> Result<(), CheckpointError> {
         let io = |source| CheckpointError::Io {

@@ -161,7 +161,11 @@ async fn batcher(
                 deadline = None;
             }
         }
-        builder.advance(&chunk.file, chunk.end, chunk.fingerprint);
+        if chunk.closed {
+            builder.close(&chunk.file, chunk.end, chunk.fingerprint);
+        } else {
+            builder.advance(&chunk.file, chunk.end, chunk.fingerprint);
+        }
         if deadline.is_none() {
             deadline = Some(Instant::now() + dest.batch.timeout);
         }
@@ -216,6 +220,12 @@ async fn send_loop(
 
 fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
     for p in &batch.positions {
+        // A closed file is gone or renamed out of the globs: forget it, so
+        // checkpoints do not grow with every rotation.
+        if p.closed {
+            checkpoints.remove(p.file.id);
+            continue;
+        }
         checkpoints.set(Entry {
             path: p.file.path.clone(),
             id: p.file.id,

@@ -15,6 +15,18 @@ fn seqs(c: &Collector) -> Vec<u64> {
     c.events().iter().map(|e| seq_of(e)).collect()
 }
 
+/// The paths in a destination's checkpoint file.
+fn checkpointed(setup: &Setup) -> Vec<String> {
+    let text = std::fs::read_to_string(setup.checkpoint("fluentd")).expect("checkpoint");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn start(glob: &str) -> (Setup, Collector, Tailhook) {
     let setup = Setup::new();
     let collector = Collector::start(Options::fluentd());
@@ -42,9 +54,12 @@ fn rename_and_create_reads_the_old_file_to_its_end_then_the_new_one() {
         "got {}",
         collector.event_count()
     );
+    assert!(tailhook.wait_for_log("finished a rotated or deleted file", WAIT));
     let exit = tailhook.terminate();
     assert!(exit.success(), "{}", exit.output());
     assert_eq!(seqs(&collector), (0..250).collect::<Vec<_>>());
+    // The rotated file is forgotten: checkpoints do not grow with rotations.
+    assert_eq!(checkpointed(&setup), [log.display().to_string()]);
 }
 
 #[test]
@@ -112,4 +127,5 @@ fn a_deleted_file_is_read_to_its_end() {
     let exit = tailhook.terminate();
     assert!(exit.success(), "{}", exit.output());
     assert_eq!(seqs(&collector), (0..11).collect::<Vec<_>>());
+    assert!(checkpointed(&setup).is_empty());
 }

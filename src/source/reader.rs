@@ -272,6 +272,7 @@ impl OpenFile {
             dead_letters: Vec::new(),
             end: self.framed_to(),
             fingerprint: self.fingerprint(),
+            closed: false,
         }
     }
 
@@ -298,7 +299,10 @@ impl OpenFile {
         }
         self.base = end;
         self.buf.clear();
-        out.finish(self)
+        Chunk {
+            closed: true,
+            ..out.finish(self)
+        }
     }
 }
 
@@ -347,6 +351,7 @@ impl<'a> Framed<'a> {
             dead_letters: self.dead,
             end: f.framed_to(),
             fingerprint: f.fingerprint(),
+            closed: false,
         }
     }
 }
