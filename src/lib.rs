@@ -29,6 +29,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    // Fail at start, in words, rather than at the first checkpoint write.
+    let checkpoints = config.data_dir.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create data_dir {} (checkpoints and dead letters live there): {e}",
+            config.data_dir.display()
+        )
+    })?;
     let mut pipelines = Vec::new();
     for i in 0..config.destinations.len() {
         pipelines.push(pipeline::Pipeline::new(&config, i, &shutdown)?);

@@ -779,6 +779,29 @@ fn run_with_an_invalid_config_exits_1_with_the_error() {
     );
 }
 
+#[test]
+fn run_with_a_data_dir_that_cannot_be_created_exits_1_naming_it() {
+    let setup = Setup::new();
+    // data_dir below a regular file cannot exist.
+    let blocker = setup.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let data_dir = blocker.join("data");
+    let text = config_text(&setup, "http://127.0.0.1:9/e", "", "").replacen(
+        &format!("data_dir = {:?}", path_str(&setup.data)),
+        &format!("data_dir = {:?}", path_str(&data_dir)),
+        1,
+    );
+    let config = write_config(&setup, &text);
+    let exit = tailhook(&["run", "-c", &path_str(&config)]);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        exit.stderr
+            .contains(&format!("cannot create data_dir {}", path_str(&data_dir))),
+        "{}",
+        exit.output()
+    );
+}
+
 /// A running pipeline stops on `signal` with exit code 0, having saved its
 /// checkpoint: a restart sends only what is new.
 fn run_until(signal: Signal) {
