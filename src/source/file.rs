@@ -161,10 +161,17 @@ impl FileSource {
         }
     }
 
+    /// Hands a chunk to the batcher. A chunk already read still goes in if
+    /// there is room after shutdown began, so it is delivered now rather than
+    /// read again at the next start; only waiting for room stops at shutdown.
     async fn send(&self, chunk: Chunk) -> bool {
-        tokio::select! {
-            r = self.tx.send(chunk) => r.is_ok(),
-            _ = self.cancel.cancelled() => false,
+        match self.tx.try_send(chunk) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(chunk)) => tokio::select! {
+                r = self.tx.send(chunk) => r.is_ok(),
+                _ = self.cancel.cancelled() => false,
+            },
         }
     }
 
