@@ -232,8 +232,15 @@ impl FileSource {
                 Some(path) => {
                     f.path = path.clone();
                     f.orphan = false;
+                    f.missing_scans = 0;
                 }
-                None => f.orphan = true,
+                None => {
+                    // A rename racing the scan (listed under the old name,
+                    // opened after the rename) can hide a file once: only a
+                    // file missing from two scans in a row is an orphan.
+                    f.missing_scans += 1;
+                    f.orphan = f.missing_scans >= ORPHAN_AFTER_SCANS;
+                }
             }
         }
         let mut chunks = Vec::new();
@@ -244,6 +251,9 @@ impl FileSource {
         chunks
     }
 }
+
+/// Scans in a row that must miss a file before it is closed as rotated away.
+const ORPHAN_AFTER_SCANS: u32 = 2;
 
 /// How many chunks one blocking call reads before handing them over (each
 /// is at most 256 KiB).

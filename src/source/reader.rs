@@ -83,6 +83,8 @@ pub struct OpenFile {
     /// No longer matched by the source's globs (renamed away or deleted):
     /// read it to its end, then close it.
     pub orphan: bool,
+    /// Consecutive scans that did not find it under a matching name.
+    pub missing_scans: u32,
     file: File,
     base: u64,
     buf: BytesMut,
@@ -102,6 +104,7 @@ impl OpenFile {
             tracked,
             path,
             orphan: false,
+            missing_scans: 0,
             file,
             base: start,
             buf: BytesMut::new(),
