@@ -42,9 +42,26 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         destination: Option<String>,
     },
+    /// Work with the dead-letter files (events a collector rejected).
+    #[command(name = "dead-letter", subcommand)]
+    DeadLetter(DeadLetterCommand),
     /// Run a real pipeline on 127.0.0.1 into a built-in Fluentd emulator and
     /// print what it received. Needs no setup.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Deliver the dead letters of each destination again; what is delivered
+    /// leaves the file, what is rejected again or cannot be sent stays.
+    Resend {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this destination.
+        #[arg(long, value_name = "NAME")]
+        destination: Option<String>,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -130,30 +147,43 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let chosen: Vec<_> = config
-                .destinations
-                .iter()
-                .filter(|d| destination.as_ref().is_none_or(|n| &d.name == n))
-                .collect();
-            if chosen.is_empty() {
-                let names: Vec<&str> = config
-                    .destinations
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect();
-                eprintln!(
-                    "error: no destination is named `{}`; the config has: {}",
-                    destination.unwrap_or_default(),
-                    names.join(", ")
-                );
-                return ExitCode::from(1);
-            }
+            let chosen = match choose(&config, destination.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
             runtime().block_on(async {
                 let mut ok = true;
                 for d in chosen {
                     let report = tailhook::probe::probe(d).await;
                     ok &= report.result.is_ok();
                     println!("{report}");
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+        }
+        Command::DeadLetter(DeadLetterCommand::Resend {
+            config,
+            destination,
+        }) => {
+            init_logging("warn");
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let chosen = match choose(&config, destination.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime().block_on(async {
+                let mut ok = true;
+                for d in chosen {
+                    let (line, clean) = resend_line(d, &config.data_dir).await;
+                    ok &= clean;
+                    println!("{line}");
                 }
                 if ok {
                     ExitCode::SUCCESS
@@ -176,6 +206,71 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Resends one destination's dead letters; returns the line to print and
+/// whether nothing is left.
+async fn resend_line(
+    d: &tailhook::config::DestinationConfig,
+    data_dir: &std::path::Path,
+) -> (String, bool) {
+    use tailhook::sink::dead_letter::{resend, DeadLetter};
+    let path = DeadLetter::new(data_dir, &d.name)
+        .path()
+        .display()
+        .to_string();
+    let r = match resend(d, data_dir).await {
+        Ok(r) => r,
+        Err(e) => return (format!("{}: FAILED: {e:#}", d.name), false),
+    };
+    if r.delivered == 0 && r.kept() == 0 {
+        return (format!("{}: no dead letters ({path})", d.name), true);
+    }
+    let mut line = format!(
+        "{}: resent {} event(s) in {} batch(es)",
+        d.name, r.delivered, r.batches
+    );
+    if r.rejected > 0 {
+        line += &format!("; {} rejected again", r.rejected);
+    }
+    if r.unsent > 0 {
+        line += &format!("; {} not sent", r.unsent);
+    }
+    if let Some(p) = &r.problem {
+        line += &format!(" ({p})");
+    }
+    if r.kept() > 0 {
+        line += &format!("; {} kept in {path}", r.kept());
+    } else {
+        line += "; the dead-letter file is now empty";
+    }
+    (line, r.kept() == 0)
+}
+
+/// The destinations a command works on: all, or the one named.
+fn choose<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> Result<Vec<&'a tailhook::config::DestinationConfig>, ExitCode> {
+    let chosen: Vec<_> = config
+        .destinations
+        .iter()
+        .filter(|d| name.is_none_or(|n| d.name == n))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = config
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        eprintln!(
+            "error: no destination is named `{}`; the config has: {}",
+            name.unwrap_or_default(),
+            names.join(", ")
+        );
+        return Err(ExitCode::from(1));
+    }
+    Ok(chosen)
 }
 
 /// First SIGTERM/SIGINT: stop reading and deliver what is batched. Second: stop now.

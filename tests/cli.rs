@@ -125,7 +125,7 @@ fn help_lists_exactly_the_commands_that_are_built() {
         .collect();
     assert_eq!(
         commands,
-        ["run", "check", "test", "demo", "help"],
+        ["run", "check", "test", "dead-letter", "demo", "help"],
         "{}",
         exit.output()
     );
@@ -156,14 +156,16 @@ fn usage_errors_exit_2_with_usage() {
     assert_eq!(exit.code, Some(2), "{}", exit.output());
     assert!(exit.stderr.contains("Usage: tailhook"), "{}", exit.output());
     // A command that is not built.
-    let exit = run_cmd(&["dead-letter", "resend"], &[]);
+    let exit = run_cmd(&["reload"], &[]);
     assert_eq!(exit.code, Some(2), "{}", exit.output());
     assert!(
-        exit.stderr
-            .contains("unrecognized subcommand 'dead-letter'"),
+        exit.stderr.contains("unrecognized subcommand 'reload'"),
         "{}",
         exit.output()
     );
+    let exit = run_cmd(&["dead-letter", "resend"], &[]);
+    assert_eq!(exit.code, Some(2), "{}", exit.output());
+    assert!(exit.stderr.contains("--config <FILE>"), "{}", exit.output());
     // A command without its config.
     for cmd in ["run", "check", "test"] {
         let exit = run_cmd(&[cmd], &[]);

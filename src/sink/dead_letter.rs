@@ -1,25 +1,39 @@
-//! The dead-letter file of a destination: events it will not be sent again
-//! by itself, one a line, at `<data_dir>/dead-letter/<destination>.ndjson`.
+//! The dead-letter file of a destination: events it will not send again by
+//! itself, one a line, at `<data_dir>/dead-letter/<destination>.ndjson`, and
+//! `tailhook dead-letter resend`, which delivers them again.
+//!
+//! The running daemon appends and `resend` takes the file away, possibly at
+//! the same time: both hold an exclusive lock on the file while they touch
+//! it, and an appender that finds its handle no longer names the live file
+//! (`resend` renamed it) opens the live one again. So no line is appended to
+//! a file that `resend` has already read.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::client::Webhook;
+use super::{backoff, verdict, Verdict};
+use crate::batch::{events_of, BatchBuilder};
+use crate::config::DestinationConfig;
 
 /// An append-only NDJSON file of events set aside for one destination.
 #[derive(Debug)]
 pub struct DeadLetter {
     path: PathBuf,
-    file: Option<File>,
 }
 
 impl DeadLetter {
-    /// The dead-letter file of a destination (opened on first use).
+    /// The dead-letter file of a destination.
     pub fn new(data_dir: &Path, destination: &str) -> DeadLetter {
         DeadLetter {
             path: data_dir
                 .join("dead-letter")
                 .join(format!("{destination}.ndjson")),
-            file: None,
         }
     }
 
@@ -29,35 +43,203 @@ impl DeadLetter {
     }
 
     /// Appends events, one a line, and syncs them to disk before returning.
-    pub fn append<'a>(
-        &mut self,
-        events: impl IntoIterator<Item = &'a [u8]>,
-    ) -> std::io::Result<()> {
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            self.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            );
-        }
-        let file = self.file.as_mut().expect("opened above");
+    /// A failed write leaves no half line behind (the caller retries it whole).
+    pub fn append<'a>(&self, events: impl IntoIterator<Item = &'a [u8]>) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for e in events {
             buf.extend_from_slice(e);
             buf.push(b'\n');
         }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = self.open_locked()?;
         let before = file.metadata()?.len();
         let written = file.write_all(&buf).and_then(|()| file.sync_data());
         if written.is_err() {
-            // Leave no half line behind (the write is retried whole), and
-            // reopen next time: the handle may be the problem.
             let _ = file.set_len(before);
-            self.file = None;
         }
         written
+    }
+
+    /// Opens the live file for appending, locked, even if `resend` renamed
+    /// it away between the open and the lock.
+    fn open_locked(&self) -> std::io::Result<File> {
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            file.lock()?;
+            let held = file.metadata()?;
+            match std::fs::metadata(&self.path) {
+                Ok(live) if live.ino() == held.ino() && live.dev() == held.dev() => {
+                    return Ok(file)
+                }
+                // Renamed away while we waited for the lock: open the new one.
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// What `tailhook dead-letter resend` did for one destination.
+#[derive(Debug, Default)]
+pub struct ResendReport {
+    /// Events delivered (2xx) and removed from the file.
+    pub delivered: usize,
+    /// Requests that delivered them.
+    pub batches: usize,
+    /// Events the collector rejected again (4xx), kept in the file.
+    pub rejected: usize,
+    /// Events not tried because the collector could not be reached, kept.
+    pub unsent: usize,
+    /// The last rejection or failure, in words.
+    pub problem: Option<String>,
+}
+
+impl ResendReport {
+    /// Events still in the dead-letter file.
+    pub fn kept(&self) -> usize {
+        self.rejected + self.unsent
+    }
+}
+
+/// Files holding dead letters to resend: leftovers of an interrupted resend,
+/// then the live file, renamed under the lock so appends go to a new one.
+fn take_files(dl: &DeadLetter) -> std::io::Result<Vec<PathBuf>> {
+    let dir = dl.path.parent().expect("dead-letter path has a parent");
+    let name = dl
+        .path
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .to_string();
+    let prefix = format!("{name}.resending-");
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    if dl.path.exists() {
+        let file = dl.open_locked()?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let taken = dir.join(format!("{prefix}{stamp:020}"));
+        std::fs::rename(&dl.path, &taken)?;
+        drop(file);
+        files.push(taken);
+    }
+    Ok(files)
+}
+
+/// Delivers a destination's dead letters again, in batches, with its method,
+/// headers, TLS settings and batch bounds. What is delivered leaves the
+/// file; what is rejected again, or could not be sent because the collector
+/// is unreachable, stays.
+pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
+    let webhook = Webhook::new(cfg)?;
+    let dl = DeadLetter::new(data_dir, &cfg.name);
+    let mut report = ResendReport::default();
+    for taken in take_files(&dl)? {
+        let lines: Vec<Bytes> = BufReader::new(File::open(&taken)?)
+            .split(b'\n')
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|l| Bytes::from(l.trim_ascii().to_vec()))
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut keep: Vec<Bytes> = Vec::new();
+        let mut builder = BatchBuilder::new(cfg.batch, cfg.format);
+        let mut pending = lines.into_iter().peekable();
+        while pending.peek().is_some() {
+            while let Some(line) = pending.next_if(|l| builder.fits(l.len())) {
+                builder.push(&line);
+            }
+            let Some(batch) = builder.take() else { break };
+            if report.problem.is_some() && report.unsent > 0 {
+                keep.extend(events_of(&batch.body, cfg.format));
+                report.unsent += batch.events;
+                continue;
+            }
+            match send_with_retries(&webhook, cfg, batch.body.clone()).await {
+                Ok(()) => {
+                    report.delivered += batch.events;
+                    report.batches += 1;
+                }
+                Err((rejected, why)) => {
+                    keep.extend(events_of(&batch.body, cfg.format));
+                    if rejected {
+                        report.rejected += batch.events;
+                    } else {
+                        report.unsent += batch.events;
+                    }
+                    report.problem = Some(why);
+                }
+            }
+        }
+        if !keep.is_empty() {
+            dl.append(keep.iter().map(|b| &b[..]))?;
+        }
+        std::fs::remove_file(&taken)?;
+    }
+    Ok(report)
+}
+
+/// Sends one body, retrying a transient failure a few times. `Err((true, _))`
+/// is a rejection (4xx), `Err((false, _))` a collector that cannot be reached.
+async fn send_with_retries(
+    webhook: &Webhook,
+    cfg: &DestinationConfig,
+    body: Bytes,
+) -> Result<(), (bool, String)> {
+    const ATTEMPTS: u32 = 4;
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            let wait = backoff(&cfg.retry, attempt).max(Duration::from_millis(10));
+            tokio::time::sleep(wait).await;
+        }
+        match webhook.send(body.clone()).await {
+            Ok(a) => match verdict(a.status) {
+                Verdict::Delivered => return Ok(()),
+                Verdict::Reject => {
+                    return Err((true, format!("HTTP {}: {}", a.status, a.body_start)))
+                }
+                Verdict::Retry => last = format!("HTTP {}: {}", a.status, a.body_start),
+            },
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err((false, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_survives_a_concurrent_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path(), "d");
+        dl.append([&b"{\"a\":1}"[..]]).unwrap();
+        let taken = take_files(&dl).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert!(!dl.path().exists());
+        // Appends after the take go to a new live file, not the taken one.
+        dl.append([&b"{\"b\":2}"[..]]).unwrap();
+        assert_eq!(std::fs::read(&taken[0]).unwrap(), b"{\"a\":1}\n");
+        assert_eq!(std::fs::read(dl.path()).unwrap(), b"{\"b\":2}\n");
+        // A leftover of an interrupted resend is taken first, then the live file.
+        let again = take_files(&dl).unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[0], taken[0]);
     }
 }

@@ -63,7 +63,7 @@ pub struct Sender {
     webhook: Webhook,
     retry: RetryConfig,
     format: Format,
-    dead_letter: Mutex<DeadLetter>,
+    dead_letter: DeadLetter,
     health: Health,
 }
 
@@ -75,7 +75,7 @@ impl Sender {
             webhook,
             retry: cfg.retry,
             format: cfg.format,
-            dead_letter: Mutex::new(dead_letter),
+            dead_letter,
             health: Health::default(),
         }
     }
@@ -147,12 +147,10 @@ impl Sender {
         hard: &CancellationToken,
     ) -> bool {
         loop {
-            let result = {
-                let mut dl = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
-                dl.append(lines.iter().map(|b| &b[..])).map_err(|e| {
-                    format!("cannot write dead-letter file {}: {e}", dl.path().display())
-                })
-            };
+            let dl = &self.dead_letter;
+            let result = dl
+                .append(lines.iter().map(|b| &b[..]))
+                .map_err(|e| format!("cannot write dead-letter file {}: {e}", dl.path().display()));
             match result {
                 Ok(()) => return true,
                 Err(msg) => self.health.failed(&self.name, &msg),
