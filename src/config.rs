@@ -757,7 +757,7 @@ pub fn redact_url(url: &reqwest::Url) -> String {
 /// `15s`, `500ms`, `1m30s`-style text for a duration.
 pub fn humanize_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         format!("{}s", ms / 1000)
