@@ -16,6 +16,8 @@ pub struct TrackedFile {
     pub id: FileId,
     /// The path it was found under.
     pub path: String,
+    /// The source that reads it.
+    pub source: String,
 }
 
 /// How far a batch takes one file: once the batch is acknowledged, every byte
@@ -30,6 +32,8 @@ pub struct Position {
     pub fingerprint: Fingerprint,
     /// The file is closed (rotated away or deleted and read to its end).
     pub closed: bool,
+    /// CRC-32 of the file's bytes before `offset`, when known.
+    pub content_crc: Option<u32>,
 }
 
 /// One request's worth of events.
@@ -120,37 +124,33 @@ impl BatchBuilder {
 
     /// Records that once this batch is acknowledged, `file` is delivered up to `offset`.
     pub fn advance(&mut self, file: &Arc<TrackedFile>, offset: u64, fingerprint: Fingerprint) {
-        self.position(file, offset, fingerprint, false);
+        self.advance_chunk(file, offset, fingerprint, None, false);
     }
 
-    /// Records that `file` is finished and closed at `offset`.
-    pub fn close(&mut self, file: &Arc<TrackedFile>, offset: u64, fingerprint: Fingerprint) {
-        self.position(file, offset, fingerprint, true);
-    }
-
-    fn position(
+    /// Records where a whole chunk takes its file (with the content CRC), and
+    /// whether the file is then finished and closed.
+    pub fn advance_chunk(
         &mut self,
         file: &Arc<TrackedFile>,
         offset: u64,
         fingerprint: Fingerprint,
+        content_crc: Option<u32>,
         closed: bool,
     ) {
+        let position = Position {
+            file: file.clone(),
+            offset,
+            fingerprint,
+            closed,
+            content_crc,
+        };
         match self
             .positions
             .iter_mut()
             .find(|p| Arc::ptr_eq(&p.file, file))
         {
-            Some(p) => {
-                p.offset = offset;
-                p.fingerprint = fingerprint;
-                p.closed = closed;
-            }
-            None => self.positions.push(Position {
-                file: file.clone(),
-                offset,
-                fingerprint,
-                closed,
-            }),
+            Some(p) => *p = position,
+            None => self.positions.push(position),
         }
     }
 

@@ -27,6 +27,13 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// The fingerprint of a file's first `len` bytes (fewer if it is shorter).
+    pub fn of_prefix(file: &std::fs::File, len: usize) -> Fingerprint {
+        let mut head = vec![0u8; len.min(FINGERPRINT_BYTES)];
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut head, 0).unwrap_or(0);
+        Fingerprint::of(&head[..n])
+    }
+
     /// The fingerprint of these leading bytes.
     pub fn of(head: &[u8]) -> Fingerprint {
         let head = &head[..head.len().min(FINGERPRINT_BYTES)];
@@ -56,11 +63,18 @@ pub struct FileId {
 pub struct Entry {
     /// The path it was last read under (for people; identity is `id` + `fingerprint`).
     pub path: String,
+    /// The source that reads it.
+    #[serde(default)]
+    pub source: String,
     /// Device and inode.
     #[serde(flatten)]
     pub id: FileId,
     /// The first bytes' hash when the entry was written.
     pub fingerprint: Fingerprint,
+    /// CRC-32 of the bytes before `offset`, when known: recognises a copy
+    /// of this content (copytruncate) after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_crc: Option<u32>,
     /// Every byte before this has been delivered (or dead-lettered).
     pub offset: u64,
 }
@@ -209,8 +223,10 @@ mod tests {
         assert!(err.is_none());
         cp.set(Entry {
             path: "/x".into(),
+            source: "s".into(),
             id: FileId { dev: 1, ino: 2 },
             fingerprint: Fingerprint::of(b"abc"),
+            content_crc: Some(7),
             offset: 42,
         });
         cp.save().unwrap();

@@ -161,11 +161,13 @@ async fn batcher(
                 deadline = None;
             }
         }
-        if chunk.closed {
-            builder.close(&chunk.file, chunk.end, chunk.fingerprint);
-        } else {
-            builder.advance(&chunk.file, chunk.end, chunk.fingerprint);
-        }
+        builder.advance_chunk(
+            &chunk.file,
+            chunk.end,
+            chunk.fingerprint,
+            chunk.content_crc,
+            chunk.closed,
+        );
         if deadline.is_none() {
             deadline = Some(Instant::now() + dest.batch.timeout);
         }
@@ -228,8 +230,10 @@ fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
         }
         checkpoints.set(Entry {
             path: p.file.path.clone(),
+            source: p.file.source.clone(),
             id: p.file.id,
             fingerprint: p.fingerprint,
+            content_crc: p.content_crc,
             offset: p.offset,
         });
     }

@@ -129,3 +129,34 @@ fn a_deleted_file_is_read_to_its_end() {
     assert_eq!(seqs(&collector), (0..11).collect::<Vec<_>>());
     assert!(checkpointed(&setup).is_empty());
 }
+
+#[test]
+fn copytruncate_with_the_copy_followed_reads_each_line_once() {
+    let (setup, collector, tailhook) = start("app.log*");
+    let log = setup.log("app.log");
+    append(&log, &hits(0, 100, 200));
+    assert!(collector.wait_for_events(100, WAIT));
+    // Lines tailhook may not have read yet when the file is copied and truncated.
+    append(&log, &hits(100, 50, 200));
+    std::fs::copy(&log, setup.log("app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &hits(150, 30, 200));
+    assert!(
+        collector.wait_for_events(180, WAIT),
+        "got {}",
+        collector.event_count()
+    );
+    // A marker: once it arrives, the copy has been seen by the scans since.
+    append(&log, &hits(180, 1, 200));
+    assert!(collector.wait_for_events(181, WAIT));
+    let exit = tailhook.terminate();
+    assert!(exit.success(), "{}", exit.output());
+    let mut got = seqs(&collector);
+    got.sort_unstable();
+    assert_eq!(got, (0..181).collect::<Vec<_>>(), "{}", exit.stderr);
+}

@@ -6,8 +6,6 @@
 //! file that has new bytes, so a busy file cannot starve the others.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,10 +15,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::discover::Discovery;
-use super::reader::{FrameContext, OpenFile};
+use super::reader::{FrameContext, OpenFile, ReadOutcome};
+use super::scan::{remember, same_range, scan, OpenView, ScanInput, Truncated, ORPHAN_AFTER_SCANS};
 use super::Chunk;
-use crate::batch::TrackedFile;
-use crate::checkpoint::{Entry, FileId, Fingerprint};
+use crate::checkpoint::{Entry, FileId};
 use crate::config::{ReadFrom, SourceConfig};
 
 /// Where a file source starts: the destination's checkpoints as loaded.
@@ -52,6 +50,12 @@ enum Step {
     Data(Chunk),
     Idle,
     Closed(Chunk),
+    /// Truncated or rewritten: the new position, and the old content's
+    /// identity when known.
+    Restarted {
+        position: Chunk,
+        truncated: Option<Truncated>,
+    },
     Failed(std::io::Error),
 }
 
@@ -85,6 +89,7 @@ impl FileSource {
         let mut watched: HashSet<PathBuf> = HashSet::new();
         let mut files: Vec<OpenFile> = Vec::new();
         let mut warned: HashSet<PathBuf> = HashSet::new();
+        let mut truncated: Vec<Truncated> = Vec::new();
         let mut initial = true;
         loop {
             if self.cancel.is_cancelled() {
@@ -94,7 +99,9 @@ impl FileSource {
                 if let Some(w) = watcher.as_mut() {
                     self.watch_roots(w, &mut watched);
                 }
-                let opened = self.rescan(&mut files, initial, &mut warned).await;
+                let opened = self
+                    .rescan(&mut files, initial, &mut warned, &mut truncated)
+                    .await;
                 initial = false;
                 for chunk in opened {
                     if !self.send(chunk).await {
@@ -132,6 +139,18 @@ impl FileSource {
                             }
                         }
                         Step::Idle => {}
+                        Step::Restarted {
+                            position,
+                            truncated: t,
+                        } => {
+                            progressed = true;
+                            if let Some(t) = t {
+                                remember(&mut truncated, t);
+                            }
+                            if !self.send(position).await {
+                                return;
+                            }
+                        }
                         Step::Closed(chunk) => {
                             tracing::info!(path = %path, "finished a rotated or deleted file");
                             closed.push(i);
@@ -199,36 +218,47 @@ impl FileSource {
     }
 
     /// Lists the matching files, opens new ones, and marks open files that no
-    /// longer match as orphans. Returns the start positions of new files.
+    /// longer match as orphans. Returns the positions to record: where new
+    /// files start, and checkpoint entries of files that are gone.
     async fn rescan(
         &self,
         files: &mut Vec<OpenFile>,
         initial: bool,
         warned: &mut HashSet<PathBuf>,
+        truncated: &mut Vec<Truncated>,
     ) -> Vec<Chunk> {
-        let discovery = self.discovery.clone();
-        let open: HashSet<FileId> = files.iter().map(|f| f.tracked.id).collect();
-        let start = self.start.clone();
-        let skip_existing = initial && start.first_start && self.config.read_from == ReadFrom::End;
-        let source = self.config.name.clone();
-        let warned_before = std::mem::take(warned);
-        let result = tokio::task::spawn_blocking(move || {
-            scan_and_open(
-                &discovery,
-                &open,
-                &start,
-                skip_existing,
-                &source,
-                warned_before,
-            )
-        })
-        .await;
-        let Ok((seen, opened, warned_now)) = result else {
+        let open = files
+            .iter()
+            .filter(|f| f.copy_of.is_none())
+            .filter_map(|f| {
+                Some(OpenView {
+                    id: f.tracked.id,
+                    path: f.path.clone(),
+                    fingerprint: f.fingerprint(),
+                    read: f.content_crc().map(|c| (f.framed_to(), c)),
+                    file: f.file().try_clone().ok()?,
+                })
+            })
+            .collect();
+        let input = ScanInput {
+            discovery: self.discovery.clone(),
+            source: self.config.name.clone(),
+            open,
+            start: self.start.clone(),
+            initial,
+            skip_existing: initial
+                && self.start.first_start
+                && self.config.read_from == ReadFrom::End,
+            warned: std::mem::take(warned),
+            truncated: std::mem::take(truncated),
+        };
+        let Ok(out) = tokio::task::spawn_blocking(move || scan(input)).await else {
             return Vec::new();
         };
-        *warned = warned_now;
+        *warned = out.warned;
+        *truncated = out.truncated;
         for f in files.iter_mut() {
-            match seen.get(&f.tracked.id) {
+            match out.seen.get(&f.tracked.id) {
                 Some(path) => {
                     f.path = path.clone();
                     f.orphan = false;
@@ -243,17 +273,20 @@ impl FileSource {
                 }
             }
         }
-        let mut chunks = Vec::new();
-        for f in opened {
-            chunks.push(f.position());
+        let mut chunks = out.forget;
+        for f in out.opened {
+            if f.copy_of.is_none() {
+                chunks.push(f.position());
+            }
             files.push(f);
         }
         chunks
     }
 }
 
-/// Scans in a row that must miss a file before it is closed as rotated away.
-const ORPHAN_AFTER_SCANS: u32 = 2;
+/// How long a file that looks like a copy waits for its original to be
+/// truncated before it is read as a file of its own.
+const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How many chunks one blocking call reads before handing them over (each
 /// is at most 256 KiB).
@@ -270,7 +303,10 @@ fn read_some(
     let mut chunks = 0;
     let mut i = start;
     while i < files.len() && chunks < CHUNKS_PER_CALL {
-        let s = step(&mut files[i], ctx);
+        let mut s = step(&mut files[i], ctx);
+        if let Step::Restarted { truncated, .. } = &mut s {
+            *truncated = truncated.and_then(|t| hand_to_copy(files, i, t));
+        }
         if matches!(s, Step::Data(_) | Step::Closed(_)) {
             chunks += 1;
         }
@@ -284,121 +320,72 @@ fn read_some(
 
 fn step(f: &mut OpenFile, ctx: &FrameContext) -> Step {
     let mut run = || -> std::io::Result<Step> {
-        if let Some(chunk) = f.read(ctx)? {
-            return Ok(Step::Data(chunk));
+        if f.copy_of.is_some() {
+            // A copy waiting for its original to be truncated.
+            if f.is_deleted() {
+                return Ok(Step::Closed(f.finish(ctx)));
+            }
+            let size = f.size()?;
+            let grown_alike = f.copy_src.as_ref().is_some_and(|src| {
+                src.metadata().is_ok_and(|m| m.len() >= size)
+                    && same_range(f.file(), src, f.copy_len, size)
+            });
+            let waited = f.copy_since.is_some_and(|t| t.elapsed() >= COPY_WAIT);
+            if waited {
+                // copytruncate truncates right after copying: a copy whose
+                // original is still whole after this long is just a file
+                // that starts like another. Read it whole rather than risk
+                // missing a line of its own.
+                tracing::info!(path = %f.path.display(), "a file taken for a copy was not followed by a truncation: reading it whole");
+                f.stop_being_a_copy();
+            } else if size == f.copy_len || grown_alike {
+                // Still a prefix of the original (a copy being written).
+                f.copy_len = size;
+                return Ok(Step::Idle);
+            } else {
+                tracing::info!(path = %f.path.display(), "a file taken for a copy is not one: reading it whole");
+                f.stop_being_a_copy();
+            }
         }
-        if let Some(chunk) = f.check_truncated()? {
-            return Ok(Step::Data(chunk));
+        match f.read(ctx)? {
+            ReadOutcome::Chunk(chunk) => Ok(Step::Data(chunk)),
+            ReadOutcome::Restarted {
+                position,
+                old_head,
+                old_offset,
+                old_crc,
+            } => Ok(Step::Restarted {
+                position,
+                truncated: old_crc.map(|crc| Truncated {
+                    fingerprint: old_head,
+                    offset: old_offset,
+                    crc,
+                }),
+            }),
+            ReadOutcome::Eof if f.orphan || f.is_deleted() => Ok(Step::Closed(f.finish(ctx))),
+            ReadOutcome::Eof => Ok(Step::Idle),
         }
-        if f.orphan || f.is_deleted() {
-            return Ok(Step::Closed(f.finish(ctx)));
-        }
-        Ok(Step::Idle)
     };
     run().unwrap_or_else(Step::Failed)
 }
 
-type ScanResult = (HashMap<FileId, PathBuf>, Vec<OpenFile>, HashSet<PathBuf>);
-
-fn scan_and_open(
-    discovery: &Discovery,
-    open: &HashSet<FileId>,
-    start: &StartPositions,
-    skip_existing: bool,
-    source: &str,
-    mut warned: HashSet<PathBuf>,
-) -> ScanResult {
-    let mut seen = HashMap::new();
-    let mut opened = Vec::new();
-    let mut still_failing = HashSet::new();
-    for path in discovery.scan() {
-        let opened_file = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
-        let (file, meta) = match opened_file {
-            Ok(x) => x,
-            Err(e) => {
-                if !warned.contains(&path) {
-                    tracing::warn!(source, path = %path.display(), "cannot open file: {e}; will try again at every scan");
-                }
-                still_failing.insert(path);
-                continue;
-            }
-        };
-        if warned.remove(&path) {
-            tracing::info!(source, path = %path.display(), "file is readable now");
+/// After `files[i]` was truncated: its waiting copy, if any, starts where
+/// reading of the old content had got. Returns the truncation if no copy
+/// took it, to remember for a copy found later.
+fn hand_to_copy(files: &mut [OpenFile], i: usize, t: Truncated) -> Option<Truncated> {
+    let id = files[i].tracked.id;
+    for c in files.iter_mut().filter(|c| c.copy_of == Some(id)) {
+        let verified = c.crc_of_prefix(t.offset).ok().flatten() == Some(t.crc);
+        let started = verified && c.start_copy_at(t.offset, t.crc).is_ok();
+        if started {
+            tracing::info!(path = %c.path.display(), offset = t.offset, "the original of this copy was truncated: reading the copy from where the original had been read");
+            return None;
         }
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        if seen.insert(id, path.clone()).is_some() || open.contains(&id) {
-            continue;
-        }
-        let offset = start_offset(&file, id, meta.len(), start, skip_existing, &path);
-        let tracked = Arc::new(TrackedFile {
-            id,
-            path: path.display().to_string(),
-        });
-        match OpenFile::open(file, path.clone(), tracked, offset) {
-            Ok(f) => {
-                tracing::info!(source, path = %path.display(), offset, "following file");
-                opened.push(f);
-            }
-            Err(e) => {
-                tracing::warn!(source, path = %path.display(), "cannot read file: {e}; will try again");
-                still_failing.insert(path);
-            }
-        }
+        // Not the content after all: read it whole (duplicates, never a loss).
+        tracing::info!(path = %c.path.display(), "a file taken for a copy is not one: reading it whole");
+        c.stop_being_a_copy();
     }
-    (seen, opened, still_failing)
-}
-
-/// Where to start in a newly found file.
-fn start_offset(
-    file: &File,
-    id: FileId,
-    size: u64,
-    start: &StartPositions,
-    skip_existing: bool,
-    path: &std::path::Path,
-) -> u64 {
-    if let Some(entry) = start.entries.get(&id) {
-        let mut head = vec![0u8; entry.fingerprint.len as usize];
-        let same = std::os::unix::fs::FileExt::read_exact_at(file, &mut head, 0).is_ok()
-            && Fingerprint::of(&head) == entry.fingerprint;
-        if same && entry.offset <= size {
-            return entry.offset;
-        }
-        tracing::warn!(
-            path = %path.display(),
-            "file is not the one its checkpoint describes (its inode was reused, or it was truncated while tailhook was stopped): reading it from the start"
-        );
-        return 0;
-    }
-    if skip_existing {
-        after_last_newline(file, size)
-    } else {
-        0
-    }
-}
-
-/// The offset just after the last newline before `size` (0 if none): an
-/// unfinished last line is read whole once its newline arrives.
-fn after_last_newline(file: &File, size: u64) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let mut end = size;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let part = &mut buf[..(end - start) as usize];
-        if file.read_exact_at(part, start).is_err() {
-            return size;
-        }
-        if let Some(i) = memchr::memrchr(b'\n', part) {
-            return start + i as u64 + 1;
-        }
-        end = start;
-    }
-    0
+    Some(t)
 }
 
 fn new_watcher(wake: Arc<Wake>) -> Option<notify::RecommendedWatcher> {

@@ -4,6 +4,7 @@
 pub mod discover;
 pub mod file;
 pub mod reader;
+pub mod scan;
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub struct Chunk {
     pub end: u64,
     /// The file's leading bytes, for the checkpoint.
     pub fingerprint: Fingerprint,
+    /// CRC-32 of the file's bytes before `end`, when known.
+    pub content_crc: Option<u32>,
     /// The file was read to its end after being rotated away or deleted, and
     /// is closed: once this chunk is delivered, its checkpoint entry can go.
     pub closed: bool,

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Chunk, Event};
 use crate::batch::TrackedFile;
-use crate::checkpoint::{Fingerprint, FINGERPRINT_BYTES};
+use crate::checkpoint::{FileId, Fingerprint, FINGERPRINT_BYTES};
 use crate::config::OnInvalid;
 use crate::event::{frame_line, wrap_invalid, Class, FrameSink, Invalid, Kind, Selection};
 
@@ -67,6 +67,42 @@ impl RateLimit {
     }
 }
 
+/// CRC-32 of a file's first `len` bytes; `None` if it is shorter.
+pub fn crc_of_prefix(file: &File, len: u64) -> io::Result<Option<u32>> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut at = 0u64;
+    while at < len {
+        let want = (len - at).min(READ_SIZE as u64) as usize;
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(Some(h.finalize()))
+}
+
+/// What one read found.
+pub enum ReadOutcome {
+    /// New bytes, framed.
+    Chunk(Chunk),
+    /// Nothing new.
+    Eof,
+    /// The file was truncated or rewritten: reading starts again at 0.
+    Restarted {
+        /// The new position (0) to record.
+        position: Chunk,
+        /// The first bytes before the truncation, to recognise a copy.
+        old_head: Fingerprint,
+        /// How far the old content had been framed.
+        old_offset: u64,
+        /// CRC-32 of the old content up to `old_offset`, when known.
+        old_crc: Option<u32>,
+    },
+}
+
 /// A line longer than `max_line_bytes` that is still being skipped.
 struct Oversize {
     prefix: Bytes,
@@ -85,31 +121,54 @@ pub struct OpenFile {
     pub orphan: bool,
     /// Consecutive scans that did not find it under a matching name.
     pub missing_scans: u32,
+    /// A copy of this open file (same first bytes), not read unless that
+    /// file is truncated: then it holds what the truncation took away.
+    pub copy_of: Option<FileId>,
+    /// How much of a copy has been checked to be the same as its original.
+    pub copy_len: u64,
+    /// A handle on the original of a copy, to check what the copy grows by.
+    pub copy_src: Option<File>,
+    /// When it was taken for a copy.
+    pub copy_since: Option<Instant>,
     file: File,
     base: u64,
     buf: BytesMut,
     oversize: Option<Oversize>,
     head: Vec<u8>,
+    /// CRC-32 of every byte before `base`, when known: with the first bytes,
+    /// it tells a copy of this file's content from another file.
+    crc: Option<crc32fast::Hasher>,
 }
 
 impl OpenFile {
-    /// Opens `path` positioned at `start`.
+    /// Opens `path` positioned at `start`; `start_crc` is the CRC-32 of the
+    /// bytes before `start`, when known.
     pub fn open(
         file: File,
         path: PathBuf,
         tracked: Arc<TrackedFile>,
         start: u64,
+        start_crc: Option<u32>,
     ) -> io::Result<OpenFile> {
         let mut f = OpenFile {
             tracked,
             path,
             orphan: false,
             missing_scans: 0,
+            copy_of: None,
+            copy_len: 0,
+            copy_src: None,
+            copy_since: None,
             file,
             base: start,
             buf: BytesMut::new(),
             oversize: None,
             head: Vec::new(),
+            crc: match (start, start_crc) {
+                (0, _) => Some(crc32fast::Hasher::new()),
+                (_, Some(c)) => Some(crc32fast::Hasher::new_with_initial_len(c, start)),
+                _ => None,
+            },
         };
         f.file.seek(SeekFrom::Start(start))?;
         f.refresh_head()?;
@@ -137,13 +196,19 @@ impl OpenFile {
     }
 
     /// Reads the next chunk and frames its complete lines. `None` at end of file.
-    pub fn read(&mut self, ctx: &FrameContext) -> io::Result<Option<Chunk>> {
+    pub fn read(&mut self, ctx: &FrameContext) -> io::Result<ReadOutcome> {
         // Ask the size first: an idle file costs one fstat, not a buffer, and
         // a small append gets a small buffer.
         let pos = self.base + self.buf.len() as u64;
-        let available = self.file.metadata()?.len().saturating_sub(pos);
+        let len = self.file.metadata()?.len();
+        // Shrunk, or grown with other first bytes (truncated and written again
+        // before we looked): either way not the content we were reading.
+        if len < pos || (len > pos && self.head_changed()?) {
+            return self.restart(len);
+        }
+        let available = len - pos;
         if available == 0 {
-            return Ok(None);
+            return Ok(ReadOutcome::Eof);
         }
         let want = available.min(READ_SIZE as u64) as usize;
         let old = self.buf.len();
@@ -161,7 +226,7 @@ impl OpenFile {
         self.buf.truncate(old + n);
         if n == 0 {
             self.release_buffer();
-            return Ok(None);
+            return Ok(ReadOutcome::Eof);
         }
         if self.head.len() < FINGERPRINT_BYTES {
             self.refresh_head()?;
@@ -171,6 +236,7 @@ impl OpenFile {
             let lines = self.buf.split_to(old + last_nl + 1).freeze();
             let base = self.base;
             self.base += lines.len() as u64;
+            self.hash(&lines);
             let mut start = 0usize;
             for nl in memchr::memchr_iter(b'\n', &lines) {
                 let line_start = base + start as u64;
@@ -211,6 +277,12 @@ impl OpenFile {
         }
         // What is left is an unfinished line.
         let partial = self.buf.len();
+        if self.oversize.is_some() || partial > ctx.max_line_bytes {
+            // These bytes are consumed now (skipped, or kept as a prefix).
+            let consumed = self.buf.split().freeze();
+            self.hash(&consumed);
+            self.buf = BytesMut::from(&consumed[..]);
+        }
         if let Some(o) = &mut self.oversize {
             o.len += partial as u64;
             self.base += partial as u64;
@@ -228,24 +300,72 @@ impl OpenFile {
         // then lives only as long as the chunk's events, so memory is bounded
         // by the chunks in flight, not by the number of files.
         self.release_buffer();
-        Ok(Some(out.finish(self)))
+        Ok(ReadOutcome::Chunk(out.finish(self)))
     }
 
-    /// At end of file: if the file shrank below what was read (copytruncate),
-    /// starts again from its first byte and returns the position to record.
-    pub fn check_truncated(&mut self) -> io::Result<Option<Chunk>> {
-        let len = self.file.metadata()?.len();
-        if len >= self.base + self.buf.len() as u64 {
-            return Ok(None);
+    /// Whether the file's first bytes are no longer those read.
+    fn head_changed(&self) -> io::Result<bool> {
+        if self.head.is_empty() {
+            return Ok(false);
         }
-        tracing::warn!(path = %self.path.display(), size = len, read = self.base, "file shrank (truncated, as by copytruncate): reading it again from the start");
+        let mut now = vec![0u8; self.head.len()];
+        let n = self.file.read_at(&mut now, 0)?;
+        Ok(now[..n] != self.head[..])
+    }
+
+    /// Starts again from the first byte of a file that was truncated (as by
+    /// copytruncate) or rewritten.
+    fn restart(&mut self, len: u64) -> io::Result<ReadOutcome> {
+        let old_head = self.fingerprint();
+        let old_offset = self.framed_to();
+        let old_crc = self.content_crc();
+        tracing::warn!(path = %self.path.display(), size = len, read = old_offset, "file shrank or its first bytes changed (truncated, as by copytruncate): reading it again from the start");
         self.file.seek(SeekFrom::Start(0))?;
         self.base = 0;
-        self.buf.clear();
+        self.buf = BytesMut::new();
         self.oversize = None;
         self.head.clear();
+        self.crc = Some(crc32fast::Hasher::new());
         self.refresh_head()?;
-        Ok(Some(self.position()))
+        Ok(ReadOutcome::Restarted {
+            position: self.position(),
+            old_head,
+            old_offset,
+            old_crc,
+        })
+    }
+
+    /// Starts reading a copy at `offset`: the file it copies was truncated
+    /// there, so what comes after is what the copy alone still holds.
+    pub fn start_copy_at(&mut self, offset: u64, crc: u32) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(offset))?;
+        self.base = offset;
+        self.buf = BytesMut::new();
+        self.crc = Some(crc32fast::Hasher::new_with_initial_len(crc, offset));
+        self.stop_being_a_copy();
+        Ok(())
+    }
+
+    /// Reads this file as itself from now on.
+    pub fn stop_being_a_copy(&mut self) {
+        self.copy_of = None;
+        self.copy_src = None;
+        self.copy_since = None;
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The file's size now.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// CRC-32 of this file's first `len` bytes; `None` if it is shorter.
+    pub fn crc_of_prefix(&self, len: u64) -> io::Result<Option<u32>> {
+        crc_of_prefix(&self.file, len)
     }
 
     /// Lets go of the read buffer, keeping only the unfinished line, so an
@@ -275,7 +395,22 @@ impl OpenFile {
             dead_letters: Vec::new(),
             end: self.framed_to(),
             fingerprint: self.fingerprint(),
+            content_crc: self.content_crc(),
             closed: false,
+        }
+    }
+
+    fn hash(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.crc {
+            h.update(bytes);
+        }
+    }
+
+    /// CRC-32 of the bytes before [`OpenFile::framed_to`], when known.
+    pub fn content_crc(&self) -> Option<u32> {
+        match (&self.crc, &self.oversize) {
+            (Some(h), None) => Some(h.clone().finalize()),
+            _ => None,
         }
     }
 
@@ -297,6 +432,7 @@ impl OpenFile {
             });
         } else if !self.buf.is_empty() {
             let line = self.buf.split().freeze();
+            self.hash(&line);
             let start = self.base;
             out.line(start, end, |s| frame_line(&line, s));
         }
@@ -354,6 +490,7 @@ impl<'a> Framed<'a> {
             dead_letters: self.dead,
             end: f.framed_to(),
             fingerprint: f.fingerprint(),
+            content_crc: f.content_crc(),
             closed: false,
         }
     }
