@@ -345,17 +345,27 @@ pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            N(u64),
-            S(String),
-        }
-        match Either::deserialize(d)? {
-            Either::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Either::S(s) => parse_duration(&s).map(Dur).map_err(de::Error::custom),
-        }
+        number_or_text(d, |n| Ok(Duration::from_secs(n)), parse_duration).map(Dur)
     }
+}
+
+/// A value written as a plain number or as text with a unit.
+fn number_or_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    number: impl FnOnce(u64) -> Result<T, String>,
+    text: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        N(u64),
+        S(String),
+    }
+    match Either::deserialize(d)? {
+        Either::N(n) => number(n),
+        Either::S(s) => text(&s),
+    }
+    .map_err(de::Error::custom)
 }
 
 /// Parses `"15s"`, `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`.
@@ -384,16 +394,7 @@ pub struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            N(u64),
-            S(String),
-        }
-        match Either::deserialize(d)? {
-            Either::N(n) => Ok(Size(n)),
-            Either::S(s) => parse_size(&s).map(Size).map_err(de::Error::custom),
-        }
+        number_or_text(d, Ok, parse_size).map(Size)
     }
 }
 

@@ -141,57 +141,16 @@ fn main() -> ExitCode {
         Command::Test {
             config,
             destination,
-        } => {
-            init_logging("warn");
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let chosen = match choose(&config, destination.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            runtime().block_on(async {
-                let mut ok = true;
-                for d in chosen {
-                    let report = tailhook::probe::probe(d).await;
-                    ok &= report.result.is_ok();
-                    println!("{report}");
-                }
-                if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            })
-        }
+        } => per_destination(&config, destination.as_deref(), |_, d| async move {
+            let report = tailhook::probe::probe(&d).await;
+            (report.to_string(), report.result.is_ok())
+        }),
         Command::DeadLetter(DeadLetterCommand::Resend {
             config,
             destination,
-        }) => {
-            init_logging("warn");
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let chosen = match choose(&config, destination.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            runtime().block_on(async {
-                let mut ok = true;
-                for d in chosen {
-                    let (line, clean) = resend_line(d, &config.data_dir).await;
-                    ok &= clean;
-                    println!("{line}");
-                }
-                if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            })
-        }
+        }) => per_destination(&config, destination.as_deref(), |config, d| async move {
+            resend_line(&d, &config.data_dir).await
+        }),
         Command::Demo => {
             init_logging("warn");
             match runtime().block_on(tailhook::demo::run_demo()) {
@@ -245,6 +204,37 @@ async fn resend_line(
         line += "; the dead-letter file is now empty";
     }
     (line, r.kept() == 0)
+}
+
+/// Runs `f` for each destination (or the one named), printing the line it
+/// returns; exits 1 if any said it failed.
+fn per_destination<F, Fut>(path: &std::path::Path, name: Option<&str>, f: F) -> ExitCode
+where
+    F: Fn(Config, tailhook::config::DestinationConfig) -> Fut,
+    Fut: std::future::Future<Output = (String, bool)>,
+{
+    init_logging("warn");
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let chosen = match choose(&config, name) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    runtime().block_on(async {
+        let mut ok = true;
+        for d in chosen {
+            let (line, good) = f(config.clone(), d.clone()).await;
+            ok &= good;
+            println!("{line}");
+        }
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    })
 }
 
 /// The destinations a command works on: all, or the one named.
