@@ -229,15 +229,13 @@ impl FileSource {
     ) -> Vec<Chunk> {
         let open = files
             .iter()
-            .filter(|f| f.copy_of.is_none())
-            .filter_map(|f| {
-                Some(OpenView {
-                    id: f.tracked.id,
-                    path: f.path.clone(),
-                    fingerprint: f.fingerprint(),
-                    read: f.content_crc().map(|c| (f.framed_to(), c)),
-                    file: f.file().try_clone().ok()?,
-                })
+            .map(|f| OpenView {
+                is_copy: f.copy_of.is_some(),
+                id: f.tracked.id,
+                path: f.path.clone(),
+                fingerprint: f.fingerprint(),
+                read: f.content_crc().map(|c| (f.framed_to(), c)),
+                file: f.file().try_clone().ok(),
             })
             .collect();
         let input = ScanInput {
@@ -330,6 +328,12 @@ fn step(f: &mut OpenFile, ctx: &FrameContext) -> Step {
                 src.metadata().is_ok_and(|m| m.len() >= size)
                     && same_range(f.file(), src, f.copy_len, size)
             });
+            // Checked after the comparison: an original truncated meanwhile
+            // is not evidence against the copy; its own step hands the copy
+            // its start (hand_to_copy), after checking the copy's content.
+            let src_shrank = f.copy_src.as_ref().is_some_and(|src| {
+                src.metadata().map(|m| m.len()).unwrap_or(0) < size.max(f.copy_len)
+            });
             let waited = f.copy_since.is_some_and(|t| t.elapsed() >= COPY_WAIT);
             if waited {
                 // copytruncate truncates right after copying: a copy whose
@@ -341,6 +345,8 @@ fn step(f: &mut OpenFile, ctx: &FrameContext) -> Step {
             } else if size == f.copy_len || grown_alike {
                 // Still a prefix of the original (a copy being written).
                 f.copy_len = size;
+                return Ok(Step::Idle);
+            } else if src_shrank {
                 return Ok(Step::Idle);
             } else {
                 tracing::info!(path = %f.path.display(), "a file taken for a copy is not one: reading it whole");

@@ -50,6 +50,8 @@ pub fn remember(list: &mut Vec<Truncated>, t: Truncated) {
 
 /// An open file as a scan sees it.
 pub struct OpenView {
+    /// A copy waiting for its original's truncation (not an original).
+    pub is_copy: bool,
     /// Its identity.
     pub id: FileId,
     /// Its path.
@@ -58,8 +60,9 @@ pub struct OpenView {
     pub fingerprint: Fingerprint,
     /// How far it has been read, and the CRC-32 of the bytes before that.
     pub read: Option<(u64, u32)>,
-    /// A handle on it, to compare a candidate copy with.
-    pub file: File,
+    /// A handle on it, to compare a candidate copy with (none if it could
+    /// not be duplicated).
+    pub file: Option<File>,
 }
 
 /// What a scan needs.
@@ -249,7 +252,8 @@ fn start_of(
     let originals = input
         .open
         .iter()
-        .map(|o| (o.id, o.fingerprint, o.read, &o.file))
+        .filter(|o| !o.is_copy)
+        .filter_map(|o| Some((o.id, o.fingerprint, o.read, o.file.as_ref()?)))
         .chain(opened.iter().filter(|o| o.copy_of.is_none()).map(|o| {
             (
                 o.tracked.id,
@@ -294,6 +298,13 @@ fn start_of(
         if prefix {
             tracing::info!(path = %path.display(), "file is a copy of a file being read: it is read only if that file is truncated");
             return (0, None, original.try_clone().ok().map(|f| (of, f)));
+        }
+        // The original may have been truncated while it was compared.
+        let still =
+            original.metadata().map(|m| m.len()).unwrap_or(0) >= at && head_of(original) == fp;
+        if !still && size >= at && crc_of_prefix(file, at).ok().flatten() == Some(crc) {
+            tracing::info!(path = %path.display(), offset = at, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
+            return (at, Some(crc), None);
         }
     }
     if input.skip_existing {

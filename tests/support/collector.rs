@@ -6,6 +6,7 @@
 //! accepted request ([`Batch`]) with the raw bytes of each event, counts every
 //! answer's status, and lets a test inject faults ([`Collector::fail_next`],
 //! [`Collector::set_busy`], [`Collector::set_hang`],
+//! [`Collector::hang_next`] with [`Collector::release`],
 //! [`Collector::respond_with_body`]).
 //!
 //! Where the real collector silently loses data that tailhook sent (malformed
@@ -18,6 +19,9 @@
 //! 1. the body is read; over `body_limit` → `413` and the connection is closed;
 //! 2. Logstash with `basic_auth`: missing or wrong credentials → `401`;
 //! 3. [`Collector::set_hang`]: the request is counted and never answered;
+//!    else, while [`Collector::hang_next`] holds are left, the request is
+//!    counted and held until [`Collector::release`], then goes on to step 4
+//!    (it is not counted a second time);
 //! 4. [`Collector::respond_with_body`] override, else the next
 //!    [`Collector::fail_next`] status, else (Logstash) `429` while busy;
 //! 5. the flavor's own handling of the body.
@@ -183,6 +187,8 @@ pub struct Collector {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// Bumped by [`Collector::release`]; held requests wait for a change.
+    release: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -198,6 +204,10 @@ struct State {
     script: VecDeque<Injected>,
     busy: bool,
     hang: bool,
+    /// How many of the next requests [`Collector::hang_next`] still holds.
+    hold_next: usize,
+    /// Requests held by [`Collector::hang_next`] and not yet released.
+    held: usize,
     override_answer: Option<(u16, String)>,
 }
 
@@ -265,6 +275,7 @@ impl Collector {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            release: tokio::sync::watch::Sender::new(0),
         });
         let config = Arc::new(Config {
             flavor: opts.flavor,
@@ -440,6 +451,30 @@ impl Collector {
     /// Requests already hung stay hung after `set_hang(false)`.
     pub fn set_hang(&self, hang: bool) {
         self.shared.lock().hang = hang;
+    }
+
+    /// Holds each of the next `n` requests unanswered (read in full and
+    /// counted by [`Collector::request_count`]) until [`Collector::release`];
+    /// later requests are answered as usual, so a test can hold one request
+    /// while the ones after it complete. Unlike [`Collector::set_hang`], a
+    /// released request is then handled normally (fault injection, the
+    /// flavor's verdict, recording). A held request whose connection is
+    /// closed by the client may never resume; one still held when the
+    /// collector stops is dropped unanswered.
+    pub fn hang_next(&self, n: usize) {
+        self.shared.lock().hold_next += n;
+    }
+
+    /// Lets every request held by [`Collector::hang_next`] so far go on to
+    /// be answered. Holds not yet used (no request came) stay armed.
+    pub fn release(&self) {
+        self.shared.release.send_modify(|g| *g += 1);
+    }
+
+    /// Blocks until at least `n` requests are held by
+    /// [`Collector::hang_next`] at once, or `timeout`.
+    pub fn wait_for_held(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.held >= n)
     }
 
     /// Answers every later request with this status and body (text/plain)
@@ -649,7 +684,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
                     "www-authenticate",
                     HeaderValue::from_static("Basic realm=\"Logstash\""),
                 );
-                record(shared, info, 401, body, None, Vec::new());
+                record(shared, info, 401, body, None, Vec::new(), false);
                 return response;
             }
         }
@@ -666,6 +701,35 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
     if hang {
         shared.changed.notify_all();
         std::future::pending::<()>().await;
+    }
+
+    // 3b. Held by `hang_next` until `release`. Subscribing under the lock
+    // means a release that comes after the decision is never missed.
+    let held = {
+        let mut state = shared.lock();
+        if state.hold_next > 0 {
+            state.hold_next -= 1;
+            state.requests += 1;
+            state.held += 1;
+            Some(shared.release.subscribe())
+        } else {
+            None
+        }
+    };
+    let counted = held.is_some();
+    if let Some(mut release) = held {
+        shared.changed.notify_all();
+        // Counts down even if this future is dropped (connection closed).
+        struct Unhold<'a>(&'a Shared);
+        impl Drop for Unhold<'_> {
+            fn drop(&mut self) {
+                self.0.lock().held -= 1;
+                self.0.changed.notify_all();
+            }
+        }
+        let _unhold = Unhold(shared);
+        // The sender lives in `shared`, so this only returns on a release.
+        let _ = release.changed().await;
     }
 
     // 4. Faults.
@@ -702,7 +766,15 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
         _ => (verdict.status, verdict.body, None),
     };
     let events = (is_success(status) && accepted).then_some(verdict.events);
-    record(shared, info, status, body, events, verdict.violations);
+    record(
+        shared,
+        info,
+        status,
+        body,
+        events,
+        verdict.violations,
+        counted,
+    );
 
     let mut response = plain(status, answer);
     if let Some(secs) = retry_after {
@@ -718,7 +790,8 @@ fn is_success(status: u16) -> bool {
 }
 
 /// Records an answered request: its status, its batch when `events` is Some
-/// (a 2xx answer), and the violations found in it.
+/// (a 2xx answer), and the violations found in it. `counted`: the request
+/// was already counted when it was held.
 fn record(
     shared: &Shared,
     info: RequestInfo,
@@ -726,9 +799,12 @@ fn record(
     body: Vec<u8>,
     events: Option<Vec<Vec<u8>>>,
     violations: Vec<String>,
+    counted: bool,
 ) {
     let mut state = shared.lock();
-    state.requests += 1;
+    if !counted {
+        state.requests += 1;
+    }
     state.statuses.push(status);
     for v in violations {
         state
@@ -751,7 +827,7 @@ fn record(
 }
 
 fn too_large(shared: &Shared, config: &Config, info: RequestInfo) -> Response<Full<Bytes>> {
-    record(shared, info, 413, Vec::new(), None, Vec::new());
+    record(shared, info, 413, Vec::new(), None, Vec::new(), false);
     let body = match config.flavor {
         Flavor::Fluentd => "Too large".to_owned(),
         Flavor::Logstash => String::new(),
