@@ -54,7 +54,7 @@ impl DeadLetter {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = self.open_locked()?;
-        let before = file.metadata()?.len();
+        let before = drop_torn_tail(&file)?;
         let written = file.write_all(&buf).and_then(|()| file.sync_data());
         if written.is_err() {
             let _ = file.set_len(before);
@@ -68,6 +68,7 @@ impl DeadLetter {
         loop {
             let file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(&self.path)?;
             file.lock()?;
@@ -81,6 +82,40 @@ impl DeadLetter {
             }
         }
     }
+}
+
+/// Cuts a half line left at the end by a crash during an append (its batch
+/// was never acknowledged, so it is sent again): the next line must start on
+/// a line of its own. Returns the file's length after the cut.
+fn drop_torn_tail(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let part = &mut buf[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', part) {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                tracing::warn!(
+                    bytes = len - keep,
+                    "dead-letter file ended in a half line (a crash during a write): cut"
+                );
+                file.set_len(keep)?;
+            }
+            return Ok(keep);
+        }
+        if end == len && part.last() == Some(&b'\n') {
+            return Ok(len);
+        }
+        end = start;
+    }
+    if len > 0 {
+        file.set_len(0)?;
+    }
+    Ok(0)
 }
 
 /// What `tailhook dead-letter resend` did for one destination.
@@ -149,7 +184,9 @@ pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<
     let dl = DeadLetter::new(data_dir, &cfg.name);
     let mut report = ResendReport::default();
     for taken in take_files(&dl)? {
-        let lines: Vec<Bytes> = BufReader::new(File::open(&taken)?)
+        let whole = File::options().read(true).write(true).open(&taken)?;
+        drop_torn_tail(&whole)?;
+        let lines: Vec<Bytes> = BufReader::new(whole)
             .split(b'\n')
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
@@ -224,6 +261,25 @@ async fn send_with_retries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path(), "d");
+        dl.append([&b"{\"a\":1}"[..]]).unwrap();
+        // A crash in the middle of writing the next line.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dl.path())
+            .and_then(|mut f| f.write_all(b"{\"b\":"))
+            .unwrap();
+        dl.append([&b"{\"c\":3}"[..]]).unwrap();
+        assert_eq!(std::fs::read(dl.path()).unwrap(), b"{\"a\":1}\n{\"c\":3}\n");
+        // A file that is only a torn line is emptied.
+        std::fs::write(dl.path(), b"{\"x\"").unwrap();
+        dl.append([&b"{}"[..]]).unwrap();
+        assert_eq!(std::fs::read(dl.path()).unwrap(), b"{}\n");
+    }
 
     #[test]
     fn append_survives_a_concurrent_take() {
