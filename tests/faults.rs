@@ -14,14 +14,17 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::check::{
+    assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_for_all_seqs,
+};
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
-use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
+use support::setup::{append, bytes_of, destination, hits, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,72 +34,6 @@ const DEST: &str = "fluentd";
 
 // ---- helpers ----------------------------------------------------------------
 
-/// How many times each `seq` was accepted.
-fn seq_counts(collector: &Collector) -> BTreeMap<u64, usize> {
-    let mut counts = BTreeMap::new();
-    for e in collector.events() {
-        *counts.entry(seq_of(&e)).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Asserts that the collector accepted each of `lines` exactly once, byte for
-/// byte, and nothing else (in any order).
-fn assert_each_exactly_once(collector: &Collector, lines: &[String], what: &str) {
-    let mut got = collector.events();
-    let mut want = bytes_of(lines);
-    got.sort();
-    want.sort();
-    if got == want {
-        return;
-    }
-    let want_seqs: BTreeSet<u64> = lines.iter().map(|l| seq_of(l.as_bytes())).collect();
-    let counts = seq_counts(collector);
-    let missing: Vec<u64> = want_seqs
-        .iter()
-        .filter(|s| !counts.contains_key(s))
-        .copied()
-        .collect();
-    let duplicated: Vec<(u64, usize)> = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(&s, &n)| (s, n))
-        .collect();
-    let unexpected: Vec<u64> = counts
-        .keys()
-        .filter(|s| !want_seqs.contains(s))
-        .copied()
-        .collect();
-    panic!(
-        "{what}: expected each of {} events exactly once, byte for byte; got {} events.\n\
-         missing seqs ({}): {:?}\nduplicated (seq, times): {duplicated:?}\n\
-         unexpected seqs: {unexpected:?}\nstatuses: {:?}",
-        want.len(),
-        got.len(),
-        missing.len(),
-        &missing[..missing.len().min(50)],
-        collector.statuses()
-    );
-}
-
-/// Waits until every `seq` in `want` has been accepted at least once, or
-/// `timeout`. Event-driven: each round waits for one more event.
-fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let events = collector.events();
-        let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
-        if want.is_subset(&seen) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        collector.wait_for_events(events.len() + 1, deadline - now);
-    }
-}
-
 /// Waits for `n` events, failing with the log and the statuses.
 fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize, what: &str) {
     assert!(
@@ -105,30 +42,6 @@ fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize, what: &str)
         collector.event_count(),
         collector.statuses(),
         tailhook.stderr()
-    );
-}
-
-/// A port on 127.0.0.1 where nothing listens (the emulator binds with
-/// SO_REUSEADDR, so a collector can take it again at once).
-fn dead_port() -> u16 {
-    let collector = Collector::start(Options::fluentd());
-    let port = collector.port();
-    collector.stop();
-    port
-}
-
-fn assert_clean_exit(exit: &Exit) {
-    assert!(
-        exit.success(),
-        "tailhook should exit 0 on SIGTERM, got code {:?} signal {:?}\n{}",
-        exit.code,
-        exit.signal,
-        exit.output()
-    );
-    assert!(
-        !exit.stderr.contains("panicked"),
-        "tailhook panicked:\n{}",
-        exit.output()
     );
 }
 

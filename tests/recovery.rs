@@ -10,13 +10,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::check::{
+    assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_for_all_seqs,
+};
 use support::collector::{Collector, Options};
-use support::process::{Exit, Tailhook};
+use support::process::Tailhook;
 use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
@@ -27,86 +30,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const DEST: &str = "fluentd";
 
 // ---- helpers ----------------------------------------------------------------
-
-/// The `seq` of every accepted event, in arrival order.
-fn seqs(collector: &Collector) -> Vec<u64> {
-    collector.events().iter().map(|e| seq_of(e)).collect()
-}
-
-/// How many times each `seq` was accepted.
-fn seq_counts(collector: &Collector) -> BTreeMap<u64, usize> {
-    let mut counts = BTreeMap::new();
-    for s in seqs(collector) {
-        *counts.entry(s).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Asserts that the collector accepted each of `lines` exactly once, byte for
-/// byte, and nothing else (in any order).
-fn assert_each_exactly_once(collector: &Collector, lines: &[String]) {
-    let mut got = collector.events();
-    let mut want = bytes_of(lines);
-    got.sort();
-    want.sort();
-    if got == want {
-        return;
-    }
-    let want_seqs: BTreeSet<u64> = lines.iter().map(|l| seq_of(l.as_bytes())).collect();
-    let counts = seq_counts(collector);
-    let missing: Vec<u64> = want_seqs
-        .iter()
-        .filter(|s| !counts.contains_key(s))
-        .copied()
-        .collect();
-    let duplicated: Vec<(u64, usize)> = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(&s, &n)| (s, n))
-        .collect();
-    let unexpected: Vec<u64> = counts
-        .keys()
-        .filter(|s| !want_seqs.contains(s))
-        .copied()
-        .collect();
-    panic!(
-        "expected each of {} events exactly once, byte for byte; got {} events.\n\
-         missing seqs: {missing:?}\nduplicated (seq, times): {duplicated:?}\n\
-         unexpected seqs: {unexpected:?}\nstatuses: {:?}",
-        want.len(),
-        got.len(),
-        collector.statuses()
-    );
-}
-
-/// Waits until every `seq` in `want` has been accepted at least once (events
-/// may arrive more than once), or `timeout`. Event-driven: each round waits
-/// for one more event than the collector has seen.
-fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let events = collector.events();
-        let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
-        if want.is_subset(&seen) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        collector.wait_for_events(events.len() + 1, deadline - now);
-    }
-}
-
-/// A port on 127.0.0.1 where nothing listens (a collector was started on it
-/// and stopped; the emulator binds with SO_REUSEADDR, so it can be taken
-/// again at once).
-fn dead_port() -> u16 {
-    let collector = Collector::start(Options::fluentd());
-    let port = collector.port();
-    collector.stop();
-    port
-}
 
 /// A Fluentd emulator on a given port.
 fn fluentd_on(port: u16) -> Collector {
@@ -132,22 +55,6 @@ fn config(
         setup.source("wallarm", "*.ndjson", source_extra),
         destination(DEST, url, dest_extra, tables)
     ))
-}
-
-/// Asserts a clean exit (code 0), with the output on failure.
-fn assert_clean_exit(exit: &Exit) {
-    assert!(
-        exit.success(),
-        "tailhook should exit 0 on SIGTERM, got code {:?} signal {:?}\n{}",
-        exit.code,
-        exit.signal,
-        exit.output()
-    );
-    assert!(
-        !exit.stderr.contains("panicked"),
-        "tailhook panicked:\n{}",
-        exit.output()
-    );
 }
 
 /// The destination's checkpoint file, parsed; panics when it is missing or
@@ -216,7 +123,7 @@ fn retries_until_a_collector_that_was_not_listening_comes_up() {
         lines.len()
     );
     assert_clean_exit(&tailhook.terminate());
-    assert_each_exactly_once(&collector, &lines);
+    assert_each_exactly_once(&collector, &lines, "");
 }
 
 #[test]
@@ -261,7 +168,7 @@ fn retries_503_500_429_without_loss_or_duplicates() {
         3,
         "one accepted request per batch"
     );
-    assert_each_exactly_once(&collector, &lines);
+    assert_each_exactly_once(&collector, &lines, "");
 }
 
 #[test]
@@ -305,7 +212,7 @@ fn logstash_busy_429_then_free_delivers_everything_once() {
         "{statuses:?}"
     );
     assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
-    assert_each_exactly_once(&collector, &lines);
+    assert_each_exactly_once(&collector, &lines, "");
     // Delivery goes on in file order: one batch.
     assert_eq!(collector.events(), bytes_of(&lines));
 }
@@ -409,7 +316,7 @@ fn restart_resumes_from_the_checkpoint() {
 
     // Nothing re-sent, nothing lost: the second run sent exactly the new ones.
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-    assert_each_exactly_once(&collector, &all);
+    assert_each_exactly_once(&collector, &all, "");
     assert_eq!(collector.events()[first.len()..], bytes_of(&second)[..]);
 }
 
@@ -458,7 +365,7 @@ fn events_unacknowledged_at_stop_are_sent_after_restart() {
         lines.len()
     );
     assert_clean_exit(&tailhook.terminate());
-    assert_each_exactly_once(&collector, &lines);
+    assert_each_exactly_once(&collector, &lines, "");
 }
 
 // ---- 3. kill -9 ------------------------------------------------------------------
@@ -841,7 +748,7 @@ fn a_rejected_batch_is_dead_lettered_and_delivery_moves_on() {
         "the log line should give the status: {rejection}"
     );
     assert_eq!(collector.statuses()[0], 400);
-    assert_each_exactly_once(&collector, &later);
+    assert_each_exactly_once(&collector, &later, "");
 
     let dead = std::fs::read(setup.dead_letter(DEST)).expect("dead-letter file");
     let mut want = Vec::new();
@@ -900,7 +807,7 @@ fn a_corrupt_checkpoint_is_reported_and_everything_is_sent_again() {
             lines.len()
         );
         assert_clean_exit(&tailhook.terminate());
-        assert_each_exactly_once(&collector, &lines);
+        assert_each_exactly_once(&collector, &lines, "");
 
         let saved = read_checkpoint(&setup);
         assert_eq!(saved["version"], 1, "{what}: rewritten checkpoint {saved}");
@@ -1003,7 +910,7 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
         .chain(&c_lines)
         .cloned()
         .collect();
-    assert_each_exactly_once(&collector, &all);
+    assert_each_exactly_once(&collector, &all, "");
 }
 
 // ---- SIGTERM while a request hangs ----------------------------------------------------
@@ -1045,7 +952,7 @@ fn sigterm_with_a_hanging_collector_stops_after_shutdown_timeout() {
     let tailhook = Tailhook::start(&cfg);
     assert!(collector.wait_for_events(lines.len(), WAIT));
     assert_clean_exit(&tailhook.terminate());
-    assert_each_exactly_once(&collector, &lines);
+    assert_each_exactly_once(&collector, &lines, "");
 }
 
 /// "a second signal stops at once" (the shutdown log line): even with a
@@ -1090,5 +997,5 @@ fn a_second_sigterm_stops_at_once_even_with_a_request_in_flight() {
     let tailhook = Tailhook::start(&cfg);
     assert!(collector.wait_for_events(lines.len(), WAIT));
     assert_clean_exit(&tailhook.terminate());
-    assert_each_exactly_once(&collector, &lines);
+    assert_each_exactly_once(&collector, &lines, "");
 }

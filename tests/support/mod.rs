@@ -16,6 +16,7 @@
 // Each test file uses only a subset of this module tree.
 #![allow(dead_code)]
 
+pub mod check;
 pub mod collector;
 pub mod process;
 pub mod setup;

@@ -1,0 +1,104 @@
+//! Accounting of sequence-numbered events (made by `setup::hits`) at the
+//! end of a test: each exactly once, or at least once, and clean exits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::collector::{Collector, Options};
+use super::process::Exit;
+use super::setup::{bytes_of, seq_of};
+
+/// The `seq` of every accepted event, in arrival order.
+pub fn seqs(collector: &Collector) -> Vec<u64> {
+    collector.events().iter().map(|e| seq_of(e)).collect()
+}
+
+/// How many times each `seq` was accepted.
+pub fn seq_counts(collector: &Collector) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for e in collector.events() {
+        *counts.entry(seq_of(&e)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Asserts that the collector accepted each of `lines` exactly once, byte for
+/// byte, and nothing else (in any order).
+pub fn assert_each_exactly_once(collector: &Collector, lines: &[String], what: &str) {
+    let mut got = collector.events();
+    let mut want = bytes_of(lines);
+    got.sort();
+    want.sort();
+    if got == want {
+        return;
+    }
+    let want_seqs: BTreeSet<u64> = lines.iter().map(|l| seq_of(l.as_bytes())).collect();
+    let counts = seq_counts(collector);
+    let missing: Vec<u64> = want_seqs
+        .iter()
+        .filter(|s| !counts.contains_key(s))
+        .copied()
+        .collect();
+    let duplicated: Vec<(u64, usize)> = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&s, &n)| (s, n))
+        .collect();
+    let unexpected: Vec<u64> = counts
+        .keys()
+        .filter(|s| !want_seqs.contains(s))
+        .copied()
+        .collect();
+    panic!(
+        "{what}: expected each of {} events exactly once, byte for byte; got {} events.\n\
+         missing seqs ({}): {:?}\nduplicated (seq, times): {duplicated:?}\n\
+         unexpected seqs: {unexpected:?}\nstatuses: {:?}",
+        want.len(),
+        got.len(),
+        missing.len(),
+        &missing[..missing.len().min(50)],
+        collector.statuses()
+    );
+}
+
+/// Waits until every `seq` in `want` has been accepted at least once, or
+/// `timeout`. Event-driven: each round waits for one more event.
+pub fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let events = collector.events();
+        let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
+        if want.is_subset(&seen) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        collector.wait_for_events(events.len() + 1, deadline - now);
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens (the emulator binds with
+/// SO_REUSEADDR, so a collector can take it again at once).
+pub fn dead_port() -> u16 {
+    let collector = Collector::start(Options::fluentd());
+    let port = collector.port();
+    collector.stop();
+    port
+}
+
+pub fn assert_clean_exit(exit: &Exit) {
+    assert!(
+        exit.success(),
+        "tailhook should exit 0 on SIGTERM, got code {:?} signal {:?}\n{}",
+        exit.code,
+        exit.signal,
+        exit.output()
+    );
+    assert!(
+        !exit.stderr.contains("panicked"),
+        "tailhook panicked:\n{}",
+        exit.output()
+    );
+}
