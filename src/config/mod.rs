@@ -10,6 +10,12 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod env;
+mod units;
+
+pub use env::expand_env;
+pub use units::{humanize_duration, parse_duration, parse_size, Dur, Size};
+
 use crate::event::Selection;
 
 /// A configuration that was read and validated.
@@ -339,85 +345,6 @@ impl<'de> Deserialize<'de> for Positive {
     }
 }
 
-/// A duration written `"15s"`, `"500ms"`, `"2m"`, `"1h"`, or a number of seconds.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        number_or_text(d, |n| Ok(Duration::from_secs(n)), parse_duration).map(Dur)
-    }
-}
-
-/// A value written as a plain number or as text with a unit.
-fn number_or_text<'de, D: Deserializer<'de>, T>(
-    d: D,
-    number: impl FnOnce(u64) -> Result<T, String>,
-    text: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        N(u64),
-        S(String),
-    }
-    match Either::deserialize(d)? {
-        Either::N(n) => number(n),
-        Either::S(s) => text(&s),
-    }
-    .map_err(de::Error::custom)
-}
-
-/// Parses `"15s"`, `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad =
-        || format!("invalid duration `{s}`; write it like \"15s\", \"500ms\", \"2m\" or \"1h\"");
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "s" | "" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(n * scale).map_err(|_| bad())
-}
-
-/// A size written `"1MiB"`, `"512KiB"`, `"10MB"`, or a number of bytes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Size(pub u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        number_or_text(d, Ok, parse_size).map(Size)
-    }
-}
-
-/// Parses `"1MiB"`, `"64KiB"`, `"10MB"`, `"1000"` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid size `{s}`; write it like \"1MiB\", \"512KiB\" or \"10MB\"");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "kib" => 1 << 10,
-        "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
-}
-
 // ---- loading ----------------------------------------------------------------
 
 /// Where in the file a problem is: 1-based line and column.
@@ -445,139 +372,6 @@ impl Problems<'_> {
             self.path.display()
         ));
     }
-}
-
-/// Where in the TOML text an expansion lands, which decides how its value is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lexical {
-    Bare,
-    Basic,
-    MultiBasic,
-    Literal,
-    MultiLiteral,
-    Comment,
-}
-
-/// Expands `${VAR}` and `${VAR:-default}` in the text, except in comments.
-/// `$${` stays a literal `${`. Inside a `"…"` string the value is escaped, so
-/// a secret holding `"` or `\` stays the secret; inside a `'…'` string a
-/// value that cannot be written there is an error.
-pub fn expand_env(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, Vec<(usize, String)>> {
-    let mut out = String::with_capacity(text.len());
-    let mut errors = Vec::new();
-    let mut state = Lexical::Bare;
-    let mut line = 1usize;
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        let starts = |p: &str| rest.starts_with(p);
-        let mut take = c.len_utf8();
-        match (state, c) {
-            (_, '\n') => {
-                line += 1;
-                if matches!(state, Lexical::Comment | Lexical::Basic | Lexical::Literal) {
-                    state = Lexical::Bare;
-                }
-            }
-            (Lexical::Comment, _) => {}
-            (Lexical::Basic | Lexical::MultiBasic, '\\') => {
-                take += rest[take..].chars().next().map_or(0, char::len_utf8);
-            }
-            (_, '$') if starts("$${") => {
-                out.push_str("${");
-                rest = &rest[3..];
-                continue;
-            }
-            (_, '$') if starts("${") => {
-                let Some(end) = rest.find('}') else {
-                    errors.push((line, "`${` without a closing `}`".to_string()));
-                    out.push_str(rest);
-                    break;
-                };
-                let inner = &rest[2..end];
-                rest = &rest[end + 1..];
-                match expansion(inner, &lookup) {
-                    Ok(value) => write_value(state, inner, &value, &mut out)
-                        .unwrap_or_else(|e| errors.push((line, e))),
-                    Err(e) => errors.push((line, e)),
-                }
-                continue;
-            }
-            (Lexical::Bare, '#') => state = Lexical::Comment,
-            (Lexical::Bare, '"') if starts("\"\"\"") => {
-                state = Lexical::MultiBasic;
-                take = 3;
-            }
-            (Lexical::Bare, '"') => state = Lexical::Basic,
-            (Lexical::Bare, '\'') if starts("'''") => {
-                state = Lexical::MultiLiteral;
-                take = 3;
-            }
-            (Lexical::Bare, '\'') => state = Lexical::Literal,
-            (Lexical::Basic, '"') | (Lexical::Literal, '\'') => state = Lexical::Bare,
-            (Lexical::MultiBasic, '"') if starts("\"\"\"") => {
-                state = Lexical::Bare;
-                take = 3;
-            }
-            (Lexical::MultiLiteral, '\'') if starts("'''") => {
-                state = Lexical::Bare;
-                take = 3;
-            }
-            _ => {}
-        }
-        out.push_str(&rest[..take]);
-        rest = &rest[take..];
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-/// The value of `VAR` or `VAR:-default`.
-fn expansion(inner: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let (name, default) = match inner.split_once(":-") {
-        Some((n, d)) => (n, Some(d)),
-        None => (inner, None),
-    };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("`${{{inner}}}` is not a valid variable reference"));
-    }
-    match (lookup(name).filter(|v| !v.is_empty()), default) {
-        (Some(v), _) => Ok(v),
-        (None, Some(d)) => Ok(d.to_string()),
-        (None, None) => Err(format!(
-            "environment variable `{name}` is not set (write `${{{name}:-default}}` for a default)"
-        )),
-    }
-}
-
-/// Writes an expanded value as the TOML around it needs.
-fn write_value(state: Lexical, inner: &str, value: &str, out: &mut String) -> Result<(), String> {
-    let unquotable = |what: &str| {
-        Err(format!(
-            "the value of `${{{inner}}}` cannot be written inside a {what} string; use \"…\" quotes"
-        ))
-    };
-    match state {
-        Lexical::Basic | Lexical::MultiBasic => {
-            for ch in value.chars() {
-                match ch {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-                    c => out.push(c),
-                }
-            }
-        }
-        Lexical::Literal if value.contains(['\'', '\n', '\r']) => return unquotable("'…'"),
-        Lexical::MultiLiteral if value.contains("'''") => return unquotable("'''…'''"),
-        _ => out.push_str(value),
-    }
-    Ok(())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -753,16 +547,6 @@ pub fn redact_url(url: &reqwest::Url) -> String {
         let _ = u.set_password(Some("redacted"));
     }
     u.to_string()
-}
-
-/// `15s`, `500ms`, `1m30s`-style text for a duration.
-pub fn humanize_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) {
-        format!("{ms}ms")
-    } else {
-        format!("{}s", ms / 1000)
-    }
 }
 
 fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
@@ -1060,48 +844,5 @@ headers = { Authorization = "Bearer ${TOKEN}" }
         assert!(parse(&MIN.replace("${TOKEN}", "${MISSING:-x}")).is_ok());
         let e = parse(&format!("{MIN}concurrency = 0\n")).unwrap_err();
         assert!(e.contains("must be at least 1"), "{e}");
-    }
-
-    #[test]
-    fn units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2 weeks").is_err());
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("10MB"), Ok(10_000_000));
-        assert_eq!(parse_size("123"), Ok(123));
-        assert!(parse_size("1XB").is_err());
-    }
-
-    #[test]
-    fn env_expansion() {
-        let env = |k: &str| (k == "A").then(|| "1".to_string());
-        assert_eq!(
-            expand_env("x=${A} y=${B:-2} $${A}\n# ${C}\n", env).unwrap(),
-            "x=1 y=2 ${A}\n# ${C}\n"
-        );
-        assert_eq!(expand_env("a\nb=${C}\n", env).unwrap_err()[0].0, 2);
-        let secret = |k: &str| (k == "S").then(|| r#"p"a\ss"#.to_string());
-        let text = expand_env(
-            "h = { A = \"x ${S}\" } # ${NOPE}\nn = \"${S:-1}\"\n",
-            secret,
-        )
-        .unwrap();
-        let v: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(v["h"]["A"].as_str(), Some(r#"x p"a\ss"#));
-        assert_eq!(v["n"].as_str(), Some(r#"p"a\ss"#));
-        assert_eq!(
-            expand_env("x = '${S}'\n", secret).unwrap(),
-            "x = 'p\"a\\ss'\n"
-        );
-        let quote = |_: &str| Some("it's".to_string());
-        let e = expand_env("x = '${Q}'\n", quote).unwrap_err();
-        assert!(e[0].1.contains("use \"…\" quotes"), "{e:?}");
-        assert_eq!(
-            expand_env("x = 'a#${A}' # ${B}\n", env).unwrap(),
-            "x = 'a#1' # ${B}\n"
-        );
     }
 }
