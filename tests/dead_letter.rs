@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use support::check::dead_port;
 use support::collector::{Collector, Options};
 use support::process::{run_cmd, Exit, Tailhook};
 use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
@@ -88,13 +89,6 @@ fn leftovers(setup: &Setup) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.ends_with(".ndjson"))
         .collect()
-}
-
-fn dead_port() -> u16 {
-    let collector = Collector::start(Options::fluentd());
-    let port = collector.port();
-    collector.stop();
-    port
 }
 
 fn show(bytes: &[u8]) -> String {
@@ -273,7 +267,8 @@ fn a_partly_rejected_resend_keeps_only_the_rejected_batch() {
 #[test]
 fn an_unreachable_collector_loses_nothing_from_the_file() {
     let setup = Setup::new();
-    let port = dead_port();
+    let dead = dead_port();
+    let port = dead.port;
     let lines = hits(0, 30, 150);
     let path = write_dead_letters(&setup, DEST, &lines);
     let cfg = config(

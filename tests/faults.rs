@@ -24,7 +24,7 @@ use support::check::{
 };
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
-use support::setup::{append, bytes_of, destination, hits, Setup};
+use support::setup::{append, bytes_of, checkpointed_offset, destination, hits, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -99,27 +99,6 @@ fn write_checkpoint(setup: &Setup, version: u32, file: &Path, head: &[u8], offse
     let path = setup.checkpoint(DEST);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-}
-
-/// The destination's checkpoint, parsed, if the file exists.
-fn read_checkpoint(setup: &Setup, dest: &str) -> Option<serde_json::Value> {
-    let bytes = std::fs::read(setup.checkpoint(dest)).ok()?;
-    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "checkpoint is not JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    }))
-}
-
-/// The offset a checkpoint records for `file`, if any.
-fn checkpointed_offset(checkpoint: &serde_json::Value, file: &Path) -> Option<u64> {
-    let path = file.display().to_string();
-    checkpoint["files"]
-        .as_array()?
-        .iter()
-        .find(|f| f["path"].as_str() == Some(path.as_str()))
-        .and_then(|f| f["offset"].as_u64())
 }
 
 /// Where each line starts in a file holding `lines` one a line.
@@ -518,7 +497,7 @@ fn held_request_then(how: Stop) {
         }
     }
     // The checkpoint on disk does not pass the first line of the held batch.
-    if let Some(cp) = read_checkpoint(&setup, DEST) {
+    if let Some(cp) = setup.read_checkpoint(DEST) {
         let offset = checkpointed_offset(&cp, &log).unwrap_or(0);
         assert!(
             offset <= held_start,
@@ -578,7 +557,8 @@ fn a_held_request_is_never_passed_by_the_checkpoint_saved_at_shutdown() {
 #[test]
 fn a_destination_down_or_rejecting_never_holds_back_another() {
     let setup = Setup::new();
-    let port = dead_port();
+    let dead = dead_port();
+    let port = dead.port;
     let rejecting = Collector::start(Options::logstash());
     rejecting.respond_with_body(400, "no such index");
     let ok = Collector::start(Options::fluentd());
@@ -635,7 +615,7 @@ fn a_destination_down_or_rejecting_never_holds_back_another() {
     assert!(!setup.dead_letter("ok").exists());
     assert!(!setup.dead_letter("down").exists());
     // `down` acknowledged nothing: its checkpoint, if any, is at 0.
-    if let Some(cp) = read_checkpoint(&setup, "down") {
+    if let Some(cp) = setup.read_checkpoint("down") {
         assert_eq!(checkpointed_offset(&cp, &log).unwrap_or(0), 0, "{cp}");
     }
 }
@@ -732,7 +712,8 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn memory_stays_bounded_while_the_collector_is_down() {
     const LIMIT_KIB: u64 = 64 * 1024;
     let setup = Setup::new();
-    let port = dead_port();
+    let dead = dead_port();
+    let port = dead.port;
     let log = setup.log("app.log");
     let lines = hits(0, 50_000, 1000);
     append(&log, &lines);
@@ -809,7 +790,9 @@ fn an_unknown_version_or_empty_checkpoint_is_reported_and_everything_resent() {
         wait_events(&collector, &tailhook, lines.len(), what);
         stop(tailhook);
         assert_eq!(collector.events(), bytes_of(&lines), "{what}");
-        let saved = read_checkpoint(&setup, DEST).expect("a checkpoint is written");
+        let saved = setup
+            .read_checkpoint(DEST)
+            .expect("a checkpoint is written");
         assert_eq!(saved["version"], 1, "{what}: {saved}");
         assert_eq!(
             checkpointed_offset(&saved, &log),

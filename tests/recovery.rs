@@ -20,7 +20,7 @@ use support::check::{
 };
 use support::collector::{Collector, Options};
 use support::process::Tailhook;
-use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
+use support::setup::{append, bytes_of, checkpointed_offset, destination, hits, seq_of, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(20);
@@ -57,31 +57,6 @@ fn config(
     ))
 }
 
-/// The destination's checkpoint file, parsed; panics when it is missing or
-/// not JSON.
-fn read_checkpoint(setup: &Setup) -> serde_json::Value {
-    let path = setup.checkpoint(DEST);
-    let bytes = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("checkpoint {} is missing: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "checkpoint {} is not JSON ({e}): {}",
-            path.display(),
-            String::from_utf8_lossy(&bytes)
-        )
-    })
-}
-
-/// The acknowledged offset the checkpoint records for `file`, if any.
-fn checkpointed_offset(checkpoint: &serde_json::Value, file: &Path) -> Option<u64> {
-    let path = file.display().to_string();
-    checkpoint["files"]
-        .as_array()?
-        .iter()
-        .find(|f| f["path"].as_str() == Some(path.as_str()))
-        .and_then(|f| f["offset"].as_u64())
-}
-
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
@@ -91,7 +66,8 @@ fn file_len(path: &Path) -> u64 {
 #[test]
 fn retries_until_a_collector_that_was_not_listening_comes_up() {
     let setup = Setup::new();
-    let port = dead_port();
+    let dead = dead_port();
+    let port = dead.port;
     let lines = hits(0, 20, 150);
     append(&setup.log("a.ndjson"), &lines);
     let cfg = config(
@@ -296,7 +272,7 @@ fn restart_resumes_from_the_checkpoint() {
     assert_clean_exit(&tailhook.terminate());
     assert_eq!(collector.events(), bytes_of(&first));
 
-    let checkpoint = read_checkpoint(&setup);
+    let checkpoint = setup.read_checkpoint(DEST).expect("checkpoint saved");
     assert_eq!(checkpoint["version"], 1, "{checkpoint}");
     assert_eq!(
         checkpointed_offset(&checkpoint, &log),
@@ -323,7 +299,8 @@ fn restart_resumes_from_the_checkpoint() {
 #[test]
 fn events_unacknowledged_at_stop_are_sent_after_restart() {
     let setup = Setup::new();
-    let port = dead_port();
+    let dead = dead_port();
+    let port = dead.port;
     let log = setup.log("a.ndjson");
     let lines = hits(0, 10, 150);
     append(&log, &lines);
@@ -347,7 +324,7 @@ fn events_unacknowledged_at_stop_are_sent_after_restart() {
 
     // The checkpoint, if written, does not pass the unacknowledged events.
     if setup.checkpoint(DEST).exists() {
-        let checkpoint = read_checkpoint(&setup);
+        let checkpoint = setup.read_checkpoint(DEST).expect("checkpoint saved");
         assert_eq!(checkpoint["version"], 1, "{checkpoint}");
         let offset = checkpointed_offset(&checkpoint, &log).unwrap_or(0);
         assert_eq!(
@@ -763,7 +740,7 @@ fn a_rejected_batch_is_dead_lettered_and_delivery_moves_on() {
     );
 
     // Delivery moved on: the checkpoint covers the whole file.
-    let checkpoint = read_checkpoint(&setup);
+    let checkpoint = setup.read_checkpoint(DEST).expect("checkpoint saved");
     assert_eq!(
         checkpointed_offset(&checkpoint, &log),
         Some(file_len(&log)),
@@ -809,7 +786,7 @@ fn a_corrupt_checkpoint_is_reported_and_everything_is_sent_again() {
         assert_clean_exit(&tailhook.terminate());
         assert_each_exactly_once(&collector, &lines, "");
 
-        let saved = read_checkpoint(&setup);
+        let saved = setup.read_checkpoint(DEST).expect("checkpoint saved");
         assert_eq!(saved["version"], 1, "{what}: rewritten checkpoint {saved}");
         assert_eq!(
             checkpointed_offset(&saved, &log),

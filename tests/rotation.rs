@@ -17,8 +17,7 @@ fn seqs(c: &Collector) -> Vec<u64> {
 
 /// The paths in a destination's checkpoint file.
 fn checkpointed(setup: &Setup) -> Vec<String> {
-    let text = std::fs::read_to_string(setup.checkpoint("fluentd")).expect("checkpoint");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = setup.read_checkpoint("fluentd").expect("checkpoint saved");
     v["files"]
         .as_array()
         .unwrap()

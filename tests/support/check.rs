@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::collector::{Collector, Options};
+use super::collector::Collector;
 use super::process::Exit;
 use super::setup::{bytes_of, seq_of};
 
@@ -79,13 +79,27 @@ pub fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: D
     }
 }
 
-/// A port on 127.0.0.1 where nothing listens (the emulator binds with
-/// SO_REUSEADDR, so a collector can take it again at once).
-pub fn dead_port() -> u16 {
-    let collector = Collector::start(Options::fluentd());
-    let port = collector.port();
-    collector.stop();
-    port
+/// A port on 127.0.0.1 where nothing listens, held for as long as this
+/// lives: a socket is bound to it but never listens, so connections are
+/// refused and no other test's collector can be given the port meanwhile.
+/// It is bound with SO_REUSEADDR, so a collector can still take the port on
+/// purpose (a collector "coming back").
+pub struct DeadPort {
+    /// The port.
+    pub port: u16,
+    _held: tokio::net::TcpSocket,
+}
+
+/// Reserves a [`DeadPort`].
+pub fn dead_port() -> DeadPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let port = socket.local_addr().expect("local addr").port();
+    DeadPort {
+        port,
+        _held: socket,
+    }
 }
 
 pub fn assert_clean_exit(exit: &Exit) {

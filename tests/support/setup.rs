@@ -52,6 +52,18 @@ impl Setup {
             .join(format!("{destination}.ndjson"))
     }
 
+    /// The destination's checkpoint file, parsed (`None` when there is
+    /// none; panics when it is not JSON).
+    pub fn read_checkpoint(&self, destination: &str) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.checkpoint(destination)).ok()?;
+        Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "checkpoint is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        }))
+    }
+
     /// The destination's checkpoint file.
     pub fn checkpoint(&self, destination: &str) -> PathBuf {
         self.data
@@ -132,4 +144,14 @@ pub fn seq_of(event: &[u8]) -> u64 {
 /// Lines as the byte strings a collector records.
 pub fn bytes_of(lines: &[String]) -> Vec<Vec<u8>> {
     lines.iter().map(|l| l.as_bytes().to_vec()).collect()
+}
+
+/// The offset a checkpoint records for `file`, if any.
+pub fn checkpointed_offset(checkpoint: &serde_json::Value, file: &Path) -> Option<u64> {
+    let path = file.display().to_string();
+    checkpoint["files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["path"].as_str() == Some(path.as_str()))
+        .and_then(|f| f["offset"].as_u64())
 }
