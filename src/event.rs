@@ -305,8 +305,10 @@ impl fmt::Display for Invalid {
             Invalid::Utf8 => f.write_str("line is not valid UTF-8"),
             Invalid::Json(e) => write!(f, "line is not valid JSON: {e}"),
             Invalid::NotObject => f.write_str("value is not a JSON object"),
-            Invalid::TooLong { len, max } => {
-                write!(f, "line is {len} bytes, over max_line_bytes ({max})")
+            // The length is not given: a socket input keeps only the start
+            // of a long line, so it is not known downstream.
+            Invalid::TooLong { max, .. } => {
+                write!(f, "line is longer than max_line_bytes ({max})")
             }
         }
     }

@@ -17,8 +17,17 @@ pub mod probe;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod spool;
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
+
+use config::Input;
+use source::http::HttpSource;
+use source::socket::SocketInput;
+use spool::{Spool, SpoolWriter};
 
 pub use config::Config;
 pub use shutdown::Shutdown;
@@ -37,11 +46,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    let spool = open_spool(&config)?;
     let mut pipelines = Vec::new();
     for i in 0..config.destinations.len() {
-        pipelines.push(pipeline::Pipeline::new(&config, i, &shutdown)?);
+        pipelines.push(pipeline::Pipeline::new(
+            &config,
+            i,
+            spool.clone(),
+            &shutdown,
+        )?);
     }
     let tasks = TaskTracker::new();
+    if let Some(spool) = spool {
+        start_inputs(&config, spool, &shutdown, &tasks).await?;
+    }
     for p in pipelines {
         tasks.spawn(p.run(shutdown.clone()));
     }
@@ -74,4 +92,145 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tasks.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the spool when a source needs it.
+fn open_spool(config: &config::Config) -> anyhow::Result<Option<std::sync::Arc<Spool>>> {
+    let names: Vec<&str> = config
+        .sources
+        .iter()
+        .filter(|s| s.is_spooled())
+        .map(|s| s.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let spool = Spool::open(&config.data_dir, config.spool, &names).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the spool in {}: {e}",
+            config.data_dir.join("spool").display()
+        )
+    })?;
+    Ok(Some(spool))
+}
+
+/// Binds every socket and HTTP input (so a port in use fails the start),
+/// then starts them, their spool writers and the task that deletes
+/// delivered segments, all on `tasks`.
+async fn start_inputs(
+    config: &config::Config,
+    spool: std::sync::Arc<Spool>,
+    shutdown: &Shutdown,
+    tasks: &TaskTracker,
+) -> anyhow::Result<()> {
+    let spooled: Vec<&config::SourceConfig> =
+        config.sources.iter().filter(|s| s.is_spooled()).collect();
+    enum Bound {
+        Socket(SocketInput),
+        Http(HttpSource),
+        Stdin,
+    }
+    let mut bound = Vec::new();
+    for src in &spooled {
+        let b = if let Some(s) = SocketInput::bind(src).await? {
+            Bound::Socket(s)
+        } else if let Some(h) = HttpSource::bind(src).await? {
+            Bound::Http(h)
+        } else {
+            Bound::Stdin
+        };
+        bound.push((*src, b));
+    }
+    let only_stdin = config
+        .sources
+        .iter()
+        .all(|s| matches!(s.input, Input::Stdin));
+    let mut writers = Vec::new();
+    for (src, b) in bound {
+        let cancel = shutdown.soft.clone();
+        let (writer, handle) = spool
+            .writer(&src.name, cancel.clone())
+            .map_err(|e| anyhow::anyhow!("cannot write the spool of source `{}`: {e}", src.name))?;
+        writers.push(handle);
+        let (name, max_line) = (src.name.clone(), src.max_line_bytes);
+        match b {
+            Bound::Socket(s) => {
+                tasks.spawn(s.run(name, max_line, writer, cancel));
+            }
+            Bound::Http(h) => {
+                tasks.spawn(h.run(name, writer, cancel));
+            }
+            Bound::Stdin => {
+                tasks.spawn(read_stdin(
+                    name,
+                    max_line,
+                    writer,
+                    shutdown.clone(),
+                    only_stdin,
+                ));
+            }
+        }
+    }
+    tasks.spawn(async move {
+        for w in writers {
+            let _ = w.await;
+        }
+    });
+    let mut readers: HashMap<String, Vec<String>> = HashMap::new();
+    for (i, src) in config.sources.iter().enumerate() {
+        if src.is_spooled() {
+            let dests = config
+                .destinations
+                .iter()
+                .filter(|d| d.sources.contains(&i))
+                .map(|d| d.name.clone())
+                .collect();
+            readers.insert(src.name.clone(), dests);
+        }
+    }
+    tasks.spawn(spool.collect(readers, shutdown.soft.clone()));
+    Ok(())
+}
+
+/// Reads standard input into the spool. At its end, waits until every
+/// destination has what it held, then, when stdin was the only source,
+/// stops tailhook as a signal would (so `producer | tailhook run` ends).
+async fn read_stdin(
+    name: String,
+    max_line: usize,
+    writer: SpoolWriter,
+    shutdown: Shutdown,
+    only_stdin: bool,
+) {
+    let spool = writer.spool().clone();
+    let ended = source::socket::read_lines(
+        tokio::io::stdin(),
+        "stdin",
+        &name,
+        max_line,
+        &writer,
+        &shutdown.soft,
+    )
+    .await;
+    drop(writer);
+    if !ended {
+        return;
+    }
+    tracing::info!(source = %name, "standard input ended: delivering what it held");
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.soft.cancelled() => return,
+        }
+        if spool.is_drained(&name) {
+            break;
+        }
+    }
+    if only_stdin {
+        tracing::info!(source = %name, "everything from standard input is delivered: stopping");
+        shutdown.soft.cancel();
+    } else {
+        tracing::info!(source = %name, "everything from standard input is delivered; other sources go on");
+    }
 }

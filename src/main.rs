@@ -98,7 +98,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            runtime().block_on(async {
+            let rt = runtime();
+            let code = rt.block_on(async {
                 let shutdown = Shutdown::new();
                 tokio::spawn(watch_signals(shutdown.clone()));
                 match tailhook::run(config, shutdown).await {
@@ -108,7 +109,11 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-            })
+            });
+            // Every task has finished; only a read of stdin that cannot be
+            // cancelled may be left, and it must not hold the exit.
+            rt.shutdown_background();
+            code
         }
         Command::Check { config: path } => {
             init_logging("warn");
@@ -119,6 +124,12 @@ fn main() -> ExitCode {
             let mut failed = false;
             for d in &config.destinations {
                 if let Err(e) = tailhook::sink::client::Webhook::new(d) {
+                    eprintln!("error: {e}");
+                    failed = true;
+                }
+            }
+            for s in &config.sources {
+                if let Err(e) = tailhook::source::tls::check(s) {
                     eprintln!("error: {e}");
                     failed = true;
                 }

@@ -12,14 +12,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batch, BatchBuilder};
 use crate::checkpoint::{Checkpoints, Entry};
-use crate::config::{Config, DestinationConfig};
+use crate::config::{Config, DestinationConfig, Input};
 use crate::shutdown::Shutdown;
 use crate::sink::client::Webhook;
 use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{Outcome, Sender};
-use crate::source::file::{FileSource, StartPositions};
+use crate::source::file::{FileSource, StartPositions, Tail};
 use crate::source::reader::{FrameContext, RateLimit};
 use crate::source::Chunk;
+use crate::spool::Spool;
 
 /// How many read chunks may wait for the batcher: with the batch channel and
 /// `concurrency`, this bounds a pipeline's memory whatever the backlog.
@@ -31,6 +32,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A destination's pipeline, set up and ready to run.
 pub struct Pipeline {
     dest: DestinationConfig,
+    spool: Option<Arc<Spool>>,
     sender: Arc<Sender>,
     checkpoints: Checkpoints,
     sources: Vec<FileSource>,
@@ -41,7 +43,12 @@ impl Pipeline {
     /// Sets up the pipeline of `config.destinations[index]`: its client (TLS
     /// files are read here, so a bad one fails at start), its checkpoint and
     /// one reader per source it takes.
-    pub fn new(config: &Config, index: usize, shutdown: &Shutdown) -> anyhow::Result<Pipeline> {
+    pub fn new(
+        config: &Config,
+        index: usize,
+        spool: Option<Arc<Spool>>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Pipeline> {
         let dest = config.destinations[index].clone();
         let webhook = Webhook::new(&dest)?;
         let (checkpoints, problem) = Checkpoints::load(&config.data_dir, &dest.name);
@@ -66,9 +73,18 @@ impl Pipeline {
                 on_invalid: src.on_invalid,
                 max_line_bytes: src.max_line_bytes,
                 invalid_log: RateLimit::new(Duration::from_secs(1)),
+                segment_header: src.is_spooled(),
+            };
+            let tail = match &src.input {
+                Input::File(files) => Tail {
+                    source: src.name.clone(),
+                    files: files.clone(),
+                    spool: false,
+                },
+                _ => Spool::tail_of(&config.data_dir, &src.name),
             };
             sources.push(FileSource::new(
-                src.clone(),
+                tail,
                 ctx,
                 start.clone(),
                 tx.clone(),
@@ -82,6 +98,7 @@ impl Pipeline {
         ));
         Ok(Pipeline {
             dest,
+            spool,
             sender,
             checkpoints,
             sources,
@@ -93,6 +110,7 @@ impl Pipeline {
     pub async fn run(self, shutdown: Shutdown) {
         let Pipeline {
             dest,
+            spool,
             sender,
             mut checkpoints,
             sources,
@@ -105,7 +123,12 @@ impl Pipeline {
         let (batch_tx, batches) = mpsc::channel(1);
         tasks.spawn(batcher(chunks, batch_tx, dest.clone()));
         tasks.close();
-        send_loop(&dest, sender, batches, &mut checkpoints, &shutdown).await;
+        let acks = Acks {
+            checkpoints: &mut checkpoints,
+            spool: spool.as_deref(),
+            destination: &dest.name,
+        };
+        send_loop(&dest, sender, batches, acks, &shutdown).await;
         tasks.wait().await;
         if save(&dest.name, &checkpoints) {
             tracing::info!(destination = %dest.name, "checkpoint saved");
@@ -184,7 +207,7 @@ async fn send_loop(
     dest: &DestinationConfig,
     sender: Arc<Sender>,
     mut batches: mpsc::Receiver<Batch>,
-    checkpoints: &mut Checkpoints,
+    mut acks: Acks<'_>,
     shutdown: &Shutdown,
 ) {
     let mut inflight = FuturesOrdered::new();
@@ -199,7 +222,7 @@ async fn send_loop(
             Some((batch, outcome)) = inflight.next(), if !inflight.is_empty() => {
                 abandoned |= outcome == Outcome::Abandoned;
                 if !abandoned {
-                    apply(checkpoints, &batch);
+                    acks.apply(&batch);
                     dirty = true;
                 }
             }
@@ -212,9 +235,29 @@ async fn send_loop(
                 None => open = false,
             },
             _ = tick.tick() => {
-                if dirty && save(&dest.name, checkpoints) {
+                if dirty && save(&dest.name, acks.checkpoints) {
                     dirty = false;
                 }
+            }
+        }
+    }
+}
+
+/// Where acknowledged positions go: the checkpoint, and the spool for
+/// spool segments (which it deletes once every reader is past them).
+struct Acks<'a> {
+    checkpoints: &'a mut Checkpoints,
+    spool: Option<&'a Spool>,
+    destination: &'a str,
+}
+
+impl Acks<'_> {
+    fn apply(&mut self, batch: &Batch) {
+        apply(self.checkpoints, batch);
+        if let Some(spool) = self.spool {
+            // A closed file is gone: nothing to acknowledge.
+            for p in batch.positions.iter().filter(|p| !p.closed) {
+                spool.acknowledge(self.destination, &p.file.source, &p.file, p.offset);
             }
         }
     }

@@ -11,9 +11,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod env;
+mod source;
 mod units;
 
 pub use env::expand_env;
+use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};
+pub use source::{FileInput, HttpInput, Input, ServerTls, SourceConfig, SpoolConfig};
 pub use units::{humanize_duration, parse_duration, parse_size, Dur, Size};
 
 use crate::event::Selection;
@@ -21,10 +24,12 @@ use crate::event::Selection;
 /// A configuration that was read and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where checkpoints and dead letters live.
+    /// Where checkpoints, the spool and dead letters live.
     pub data_dir: PathBuf,
     /// How long SIGTERM waits for batched events to be delivered.
     pub shutdown_timeout: Duration,
+    /// The bound on spooled input.
+    pub spool: SpoolConfig,
     /// The inputs.
     pub sources: Vec<SourceConfig>,
     /// The collectors.
@@ -51,33 +56,6 @@ pub enum OnInvalid {
     Drop,
     /// Append it, wrapped, to the destination's dead-letter file.
     DeadLetter,
-}
-
-/// The kind of a source (`type = "file"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceType {
-    /// Tail files matched by glob patterns.
-    File,
-}
-
-/// One `[[source]]` block.
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    /// Its name, used in logs and in a destination's `sources`.
-    pub name: String,
-    /// Glob patterns of files to tail.
-    pub include: Vec<String>,
-    /// Glob patterns of files to leave alone.
-    pub exclude: Vec<String>,
-    /// Where to start in files present at the first start.
-    pub read_from: ReadFrom,
-    /// How often to look for new, rotated and grown files without a notification.
-    pub poll_interval: Duration,
-    /// The longest line taken as an event.
-    pub max_line_bytes: usize,
-    /// What to do with a line that is not an event.
-    pub on_invalid: OnInvalid,
 }
 
 /// The HTTP method of a webhook.
@@ -193,29 +171,12 @@ struct RawConfig {
     data_dir: PathBuf,
     #[serde(default = "secs::<30>")]
     shutdown_timeout: Dur,
+    #[serde(default)]
+    spool: RawSpool,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
     #[serde(default, rename = "destination")]
     destinations: Vec<RawDestination>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    name: Spanned<String>,
-    #[serde(rename = "type")]
-    _type: SourceType,
-    include: Spanned<Vec<String>>,
-    #[serde(default)]
-    exclude: Vec<String>,
-    #[serde(default = "beginning")]
-    read_from: ReadFrom,
-    #[serde(default = "secs::<1>")]
-    poll_interval: Dur,
-    #[serde(default = "mib::<1>")]
-    max_line_bytes: Size,
-    #[serde(default = "wrap")]
-    on_invalid: OnInvalid,
 }
 
 #[derive(Deserialize)]
@@ -295,12 +256,6 @@ fn secs<const N: u64>() -> Dur {
 fn mib<const N: u64>() -> Size {
     Size(N << 20)
 }
-fn beginning() -> ReadFrom {
-    ReadFrom::Beginning
-}
-fn wrap() -> OnInvalid {
-    OnInvalid::Wrap
-}
 fn json() -> Format {
     Format::Json
 }
@@ -355,7 +310,7 @@ fn locate(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-struct Problems<'a> {
+pub(crate) struct Problems<'a> {
     path: &'a Path,
     text: &'a str,
     list: Vec<String>,
@@ -364,7 +319,7 @@ struct Problems<'a> {
 impl Problems<'_> {
     /// Records a problem with its location and the line it is on, so the
     /// key is named even when the message only speaks of the value.
-    fn at(&mut self, span: std::ops::Range<usize>, msg: impl fmt::Display) {
+    pub(crate) fn at(&mut self, span: std::ops::Range<usize>, msg: impl fmt::Display) {
         let (line, col) = locate(self.text, span.start);
         let source = self.text.lines().nth(line - 1).unwrap_or("").trim_end();
         self.list.push(format!(
@@ -374,7 +329,7 @@ impl Problems<'_> {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -466,24 +421,9 @@ impl Config {
         let mut o = String::new();
         let _ = writeln!(o, "data_dir = {}", q(&self.data_dir.to_string_lossy()));
         let _ = writeln!(o, "shutdown_timeout = {}", d(self.shutdown_timeout));
+        let _ = writeln!(o, "\n[spool]\nmax_bytes = {}", self.spool.max_bytes);
         for s in &self.sources {
-            let list = |v: &[String]| v.iter().map(|x| q(x)).collect::<Vec<_>>().join(", ");
-            let _ = writeln!(o, "\n[[source]]\nname = {}\ntype = \"file\"", q(&s.name));
-            let _ = writeln!(o, "include = [{}]", list(&s.include));
-            let _ = writeln!(o, "exclude = [{}]", list(&s.exclude));
-            let rf = match s.read_from {
-                ReadFrom::Beginning => "beginning",
-                ReadFrom::End => "end",
-            };
-            let _ = writeln!(o, "read_from = \"{rf}\"");
-            let _ = writeln!(o, "poll_interval = {}", d(s.poll_interval));
-            let _ = writeln!(o, "max_line_bytes = {}", s.max_line_bytes);
-            let oi = match s.on_invalid {
-                OnInvalid::Wrap => "wrap",
-                OnInvalid::Drop => "drop",
-                OnInvalid::DeadLetter => "dead_letter",
-            };
-            let _ = writeln!(o, "on_invalid = \"{oi}\"");
+            write_source(&mut o, s);
         }
         for dst in &self.destinations {
             let _ = writeln!(o, "\n[[destination]]\nname = {}", q(&dst.name));
@@ -550,54 +490,8 @@ pub fn redact_url(url: &reqwest::Url) -> String {
 }
 
 fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
-    let mut sources = Vec::new();
-    for s in raw.sources {
-        let name = s.name.get_ref().clone();
-        if !valid_name(&name) {
-            p.at(
-                s.name.span(),
-                format!("source name `{name}` must be 1-64 letters, digits, `_`, `-` or `.`"),
-            );
-        }
-        if sources.iter().any(|x: &SourceConfig| x.name == name) {
-            p.at(s.name.span(), format!("source name `{name}` is used twice"));
-        }
-        if s.include.get_ref().is_empty() {
-            p.at(
-                s.include.span(),
-                "`include` needs at least one glob pattern",
-            );
-        }
-        for pat in s.include.get_ref().iter().chain(&s.exclude) {
-            if let Err(e) = globset::Glob::new(pat) {
-                p.at(
-                    s.include.span(),
-                    format!("invalid glob pattern `{pat}`: {e}"),
-                );
-            }
-        }
-        if s.max_line_bytes.0 < 2 {
-            p.at(
-                s.name.span(),
-                format!("source `{name}`: max_line_bytes must be at least 2 bytes"),
-            );
-        }
-        if s.poll_interval.0.is_zero() {
-            p.at(
-                s.name.span(),
-                format!("source `{name}`: poll_interval must be more than 0"),
-            );
-        }
-        sources.push(SourceConfig {
-            name,
-            include: s.include.into_inner(),
-            exclude: s.exclude,
-            read_from: s.read_from,
-            poll_interval: s.poll_interval.0,
-            max_line_bytes: s.max_line_bytes.0.min(usize::MAX as u64) as usize,
-            on_invalid: s.on_invalid,
-        });
-    }
+    let spool = validate_spool(raw.spool, p);
+    let sources = validate_sources(raw.sources, p);
     if sources.is_empty() {
         p.list.push(format!(
             "{}: no [[source]] block: add one so there is something to read",
@@ -756,6 +650,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
     Config {
         data_dir: raw.data_dir,
         shutdown_timeout: raw.shutdown_timeout.0,
+        spool,
         sources,
         destinations,
     }

@@ -289,7 +289,7 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.min(Duration::from_secs(3600)))
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -373,7 +373,7 @@ fn no_verification_config() -> Result<rustls::ClientConfig, String> {
     )
 }
 
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+pub(crate) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     match e {
         rustls::pki_types::pem::Error::Io(io) => io.to_string(),
         rustls::pki_types::pem::Error::NoItemsFound => "no PEM item found".into(),

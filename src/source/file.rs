@@ -19,7 +19,7 @@ use super::reader::{FrameContext, OpenFile, ReadOutcome};
 use super::scan::{remember, same_range, scan, OpenView, ScanInput, Truncated, ORPHAN_AFTER_SCANS};
 use super::Chunk;
 use crate::checkpoint::{Entry, FileId};
-use crate::config::{ReadFrom, SourceConfig};
+use crate::config::{FileInput, ReadFrom};
 
 /// Where a file source starts: the destination's checkpoints as loaded.
 pub struct StartPositions {
@@ -30,9 +30,22 @@ pub struct StartPositions {
     pub first_start: bool,
 }
 
+/// What a [`FileSource`] tails: a `file` source's globs, or a spooled
+/// source's segments.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// The source's name, for checkpoints and logs.
+    pub source: String,
+    /// The files to follow.
+    pub files: FileInput,
+    /// Spool segments: read strictly in name order, one file at a time, and
+    /// never taken for copytruncate copies (segments often start alike).
+    pub spool: bool,
+}
+
 /// One file source feeding one destination.
 pub struct FileSource {
-    config: SourceConfig,
+    config: Tail,
     ctx: Arc<FrameContext>,
     discovery: Arc<Discovery>,
     start: Arc<StartPositions>,
@@ -62,13 +75,16 @@ enum Step {
 impl FileSource {
     /// A source that sends its chunks on `tx` until `cancel` fires.
     pub fn new(
-        config: SourceConfig,
+        config: Tail,
         ctx: FrameContext,
         start: Arc<StartPositions>,
         tx: mpsc::Sender<Chunk>,
         cancel: CancellationToken,
     ) -> Result<FileSource, globset::Error> {
-        let discovery = Arc::new(Discovery::new(&config.include, &config.exclude)?);
+        let discovery = Arc::new(Discovery::new(
+            &config.files.include,
+            &config.files.exclude,
+        )?);
         Ok(FileSource {
             config,
             ctx: Arc::new(ctx),
@@ -117,8 +133,9 @@ impl FileSource {
             while next < files.len() {
                 let ctx = self.ctx.clone();
                 let mut taken = std::mem::take(&mut files);
+                let sequential = self.config.spool;
                 let Ok((back, steps, end)) = tokio::task::spawn_blocking(move || {
-                    let (steps, end) = read_some(&mut taken, next, &ctx);
+                    let (steps, end) = read_some(&mut taken, next, &ctx, sequential);
                     (taken, steps, end)
                 })
                 .await
@@ -172,7 +189,7 @@ impl FileSource {
                 tokio::select! {
                     _ = self.cancel.cancelled() => return,
                     _ = wake.notify.notified() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {
+                    _ = tokio::time::sleep(self.config.files.poll_interval) => {
                         wake.rescan.store(true, Ordering::Release);
                     }
                 }
@@ -211,7 +228,7 @@ impl FileSource {
                 Err(e) => tracing::warn!(
                     dir = %root.dir.display(),
                     "cannot watch directory ({e}); polling it every {:?}",
-                    self.config.poll_interval
+                    self.config.files.poll_interval
                 ),
             }
         }
@@ -240,13 +257,14 @@ impl FileSource {
             .collect();
         let input = ScanInput {
             discovery: self.discovery.clone(),
-            source: self.config.name.clone(),
+            source: self.config.source.clone(),
+            detect_copies: !self.config.spool,
             open,
             start: self.start.clone(),
             initial,
             skip_existing: initial
                 && self.start.first_start
-                && self.config.read_from == ReadFrom::End,
+                && self.config.files.read_from == ReadFrom::End,
             warned: std::mem::take(warned),
             truncated: std::mem::take(truncated),
         };
@@ -278,6 +296,9 @@ impl FileSource {
             }
             files.push(f);
         }
+        if self.config.spool {
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         chunks
     }
 }
@@ -292,10 +313,14 @@ const CHUNKS_PER_CALL: usize = 4;
 
 /// Steps through `files` from `start` until [`CHUNKS_PER_CALL`] chunks are
 /// read or every file was visited; returns each file's step and where to go on.
+///
+/// `sequential` (spool segments, in name order): a file is read only when
+/// every file before it is at its end, so events keep their spool order.
 fn read_some(
     files: &mut [OpenFile],
     start: usize,
     ctx: &FrameContext,
+    sequential: bool,
 ) -> (Vec<(usize, Step)>, usize) {
     let mut steps = Vec::new();
     let mut chunks = 0;
@@ -308,10 +333,14 @@ fn read_some(
         if matches!(s, Step::Data(_) | Step::Closed(_)) {
             chunks += 1;
         }
+        let busy = !matches!(s, Step::Idle | Step::Failed(_));
         if !matches!(s, Step::Idle) {
             steps.push((i, s));
         }
         i += 1;
+        if sequential && busy {
+            return (steps, files.len());
+        }
     }
     (steps, i)
 }

@@ -1,10 +1,15 @@
-//! Inputs. Each turns what it reads into [`Chunk`]s of selected events for
-//! one destination's pipeline.
+//! Inputs. Files are tailed into [`Chunk`]s of selected events for one
+//! destination's pipeline; sockets, HTTP and stdin are first appended to the
+//! spool, whose segments are then tailed the same way.
 
 pub mod discover;
 pub mod file;
+pub mod http;
+pub mod lines;
 pub mod reader;
 pub mod scan;
+pub mod socket;
+pub mod tls;
 
 use std::sync::Arc;
 

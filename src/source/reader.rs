@@ -33,6 +33,8 @@ pub struct FrameContext {
     pub max_line_bytes: usize,
     /// Keeps invalid-line warnings to about one a second.
     pub invalid_log: RateLimit,
+    /// Spool segments: the first line is the segment's header, not an event.
+    pub segment_header: bool,
 }
 
 /// Lets a repeated message through at most once per period, counting the rest.
@@ -267,6 +269,9 @@ impl OpenFile {
                             )
                         });
                     }
+                    None if line_start == 0
+                        && ctx.segment_header
+                        && lines[start..nl].starts_with(crate::spool::HEADER_PREFIX) => {}
                     None => {
                         let line = lines.slice(start..nl);
                         out.line(line_start, line_end, |s| frame_line(&line, s));

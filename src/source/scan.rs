@@ -71,6 +71,9 @@ pub struct ScanInput {
     pub discovery: Arc<Discovery>,
     /// The source's name.
     pub source: String,
+    /// Whether a new file may be a copytruncate copy of another (not for
+    /// spool segments, which are never copied and often start alike).
+    pub detect_copies: bool,
     /// Files already open.
     pub open: Vec<OpenView>,
     /// The destination's checkpoints as loaded.
@@ -232,6 +235,9 @@ fn start_of(
             path = %path.display(),
             "file is not the one its checkpoint describes (its inode was reused, or it was truncated while tailhook was stopped): reading it from the start"
         );
+        return (0, None, None);
+    }
+    if !input.detect_copies {
         return (0, None, None);
     }
     if full(&head) {
@@ -419,7 +425,7 @@ pub fn same_range(a: &File, b: &File, from: u64, to: u64) -> bool {
 
 /// The offset just after the last newline before `size` (0 if none): an
 /// unfinished last line is read whole once its newline arrives.
-fn after_last_newline(file: &File, size: u64) -> u64 {
+pub(crate) fn after_last_newline(file: &File, size: u64) -> u64 {
     let mut end = size;
     let mut buf = vec![0u8; 64 * 1024];
     while end > 0 {

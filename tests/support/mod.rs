@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod collector;
+pub mod inputs;
 pub mod process;
 pub mod setup;
 pub mod tls;

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -138,8 +138,13 @@ fn spawn_reader(
 }
 
 /// Spawns `cmd` with stdin closed and both outputs collected.
-fn spawn_collected(mut cmd: Command) -> (Child, Arc<Output>) {
-    cmd.stdin(Stdio::null())
+fn spawn_collected(cmd: Command) -> (Child, Arc<Output>) {
+    spawn_collected_with_stdin(cmd, Stdio::null())
+}
+
+/// Spawns `cmd` with the given stdin and both outputs collected.
+fn spawn_collected_with_stdin(mut cmd: Command, stdin: Stdio) -> (Child, Arc<Output>) {
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
@@ -224,6 +229,20 @@ impl Tailhook {
             child: Some(child),
             output,
         }
+    }
+
+    /// Starts an arbitrary command (normally from [`bin`]) as a [`Tailhook`]
+    /// with its standard input piped: write to the returned handle, and drop
+    /// it to close the pipe (end of input).
+    pub fn spawn_with_stdin(cmd: Command) -> (Tailhook, ChildStdin) {
+        let (mut child, output) = spawn_collected_with_stdin(cmd, Stdio::piped());
+        let stdin = child.stdin.take().expect("piped stdin");
+        let tailhook = Tailhook {
+            pid: child.id(),
+            child: Some(child),
+            output,
+        };
+        (tailhook, stdin)
     }
 
     pub fn pid(&self) -> u32 {

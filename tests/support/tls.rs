@@ -1,5 +1,6 @@
 //! A throw-away PKI for TLS tests: one CA and one server certificate signed by
 //! it, valid for DNS `localhost` and IP `127.0.0.1`.
+//! [`ClientCa`] issues client certificates, for listeners that require them.
 //!
 //! Everything uses the `ring` crypto provider explicitly; nothing relies on a
 //! process-wide default provider.
@@ -108,5 +109,96 @@ impl TestPki {
     /// The server certificate in DER.
     pub fn cert_der(&self) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("parse cert PEM")
+    }
+}
+
+impl TestPki {
+    /// Writes the server certificate and its key to `dir/server.pem` and
+    /// `dir/server-key.pem` (for a TLS listener of tailhook's own) and
+    /// returns (certificate path, key path).
+    pub fn write_server(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let cert = dir.join("server.pem");
+        let key = dir.join("server-key.pem");
+        fs::write(&cert, &self.cert_pem).expect("write server.pem");
+        fs::write(&key, &self.key_pem).expect("write server-key.pem");
+        (cert, key)
+    }
+
+    /// Like [`TestPki::client_config`], presenting a client certificate
+    /// (`(certificate PEM, PKCS#8 key PEM)`, e.g. from [`ClientCa::issue`]).
+    pub fn client_config_with_cert(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()).expect("add CA to root store");
+        let certs = vec![
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("parse client cert PEM")
+        ];
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("parse client key PEM");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .expect("client certificate and key");
+        Arc::new(config)
+    }
+}
+
+/// A CA that issues client certificates, for listeners that require them
+/// (`client_ca_file`). Each one is new, so a second is a "wrong CA".
+pub struct ClientCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl ClientCa {
+    pub fn new(name: &str) -> ClientCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("generate client CA key");
+        let issuer = CertifiedIssuer::self_signed(params, key).expect("self-sign client CA");
+        ClientCa { issuer }
+    }
+
+    /// The CA certificate in PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Writes the CA certificate to `dir/<file>` and returns that path.
+    pub fn write(&self, dir: &Path, file: &str) -> PathBuf {
+        let path = dir.join(file);
+        fs::write(&path, self.pem()).expect("write client CA");
+        path
+    }
+
+    /// A client certificate (extended key usage clientAuth) for `common_name`:
+    /// (certificate PEM, PKCS#8 key PEM).
+    pub fn issue(&self, common_name: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("generate client key");
+        let mut params =
+            CertificateParams::new(vec![common_name.to_owned()]).expect("client params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign client cert");
+        (cert.pem(), key.serialize_pem())
     }
 }

@@ -1,0 +1,681 @@
+//! The spool: append-only segment files that socket, HTTP and stdin sources
+//! write and that every destination's pipeline then tails like any file.
+//!
+//! Layout: `<data_dir>/spool/<source>/segment-<seq>.v1.ndjson`, one event
+//! line after another (the `v1` in the name is the format version). A
+//! segment is closed at [`SpoolConfig::segment_bytes`] and deleted once
+//! every destination reading its source has acknowledged all of it. The whole spool is bounded by `max_bytes`:
+//! writers reserve room before they write and wait (or refuse) when it is
+//! full.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::TrackedFile;
+use crate::checkpoint::FileId;
+use crate::config::{FileInput, ReadFrom, SpoolConfig};
+use crate::source::file::Tail;
+use crate::source::reader::RateLimit;
+
+/// The segment format version, part of every segment's name and header.
+pub const SEGMENT_VERSION: &str = "v1";
+
+/// How a segment's first line starts: `{"tailhook_spool":"v1",...}`, naming
+/// the format, the source, the segment and when it was made. Readers skip
+/// it; it makes every segment's first bytes unique, so a segment is never
+/// mistaken for an earlier one that had the same inode and the same events.
+pub const HEADER_PREFIX: &[u8] = b"{\"tailhook_spool\":";
+
+/// How often delivered segments are looked for.
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
+/// Appends queued for a writer, at most (each is at most a read chunk or a body).
+const WRITE_QUEUE: usize = 16;
+
+/// The spool of one process: its room, shared by every spooled source.
+pub struct Spool {
+    root: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    used: AtomicU64,
+    space: Notify,
+    /// The segment each live writer appends to, by source: never collected.
+    active: Mutex<HashMap<String, u64>>,
+    dropped_datagrams: AtomicU64,
+    full_log: RateLimit,
+    /// What each destination has acknowledged of each segment, by
+    /// (destination, segment identity): a segment all its readers have
+    /// acknowledged to its end can go.
+    acked: Mutex<HashMap<(String, FileId), (String, u64)>>,
+    acked_changed: Notify,
+    sources: Vec<String>,
+}
+
+/// Why an append did not reach the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// No room: every destination is behind by `max_bytes`.
+    #[error("the spool is full ({max} bytes wait for delivery)")]
+    Full {
+        /// `spool.max_bytes`.
+        max: u64,
+    },
+    /// The segment could not be written or synced.
+    #[error("cannot write the spool: {0}")]
+    Io(#[from] io::Error),
+    /// The writer has stopped (shutdown).
+    #[error("the spool is closed (shutting down)")]
+    Closed,
+}
+
+struct Append {
+    lines: Bytes,
+    /// Set for appends acknowledged to a sender: answered once the bytes are
+    /// written and synced to disk.
+    durable: Option<oneshot::Sender<io::Result<()>>>,
+}
+
+/// A handle that appends complete lines to one source's spool.
+#[derive(Clone)]
+pub struct SpoolWriter {
+    spool: Arc<Spool>,
+    tx: mpsc::Sender<Append>,
+}
+
+impl Spool {
+    /// Opens (creating) the spool under `data_dir` for the named sources,
+    /// cutting any line a crash left unfinished at a segment's end (it was
+    /// never acknowledged) and counting what is waiting.
+    pub fn open(data_dir: &Path, config: SpoolConfig, sources: &[&str]) -> io::Result<Arc<Spool>> {
+        let root = root_of(data_dir);
+        let mut used = 0;
+        for s in sources {
+            let dir = root.join(s);
+            fs::create_dir_all(&dir)?;
+            for (_, path) in segments(&dir)? {
+                let len = repair(&path)?;
+                if len == 0 {
+                    // Made by a crash before its header was written.
+                    fs::remove_file(&path)?;
+                }
+                used += len;
+            }
+        }
+        Ok(Arc::new(Spool {
+            root,
+            max_bytes: config.max_bytes,
+            segment_bytes: config.segment_bytes(),
+            used: AtomicU64::new(used),
+            space: Notify::new(),
+            active: Mutex::new(HashMap::new()),
+            dropped_datagrams: AtomicU64::new(0),
+            full_log: RateLimit::new(Duration::from_secs(60)),
+            acked: Mutex::new(HashMap::new()),
+            acked_changed: Notify::new(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    /// The directory of one source's segments.
+    pub fn dir_of(data_dir: &Path, source: &str) -> PathBuf {
+        root_of(data_dir).join(source)
+    }
+
+    /// What a destination's pipeline tails to read a spooled source.
+    pub fn tail_of(data_dir: &Path, source: &str) -> Tail {
+        let dir = Self::dir_of(data_dir, source);
+        let pattern = format!(
+            "{}/segment-*.{SEGMENT_VERSION}.ndjson",
+            globset::escape(&dir.to_string_lossy())
+        );
+        Tail {
+            source: source.to_string(),
+            files: FileInput {
+                include: vec![pattern],
+                exclude: Vec::new(),
+                read_from: ReadFrom::Beginning,
+                poll_interval: Duration::from_secs(1),
+            },
+            spool: true,
+        }
+    }
+
+    /// Bytes in the spool (written or reserved).
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Datagrams dropped because the spool was full.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.dropped_datagrams.load(Ordering::Relaxed)
+    }
+
+    /// Counts a datagram dropped for want of room; returns the new total.
+    pub fn count_dropped_datagram(&self) -> u64 {
+        self.dropped_datagrams.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Reserves room for `n` bytes if there is some. An empty spool takes
+    /// anything, so one body larger than `max_bytes` cannot wait forever.
+    pub fn try_reserve(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u == 0 || u + n <= self.max_bytes).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    /// Reserves room for `n` bytes, waiting for delivered segments to be
+    /// deleted while the spool is full. False if `cancel` fired first.
+    pub async fn reserve(&self, n: u64, cancel: &CancellationToken) -> bool {
+        let mut waited = false;
+        loop {
+            let freed = self.space.notified();
+            if self.try_reserve(n) {
+                return true;
+            }
+            if !waited {
+                waited = true;
+                self.log_full("senders are slowed");
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = cancel.cancelled() => return false,
+            }
+        }
+    }
+
+    fn release(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+        self.space.notify_waiters();
+    }
+
+    /// Logs that the spool is full, at most once a minute.
+    pub fn log_full(&self, effect: &str) {
+        if let Some(similar) = self.full_log.allow() {
+            tracing::warn!(
+                max_bytes = self.max_bytes,
+                similar_since_last = similar,
+                "the spool is full: {effect} until destinations catch up"
+            );
+        }
+    }
+
+    /// The error to give a sender that finds the spool full.
+    pub fn full(&self) -> SpoolError {
+        SpoolError::Full {
+            max: self.max_bytes,
+        }
+    }
+
+    /// Starts the writer of one source. It runs on the blocking pool until
+    /// every [`SpoolWriter`] clone is dropped; the returned future ends then.
+    pub fn writer(
+        self: &Arc<Self>,
+        source: &str,
+        cancel: CancellationToken,
+    ) -> io::Result<(SpoolWriter, tokio::task::JoinHandle<()>)> {
+        let dir = self.root.join(source);
+        let next = segments(&dir)?.last().map_or(1, |(seq, _)| seq + 1);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let spool = self.clone();
+        let name = source.to_string();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut w = Writer {
+                spool: spool.clone(),
+                source: name.clone(),
+                dir,
+                seq: next,
+                segment: None,
+                cancel,
+            };
+            w.run(rx);
+            spool.active.lock().expect("spool lock").remove(&name);
+        });
+        Ok((
+            SpoolWriter {
+                spool: self.clone(),
+                tx,
+            },
+            task,
+        ))
+    }
+
+    /// Records that `destination` has delivered segment `id` up to `offset`
+    /// (called as its pipeline applies acknowledgements).
+    pub fn acknowledge(&self, destination: &str, source: &str, file: &TrackedFile, offset: u64) {
+        if !self.sources.iter().any(|s| s == source) {
+            return;
+        }
+        let mut acked = self.acked.lock().expect("spool lock");
+        let at = acked
+            .entry((destination.to_string(), file.id))
+            .or_insert_with(|| (file.path.clone(), 0));
+        // An inode is reused by a later segment: the path tells them apart.
+        if at.0 != file.path {
+            *at = (file.path.clone(), 0);
+        }
+        if offset > at.1 {
+            at.1 = offset;
+            drop(acked);
+            self.acked_changed.notify_one();
+        }
+    }
+
+    /// Deletes every closed segment that all of its source's readers have
+    /// acknowledged, as acknowledgements arrive (and every second), until
+    /// `cancel` fires. `readers` maps each spooled source to the
+    /// destinations that read it.
+    pub async fn collect(
+        self: Arc<Self>,
+        readers: HashMap<String, Vec<String>>,
+        cancel: CancellationToken,
+    ) {
+        let readers = Arc::new(readers);
+        loop {
+            tokio::select! {
+                _ = self.acked_changed.notified() => {}
+                _ = tokio::time::sleep(COLLECT_EVERY) => {}
+                _ = cancel.cancelled() => return,
+            }
+            let (spool, r) = (self.clone(), readers.clone());
+            let _ = tokio::task::spawn_blocking(move || spool.collect_once(&r)).await;
+        }
+    }
+
+    /// One round of [`Spool::collect`]; returns how many segments were deleted.
+    ///
+    /// Deleting on acknowledgements not yet in a checkpoint file is safe: a
+    /// checkpoint entry whose file is gone is forgotten at the next start,
+    /// and everything in that file was delivered.
+    pub fn collect_once(&self, readers: &HashMap<String, Vec<String>>) -> usize {
+        let mut deleted = 0;
+        for (source, dests) in readers {
+            let dir = self.root.join(source);
+            let Ok(list) = segments(&dir) else { continue };
+            let active = self.active.lock().expect("spool lock").get(source).copied();
+            for (seq, path) in list {
+                if Some(seq) == active {
+                    continue;
+                }
+                let Ok(meta) = fs::metadata(&path) else {
+                    continue;
+                };
+                let id = FileId {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                };
+                let delivered = {
+                    let acked = self.acked.lock().expect("spool lock");
+                    let name = path.to_string_lossy();
+                    dests.iter().all(|d| {
+                        acked
+                            .get(&(d.clone(), id))
+                            .is_some_and(|(p, o)| *p == name && *o >= meta.len())
+                    })
+                };
+                if !delivered {
+                    // Segments are read in order: later ones are not done either.
+                    break;
+                }
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        deleted += 1;
+                        self.release(meta.len());
+                        self.acked
+                            .lock()
+                            .expect("spool lock")
+                            .retain(|(_, f), _| *f != id);
+                        tracing::debug!(path = %path.display(), "spool segment delivered everywhere: deleted");
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "cannot delete a delivered spool segment: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        deleted
+    }
+
+    /// True when a source's spool holds no segment: everything it took was
+    /// delivered (and its writer has stopped).
+    pub fn is_drained(&self, source: &str) -> bool {
+        !self.active.lock().expect("spool lock").contains_key(source)
+            && segments(&self.root.join(source)).is_ok_and(|s| s.is_empty())
+    }
+}
+
+impl SpoolWriter {
+    /// Appends complete lines (each ending in `\n`), waiting for room while
+    /// the spool is full: the caller stops reading its sender meanwhile.
+    /// Written in the background; false once shutdown has begun.
+    pub async fn append(&self, lines: Bytes, cancel: &CancellationToken) -> bool {
+        if lines.is_empty() {
+            return true;
+        }
+        if !self.spool.reserve(lines.len() as u64, cancel).await {
+            return false;
+        }
+        let len = lines.len() as u64;
+        let sent = self
+            .tx
+            .send(Append {
+                lines,
+                durable: None,
+            })
+            .await;
+        if sent.is_err() {
+            self.spool.release(len);
+            return false;
+        }
+        true
+    }
+
+    /// Appends if the spool has room now, without waiting for room (for
+    /// datagrams, which are dropped when it is full). It may still wait
+    /// for the writer's queue: meanwhile datagrams wait in the socket.
+    pub async fn append_if_room(&self, lines: Bytes) -> Result<(), SpoolError> {
+        let len = lines.len() as u64;
+        if !self.spool.try_reserve(len) {
+            return Err(self.spool.full());
+        }
+        let sent = self
+            .tx
+            .send(Append {
+                lines,
+                durable: None,
+            })
+            .await;
+        sent.map_err(|_| {
+            self.spool.release(len);
+            SpoolError::Closed
+        })
+    }
+
+    /// Appends and returns once the lines are on disk and synced, for input
+    /// that is acknowledged to its sender; fails at once if the spool is full.
+    pub async fn append_durable(&self, lines: Bytes) -> Result<(), SpoolError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let len = lines.len() as u64;
+        if !self.spool.try_reserve(len) {
+            return Err(self.spool.full());
+        }
+        let (ack, done) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Append {
+                lines,
+                durable: Some(ack),
+            })
+            .await;
+        if sent.is_err() {
+            self.spool.release(len);
+            return Err(SpoolError::Closed);
+        }
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SpoolError::Io(e)),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    /// The spool this writer appends to.
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+}
+
+struct Segment {
+    file: File,
+    len: u64,
+    unsynced: bool,
+}
+
+struct Writer {
+    spool: Arc<Spool>,
+    source: String,
+    dir: PathBuf,
+    seq: u64,
+    segment: Option<Segment>,
+    cancel: CancellationToken,
+}
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Append>) {
+        let mut last_error: Option<Instant> = None;
+        let mut queue: std::collections::VecDeque<Append> = Default::default();
+        while let Some(first) = rx.blocking_recv() {
+            // Group commit: everything queued goes in before one sync.
+            queue.push_back(first);
+            while queue.len() < WRITE_QUEUE {
+                match rx.try_recv() {
+                    Ok(a) => queue.push_back(a),
+                    Err(_) => break,
+                }
+            }
+            let mut written = Vec::new();
+            let mut failed = None;
+            while let Some(a) = queue.pop_front() {
+                match self.write(&a) {
+                    Ok(()) => written.push(a),
+                    Err(e) => {
+                        queue.push_front(a);
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let synced = self.sync();
+            for a in written {
+                if let Some(ack) = a.durable {
+                    let _ = ack.send(match &synced {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                    });
+                }
+            }
+            let Some(e) = failed.or(synced.err()) else {
+                last_error = None;
+                continue;
+            };
+            // A sender waiting for an answer is told (it sends again
+            // later); lines already read from a socket are kept and
+            // written again once the disk takes them.
+            queue.retain_mut(|a| match a.durable.take() {
+                Some(ack) => {
+                    self.spool.release(a.lines.len() as u64);
+                    let _ = ack.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    false
+                }
+                None => true,
+            });
+            if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                tracing::error!(source = %self.source, dir = %self.dir.display(), "cannot write the spool: {e}; holding the input and trying again every second");
+                last_error = Some(Instant::now());
+            }
+            if queue.is_empty() {
+                continue;
+            }
+            if self.cancel.is_cancelled() {
+                let lost: usize = queue.iter().map(|a| a.lines.len()).sum();
+                tracing::error!(source = %self.source, "shutting down with {lost} bytes of input that could not be written to the spool: {e}");
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if let Err(e) = self.sync() {
+            tracing::warn!(source = %self.source, "cannot sync the spool at shutdown: {e}");
+        }
+    }
+
+    /// Appends one run of lines, closing the segment when it is full.
+    fn write(&mut self, a: &Append) -> io::Result<()> {
+        let seg = match &mut self.segment {
+            Some(s) => s,
+            None => {
+                let path = segment_path(&self.dir, self.seq);
+                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                let mut len = file.metadata()?.len();
+                if len == 0 {
+                    let header = segment_header(&self.source, self.seq);
+                    if let Err(e) = (&file).write_all(&header) {
+                        let _ = file.set_len(0);
+                        return Err(e);
+                    }
+                    len = header.len() as u64;
+                    self.spool.used.fetch_add(len, Ordering::AcqRel);
+                }
+                // The new name must survive a power cut as well as its bytes.
+                File::open(&self.dir)?.sync_all()?;
+                self.spool
+                    .active
+                    .lock()
+                    .expect("spool lock")
+                    .insert(self.source.clone(), self.seq);
+                self.segment.insert(Segment {
+                    file,
+                    len,
+                    unsynced: false,
+                })
+            }
+        };
+        if let Err(e) = seg.file.write_all(&a.lines) {
+            // Leave no partial line behind: readers would wait for its end.
+            let _ = seg.file.set_len(seg.len);
+            return Err(e);
+        }
+        seg.len += a.lines.len() as u64;
+        // Only what is acknowledged to a sender waits for the disk; socket
+        // lines are safe from a crash of tailhook in the page cache.
+        seg.unsynced |= a.durable.is_some();
+        if seg.len >= self.spool.segment_bytes {
+            self.sync()?;
+            self.segment = None;
+            self.seq += 1;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match &mut self.segment {
+            Some(seg) if seg.unsynced => {
+                seg.file.sync_data()?;
+                seg.unsynced = false;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn segment_header(source: &str, seq: u64) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut h = HEADER_PREFIX.to_vec();
+    let rest = serde_json::json!({
+        "source": source,
+        "segment": seq,
+        "created_ns": nanos.to_string(),
+    })
+    .to_string();
+    h.extend_from_slice(format!("\"{SEGMENT_VERSION}\",").as_bytes());
+    h.extend_from_slice(&rest.as_bytes()[1..]);
+    h.push(b'\n');
+    h
+}
+
+/// `<data_dir>/spool`, absolute, as the file tailer names what it reads.
+fn root_of(data_dir: &Path) -> PathBuf {
+    let root = data_dir.join("spool");
+    std::path::absolute(&root).unwrap_or(root)
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("segment-{seq:016}.{SEGMENT_VERSION}.ndjson"))
+}
+
+/// A source's segments in order.
+fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let suffix = format!(".{SEGMENT_VERSION}.ndjson");
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(seq) = name
+            .strip_prefix("segment-")
+            .and_then(|r| r.strip_suffix(&suffix))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((seq, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Cuts an unfinished last line (a crash during a write: never acknowledged)
+/// and returns the segment's length.
+fn repair(path: &Path) -> io::Result<u64> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let size = file.metadata()?.len();
+    let end = crate::source::scan::after_last_newline(&file, size);
+    if end < size {
+        tracing::warn!(path = %path.display(), bytes = size - end, "spool segment ends in an unfinished line (a crash while writing it, before it was acknowledged): cutting it");
+        file.set_len(end)?;
+    }
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_bounds_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolConfig { max_bytes: 100 }, &["s"]).unwrap();
+        assert!(
+            spool.try_reserve(1000),
+            "an empty spool takes one big append"
+        );
+        assert!(!spool.try_reserve(1));
+        spool.release(1000);
+        assert!(spool.try_reserve(60));
+        assert!(spool.try_reserve(40));
+        assert!(!spool.try_reserve(1));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Spool::dir_of(dir.path(), "s");
+        fs::create_dir_all(&seg).unwrap();
+        let path = segment_path(&seg, 3);
+        fs::write(&path, b"{\"a\":1}\n{\"b\":").unwrap();
+        let spool = Spool::open(dir.path(), SpoolConfig { max_bytes: 1 << 20 }, &["s"]).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}\n");
+        assert_eq!(spool.used_bytes(), 8);
+        assert_eq!(segments(&seg).unwrap(), vec![(3, path)]);
+    }
+}
