@@ -1,18 +1,33 @@
-//! The throughput benchmark: 632-byte events tailed from a file by the real
-//! `tailhook` binary and POSTed as JSON arrays over loopback to a counting
-//! HTTP sink, as the README's benchmark figures are measured.
+//! The throughput benchmark: 632-byte events taken in by the real `tailhook`
+//! binary and POSTed as JSON arrays over loopback to a counting HTTP sink, as
+//! the README's benchmark figures are measured.
 //!
 //! `cargo bench --bench throughput` (release build). Environment:
+//! `INPUT` (how the events reach tailhook, default `file`):
+//! - `file`: tailed from files written before the run (timed from tailhook's start);
+//! - `tcp`: written as newline-delimited JSON to its `tcp` input, as fast as
+//!   the connections take them (timed from the first byte sent);
+//! - `http`: POSTed as JSON arrays to its `http` input, one request in flight
+//!   per connection (timed from the first request).
+//!
 //! `EVENTS` (default 1000000), `CONCURRENCY` (destination concurrency, default 2),
-//! `FILES` (spread the events over this many files, default 1),
+//! `FILES` (`file`: spread the events over this many files, default 1),
+//! `CONNECTIONS` (`tcp`, `http`: connections to the input, default 1 for
+//! `tcp` and 4 for `http`), `BODY_EVENTS` (`http`: events per request, default 500),
 //! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build).
-//! Prints events/s, CPU seconds per million events (user + system of the
-//! tailhook process) and its peak resident memory.
+//! Every run ends when the sink has counted every event. Prints events/s,
+//! CPU seconds per million events (user + system of the tailhook process),
+//! its peak resident memory and, for `tcp` and `http`, when the input had
+//! taken every event and the spool's peak size on disk.
 
 use std::convert::Infallible;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStderr, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +35,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 
 const EVENT_BYTES: usize = 632;
+
+/// The source name in the bench config (and so the spool's directory).
+const SOURCE: &str = "bench";
 
 fn event(i: u64) -> String {
     let head = format!(
@@ -29,6 +47,47 @@ fn event(i: u64) -> String {
     let line = format!("{head}{}\"}}", "x".repeat(pad));
     debug_assert_eq!(line.len(), EVENT_BYTES);
     line
+}
+
+/// How the events reach tailhook.
+#[derive(Clone, Copy, PartialEq)]
+enum Input {
+    File,
+    Tcp,
+    Http,
+}
+
+impl Input {
+    fn from_env() -> Input {
+        match std::env::var("INPUT").as_deref() {
+            Err(_) | Ok("file") => Input::File,
+            Ok("tcp") => Input::Tcp,
+            Ok("http") => Input::Http,
+            Ok(other) => {
+                eprintln!("INPUT must be file, tcp or http, not {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// The `[[source]]` settings after its name.
+    fn source_config(self, log: &Path) -> String {
+        match self {
+            Input::File => format!(
+                "type = \"file\"\ninclude = [{:?}]\n",
+                log.display().to_string()
+            ),
+            Input::Tcp => "type = \"tcp\"\nlisten = \"127.0.0.1:0\"\n".to_string(),
+            Input::Http => "type = \"http\"\nlisten = \"127.0.0.1:0\"\n".to_string(),
+        }
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Reads `/proc/<pid>/stat` user+system CPU seconds and `/proc/<pid>/status` VmHWM.
@@ -50,23 +109,10 @@ fn usage(pid: u32) -> (f64, u64) {
     (ticks as f64 / hz, hwm_kib)
 }
 
-fn main() {
-    let n: u64 = std::env::var("EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let concurrency: u64 = std::env::var("CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    let files: u64 = std::env::var("FILES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+/// Writes events `0..n` round-robin into `files` files in `logs`, and reads
+/// them back to warm the page cache, as files being tailed would be.
+fn write_files(logs: &Path, n: u64, files: u64) {
+    std::fs::create_dir_all(logs).unwrap();
     for f in 0..files {
         let path = logs.join(format!("events-{f}.ndjson"));
         let mut w =
@@ -76,10 +122,169 @@ fn main() {
             w.write_all(b"\n").unwrap();
         }
         w.flush().unwrap();
-        // Warm the page cache, as a file being tailed would be.
         let _ = std::fs::read(&path);
     }
-    let log = logs.join("*.ndjson");
+}
+
+/// What each connection sends, made before the clock starts: for `tcp` one
+/// stream of newline-delimited events (events dealt round-robin over the
+/// connections), for `http` one request of `body_events` events after
+/// another (requests dealt round-robin).
+fn messages(input: Input, n: u64, connections: u64, body_events: u64) -> Vec<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<Vec<u8>>> = (0..connections).map(|_| Vec::new()).collect();
+    match input {
+        Input::File => {}
+        Input::Tcp => {
+            for (c, conn) in out.iter_mut().enumerate() {
+                let mut stream =
+                    Vec::with_capacity((n / connections + 1) as usize * (EVENT_BYTES + 1));
+                for i in (c as u64..n).step_by(connections as usize) {
+                    stream.extend_from_slice(event(i).as_bytes());
+                    stream.push(b'\n');
+                }
+                conn.push(stream);
+            }
+        }
+        Input::Http => {
+            for (b, first) in (0..n).step_by(body_events as usize).enumerate() {
+                let seqs = first..n.min(first + body_events);
+                let mut body =
+                    Vec::with_capacity((seqs.end - seqs.start) as usize * (EVENT_BYTES + 1) + 1);
+                for i in seqs {
+                    body.push(if i == first { b'[' } else { b',' });
+                    body.extend_from_slice(event(i).as_bytes());
+                }
+                body.push(b']');
+                let mut request = format!(
+                    "POST /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                request.extend_from_slice(&body);
+                out[b % connections as usize].push(request);
+            }
+        }
+    }
+    out
+}
+
+/// Sends one connection's messages: a `tcp` stream is written whole and
+/// closed, then read until tailhook closes its end (it has read every
+/// line); each `http` request waits for its answer, and one answered 503
+/// (spool full) is sent again. Returns how many requests were sent again.
+fn send(input: Input, addr: SocketAddr, messages: &[Vec<u8>]) -> io::Result<u64> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    if input == Input::Tcp {
+        for m in messages {
+            stream.write_all(m)?;
+        }
+        stream.shutdown(Shutdown::Write)?;
+        stream.read_to_end(&mut Vec::new())?;
+        return Ok(0);
+    }
+    let mut answers = BufReader::new(stream.try_clone()?);
+    let mut again = 0;
+    for m in messages {
+        loop {
+            stream.write_all(m)?;
+            match read_status(&mut answers)? {
+                200 => break,
+                503 => {
+                    again += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                status => return Err(io::Error::other(format!("http input answered {status}"))),
+            }
+        }
+    }
+    Ok(again)
+}
+
+/// Reads one HTTP/1.1 answer (status line, headers, `Content-Length` body)
+/// and returns its status.
+fn read_status(answers: &mut impl BufRead) -> io::Result<u16> {
+    let mut line = String::new();
+    answers.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
+    let mut length = 0;
+    loop {
+        line.clear();
+        if answers.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    io::copy(&mut answers.take(length), &mut io::sink())?;
+    Ok(status)
+}
+
+/// Copies tailhook's log to ours and sends the address its input listens
+/// on, once logged (`... input listening source=bench address=127.0.0.1:PORT ...`).
+fn follow_log(stderr: ChildStderr) -> std::sync::mpsc::Receiver<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let needle = format!("input listening source={SOURCE} address=");
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let addr = line
+                .split_once(&needle)
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
+            match addr {
+                Some(addr) => {
+                    let _ = tx.send(addr);
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    });
+    rx
+}
+
+/// Samples the total size of the files in `dir` every 10 ms until `stop`,
+/// and returns the largest.
+fn peak_size(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let size: u64 = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            peak = peak.max(size);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    })
+}
+
+fn main() {
+    let input = Input::from_env();
+    let n = env_u64("EVENTS", 1_000_000);
+    let concurrency = env_u64("CONCURRENCY", 2);
+    let files = env_u64("FILES", 1).max(1);
+    let connections = env_u64("CONNECTIONS", if input == Input::Http { 4 } else { 1 }).max(1);
+    let body_events = env_u64("BODY_EVENTS", 500).max(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    if input == Input::File {
+        write_files(&logs, n, files);
+    }
+    let messages = messages(input, n, connections, body_events);
 
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
@@ -127,28 +332,69 @@ fn main() {
     });
 
     let config = dir.path().join("bench.toml");
+    let data = dir.path().join("data");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[[source]]\nname = \"bench\"\ntype = \"file\"\ninclude = [{:?}]\n\n[[destination]]\nname = \"sink\"\nurl = \"http://{addr}/bench\"\nconcurrency = {concurrency}\n",
-            dir.path().join("data").display().to_string(),
-            log.display().to_string()
+            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\nurl = \"http://{addr}/bench\"\nconcurrency = {concurrency}\n",
+            data.display().to_string(),
+            input.source_config(&logs.join("*.ndjson")),
         ),
     )
     .unwrap();
 
-    let start = Instant::now();
+    let mut start = Instant::now();
     let bin = std::env::var("TAILHOOK_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tailhook").to_string());
     let mut child = std::process::Command::new(bin)
         .args(["run", "-c"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            "warn,tailhook::source::socket=info,tailhook::source::http=info",
+        )
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start tailhook");
+    let listening = follow_log(child.stderr.take().unwrap());
+    let stop = |child: &mut std::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    };
+
+    let failed = Arc::new(AtomicBool::new(false));
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    let mut spool_peak = None;
+    if input != Input::File {
+        let Ok(input_addr) = listening.recv_timeout(Duration::from_secs(15)) else {
+            eprintln!("tailhook never logged the address of its {SOURCE} input");
+            stop(&mut child);
+            std::process::exit(1);
+        };
+        spool_peak = Some(peak_size(
+            data.join("spool").join(SOURCE),
+            stop_sampling.clone(),
+        ));
+        start = Instant::now();
+        for m in messages {
+            let (failed, done) = (failed.clone(), done.clone());
+            senders.push(std::thread::spawn(move || {
+                let sent = send(input, input_addr, &m);
+                if sent.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                    done.notify_one();
+                }
+                sent.map(|again| (again, start.elapsed()))
+            }));
+        }
+    }
     let finished = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(600), async {
-            while received.load(Ordering::Relaxed) < n {
+            while received.load(Ordering::Relaxed) < n && !failed.load(Ordering::Relaxed) {
                 done.notified().await;
             }
         })
@@ -157,12 +403,24 @@ fn main() {
     });
     let elapsed = start.elapsed();
     let (cpu, hwm_kib) = usage(child.id());
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
-    if !finished {
+    stop_sampling.store(true, Ordering::Relaxed);
+    stop(&mut child);
+    let spool_peak = spool_peak.map(|s| s.join().unwrap());
+    let mut again = 0;
+    let mut taken = Duration::ZERO;
+    for s in senders {
+        match s.join().unwrap() {
+            Ok((a, t)) => {
+                again += a;
+                taken = taken.max(t);
+            }
+            Err(e) => {
+                eprintln!("benchmark failed: sending to the {SOURCE} input: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if !finished || received.load(Ordering::Relaxed) < n {
         eprintln!(
             "benchmark timed out: {} of {n} events received",
             received.load(Ordering::Relaxed)
@@ -170,7 +428,17 @@ fn main() {
         std::process::exit(1);
     }
     let secs = elapsed.as_secs_f64();
-    println!("events:            {n} x {EVENT_BYTES} bytes in {files} file(s), concurrency {concurrency}");
+    match input {
+        Input::File => println!(
+            "events:            {n} x {EVENT_BYTES} bytes in {files} file(s), concurrency {concurrency}"
+        ),
+        Input::Tcp => println!(
+            "events:            {n} x {EVENT_BYTES} bytes to the tcp input over {connections} connection(s), concurrency {concurrency}"
+        ),
+        Input::Http => println!(
+            "events:            {n} x {EVENT_BYTES} bytes to the http input, {body_events} a request over {connections} connection(s), concurrency {concurrency}"
+        ),
+    }
     println!("elapsed:           {secs:.2} s");
     println!(
         "throughput:        {:.0} events/s ({:.1} MiB/s)",
@@ -182,4 +450,12 @@ fn main() {
         cpu / (n as f64 / 1e6)
     );
     println!("peak RSS:          {:.1} MiB", hwm_kib as f64 / 1024.0);
+    if let Some(peak) = spool_peak {
+        let what = match input {
+            Input::Http => format!("every request answered 200, {again} sent again after a 503"),
+            _ => "tailhook read every line".to_string(),
+        };
+        println!("input done:        {:.2} s ({what})", taken.as_secs_f64());
+        println!("spool peak:        {:.1} MiB", peak as f64 / 1048576.0);
+    }
 }

@@ -1,5 +1,6 @@
-//! tailhook: tails files of security events and delivers them, batched into
-//! JSON arrays, as HTTP(S) webhooks to Fluentd `in_http` or Logstash `http`.
+//! tailhook: tails files of security events (or takes them from sockets,
+//! webhooks and stdin, through an on-disk spool) and delivers them, batched
+//! into JSON arrays, as HTTP(S) webhooks to Fluentd `in_http` or Logstash `http`.
 //!
 //! Every input is a file and every destination reads it with its own cursor:
 //! see `DESIGN.md`. [`run`] is the whole daemon, so tests and the demo drive
@@ -20,14 +21,13 @@ pub mod source;
 pub mod spool;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
 use config::Input;
 use source::http::HttpSource;
 use source::socket::SocketInput;
-use spool::{Spool, SpoolWriter};
+use spool::Spool;
 
 pub use config::Config;
 pub use shutdown::Shutdown;
@@ -161,7 +161,7 @@ async fn start_inputs(
                 tasks.spawn(h.run(name, writer, cancel));
             }
             Bound::Stdin => {
-                tasks.spawn(read_stdin(
+                tasks.spawn(source::stdin::read(
                     name,
                     max_line,
                     writer,
@@ -190,47 +190,4 @@ async fn start_inputs(
     }
     tasks.spawn(spool.collect(readers, shutdown.soft.clone()));
     Ok(())
-}
-
-/// Reads standard input into the spool. At its end, waits until every
-/// destination has what it held, then, when stdin was the only source,
-/// stops tailhook as a signal would (so `producer | tailhook run` ends).
-async fn read_stdin(
-    name: String,
-    max_line: usize,
-    writer: SpoolWriter,
-    shutdown: Shutdown,
-    only_stdin: bool,
-) {
-    let spool = writer.spool().clone();
-    let ended = source::socket::read_lines(
-        tokio::io::stdin(),
-        "stdin",
-        &name,
-        max_line,
-        &writer,
-        &shutdown.soft,
-    )
-    .await;
-    drop(writer);
-    if !ended {
-        return;
-    }
-    tracing::info!(source = %name, "standard input ended: delivering what it held");
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.soft.cancelled() => return,
-        }
-        if spool.is_drained(&name) {
-            break;
-        }
-    }
-    if only_stdin {
-        tracing::info!(source = %name, "everything from standard input is delivered: stopping");
-        shutdown.soft.cancel();
-    } else {
-        tracing::info!(source = %name, "everything from standard input is delivered; other sources go on");
-    }
 }

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tailhook::{Config, Shutdown};
 
-/// Tails files of security events and delivers them, batched into JSON
-/// arrays, as HTTP(S) webhooks to Fluentd `in_http` or Logstash `http`.
+/// Tails files of security events, or receives them on sockets, webhooks and
+/// stdin, and delivers them, batched into JSON arrays, as HTTP(S) webhooks to
+/// Fluentd `in_http` or Logstash `http`.
 #[derive(Parser)]
 #[command(name = "tailhook", version, about, long_about = None)]
 struct Cli {
@@ -19,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the pipelines until SIGTERM or SIGINT.
+    /// Run the inputs and pipelines until SIGTERM or SIGINT (or, when stdin
+    /// is the only source, until its input is delivered).
     Run {
         /// The TOML config file.
         #[arg(short, long, value_name = "FILE")]

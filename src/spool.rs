@@ -566,7 +566,8 @@ impl Writer {
         // lines are safe from a crash of tailhook in the page cache.
         seg.unsynced |= a.durable.is_some();
         if seg.len >= self.spool.segment_bytes {
-            self.sync()?;
+            // A closed segment is on disk whole, whatever its appends asked.
+            seg.file.sync_data()?;
             self.segment = None;
             self.seq += 1;
         }

@@ -9,6 +9,7 @@ pub mod lines;
 pub mod reader;
 pub mod scan;
 pub mod socket;
+pub mod stdin;
 pub mod tls;
 
 use std::sync::Arc;
