@@ -390,6 +390,19 @@ impl Config {
     /// the operator probably did not mean it.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if !self.destinations.iter().any(|d| d.sources.contains(&i)) {
+                let fate = if s.is_spooled() {
+                    "what it receives is discarded"
+                } else {
+                    "its files are not read"
+                };
+                w.push(format!(
+                    "source `{}` is in no destination's `sources`: {fate}",
+                    s.name
+                ));
+            }
+        }
         for d in &self.destinations {
             if d.events.is_empty() {
                 w.push(format!(
@@ -703,6 +716,19 @@ headers = { Authorization = "Bearer ${TOKEN}" }
             "{shown}"
         );
         toml::from_str::<toml::Table>(&shown).expect("resolved config is TOML");
+    }
+
+    #[test]
+    fn a_source_no_destination_reads_is_warned_about() {
+        let text = MIN.replace(
+            "[[destination]]",
+            "[[source]]\nname = \"net\"\ntype = \"tcp\"\nlisten = \"127.0.0.1:5170\"\n[[destination]]\nsources = [\"w\"]",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["source `net` is in no destination's `sources`: what it receives is discarded"]
+        );
     }
 
     #[test]
