@@ -238,6 +238,9 @@ url = "{url}"
 [destination.batch]
 max_events = 4
 timeout = "200ms"
+
+[metrics]
+enabled = false
 "#,
         data = dir.0.join("data").display(),
         logs = logs.display(),

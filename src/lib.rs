@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod demo;
 pub mod event;
+pub mod metrics;
 pub mod pipeline;
 pub mod probe;
 pub mod shutdown;
@@ -21,7 +22,9 @@ pub mod source;
 pub mod spool;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use config::Input;
@@ -32,12 +35,101 @@ use spool::Spool;
 pub use config::Config;
 pub use shutdown::Shutdown;
 
-/// Runs every destination's pipeline until `shutdown.soft` fires, then
-/// delivers what is batched within `shutdown_timeout` and saves checkpoints.
+/// Runs `config` until `shutdown.soft` fires (or, with only a stdin source,
+/// until its input is delivered), serving metrics when they are enabled.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let (_tx, reloads) = tokio::sync::mpsc::channel(1);
+    run_with_reload(config, None, shutdown, reloads).await
+}
+
+/// Like [`run`], and each message on `reloads` (SIGHUP) re-reads the config
+/// at `path`: a valid one replaces the running config (its pipelines stop
+/// as at shutdown, saving checkpoints, and the new ones start from them);
+/// an invalid one is logged and the running config stays.
+pub async fn run_with_reload(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    shutdown: Shutdown,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let ready = Arc::new(metrics::Readiness::default());
+    let served = CancellationToken::new();
+    let server = TaskTracker::new();
+    if config.metrics.enabled {
+        let handle = metrics::install()?;
+        let listener = metrics::bind(config.metrics.listen).await?;
+        server.spawn(metrics::serve(
+            listener,
+            handle,
+            ready.clone(),
+            served.clone(),
+        ));
+    }
+    server.close();
+    let result = generations(config, path, &shutdown, &mut reloads, &ready).await;
+    served.cancel();
+    server.wait().await;
+    result
+}
+
+async fn generations(
+    mut config: Config,
+    path: Option<std::path::PathBuf>,
+    shutdown: &Shutdown,
+    reloads: &mut tokio::sync::mpsc::Receiver<()>,
+    ready: &Arc<metrics::Readiness>,
+) -> anyhow::Result<()> {
+    let mut previous: Option<Config> = None;
+    loop {
+        let generation = Shutdown {
+            soft: shutdown.soft.child_token(),
+            hard: shutdown.hard.child_token(),
+        };
+        let running = run_once(config.clone(), generation.clone(), ready.clone());
+        tokio::pin!(running);
+        let next = loop {
+            tokio::select! {
+                r = &mut running => match (r, previous.take()) {
+                    (Err(e), Some(old)) => {
+                        // The new config could not start (a port in use, a
+                        // bad certificate): go back to the one that ran.
+                        tracing::error!("cannot apply the reloaded config: {e:#}; going back to the previous config");
+                        break old;
+                    }
+                    (r, _) => return r,
+                },
+                Some(()) = reloads.recv() => {
+                    let Some(path) = &path else { continue };
+                    match Config::load(path) {
+                        Err(e) => tracing::error!("config reload failed, the running config stays:\n{e}"),
+                        Ok(new) => {
+                            tracing::info!(config = %path.display(), "reloading: stopping the running pipelines (checkpoints are saved), then starting the new config");
+                            generation.soft.cancel();
+                            (&mut running).await?;
+                            previous = Some(std::mem::replace(&mut config, new.clone()));
+                            break new;
+                        }
+                    }
+                }
+            }
+        };
+        if shutdown.soft.is_cancelled() {
+            return Ok(());
+        }
+        config = next;
+    }
+}
+
+/// One run of one config: spool, inputs, pipelines; until `shutdown.soft`.
+async fn run_once(
+    config: Config,
+    shutdown: Shutdown,
+    ready: Arc<metrics::Readiness>,
+) -> anyhow::Result<()> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    ready.reset(config.destinations.iter().map(|d| d.name.clone()));
     // Fail at start, in words, rather than at the first checkpoint write.
     let checkpoints = config.data_dir.join("checkpoints");
     std::fs::create_dir_all(&checkpoints).map_err(|e| {
@@ -53,6 +145,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             &config,
             i,
             spool.clone(),
+            ready.clone(),
             &shutdown,
         )?);
     }
@@ -64,6 +157,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tasks.spawn(p.run(shutdown.clone()));
     }
     tasks.close();
+    ready.sources_opened();
     tracing::info!(
         sources = config.sources.len(),
         destinations = config.destinations.len(),

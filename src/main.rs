@@ -16,6 +16,19 @@ use tailhook::{Config, Shutdown};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: human-readable `text`, or `json` (one object a line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a filter such as
+    /// `info,tailhook::sink=debug`; overrides RUST_LOG.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -66,15 +79,29 @@ enum DeadLetterCommand {
     },
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+/// Logs to stderr: `--log-level`, else `RUST_LOG`, else `default`.
+fn init_logging(cli: &Cli, default: &str) -> Result<(), ExitCode> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &cli.log_level {
+        Some(level) => EnvFilter::try_new(level).map_err(|e| {
+            eprintln!("error: invalid --log-level `{level}`: {e}");
+            ExitCode::from(2)
+        })?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+    };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -93,18 +120,25 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    if let Err(code) = init_logging(&cli, default_level) {
+        return code;
+    }
     match cli.command {
-        Command::Run { config } => {
-            init_logging("info");
-            let config = match load(&config) {
+        Command::Run { config: path } => {
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             let rt = runtime();
             let code = rt.block_on(async {
                 let shutdown = Shutdown::new();
-                tokio::spawn(watch_signals(shutdown.clone()));
-                match tailhook::run(config, shutdown).await {
+                let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+                match tailhook::run_with_reload(config, Some(path), shutdown, reloads).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e:#}");
@@ -118,7 +152,6 @@ fn main() -> ExitCode {
             code
         }
         Command::Check { config: path } => {
-            init_logging("warn");
             let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -164,19 +197,16 @@ fn main() -> ExitCode {
         }) => per_destination(&config, destination.as_deref(), |config, d| async move {
             resend_line(&d, &config.data_dir).await
         }),
-        Command::Demo => {
-            init_logging("warn");
-            match runtime().block_on(tailhook::demo::run_demo()) {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: demo failed: {e:#}");
-                    ExitCode::from(1)
-                }
+        Command::Demo => match runtime().block_on(tailhook::demo::run_demo()) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: demo failed: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -226,7 +256,6 @@ where
     F: Fn(Config, tailhook::config::DestinationConfig) -> Fut,
     Fut: std::future::Future<Output = (String, bool)>,
 {
-    init_logging("warn");
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -277,19 +306,28 @@ fn choose<'a>(
 }
 
 /// First SIGTERM/SIGINT: stop reading and deliver what is batched. Second: stop now.
-async fn watch_signals(shutdown: Shutdown) {
+/// SIGTERM or SIGINT: soft, then hard shutdown. SIGHUP: reload the config.
+async fn watch_signals(shutdown: Shutdown, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot listen for signals");
         return;
     };
     for token in [&shutdown.soft, &shutdown.hard] {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // One pending reload is enough: the file is read then.
+                    let _ = reload.try_send(());
+                }
+            }
         }
         token.cancel();
     }

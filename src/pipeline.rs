@@ -13,10 +13,12 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{Batch, BatchBuilder};
 use crate::checkpoint::{Checkpoints, Entry};
 use crate::config::{Config, DestinationConfig, Input};
+use crate::metrics::{DestMetrics, ReadMetrics, Readiness};
 use crate::shutdown::Shutdown;
 use crate::sink::client::Webhook;
 use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{Outcome, Sender};
+use crate::source::file::FileSizes;
 use crate::source::file::{FileSource, StartPositions, Tail};
 use crate::source::reader::{FrameContext, RateLimit};
 use crate::source::Chunk;
@@ -47,6 +49,7 @@ impl Pipeline {
         config: &Config,
         index: usize,
         spool: Option<Arc<Spool>>,
+        ready: Arc<Readiness>,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Pipeline> {
         let dest = config.destinations[index].clone();
@@ -74,6 +77,7 @@ impl Pipeline {
                 max_line_bytes: src.max_line_bytes,
                 invalid_log: RateLimit::new(Duration::from_secs(1)),
                 segment_header: src.is_spooled(),
+                metrics: ReadMetrics::new(&src.name, &dest.name),
             };
             let tail = match &src.input {
                 Input::File(files) => Tail {
@@ -95,6 +99,7 @@ impl Pipeline {
             &dest,
             webhook,
             DeadLetter::new(&config.data_dir, &dest.name),
+            ready,
         ));
         Ok(Pipeline {
             dest,
@@ -117,8 +122,24 @@ impl Pipeline {
             chunks,
         } = self;
         let tasks = TaskTracker::new();
+        let lags: Vec<Lag> = sources
+            .iter()
+            .map(|s| Lag {
+                gauge: sender.metrics().lag(s.source_name()),
+                sizes: s.sizes(),
+            })
+            .collect();
         for s in sources {
             tasks.spawn(s.run());
+        }
+        {
+            let (sender, cancel) = (sender.clone(), shutdown.soft.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = sender.probe() => {}
+                    _ = cancel.cancelled() => {}
+                }
+            });
         }
         let (batch_tx, batches) = mpsc::channel(1);
         tasks.spawn(batcher(chunks, batch_tx, dest.clone()));
@@ -127,10 +148,11 @@ impl Pipeline {
             checkpoints: &mut checkpoints,
             spool: spool.as_deref(),
             destination: &dest.name,
+            lags,
         };
-        send_loop(&dest, sender, batches, acks, &shutdown).await;
+        send_loop(&dest, sender.clone(), batches, acks, &shutdown).await;
         tasks.wait().await;
-        if save(&dest.name, &checkpoints) {
+        if save(&dest.name, &checkpoints, sender.metrics()) {
             tracing::info!(destination = %dest.name, "checkpoint saved");
         }
     }
@@ -216,10 +238,15 @@ async fn send_loop(
     let mut dirty = false;
     let mut abandoned = false;
     let mut open = true;
+    let mut buffered = 0u64;
+    let m = sender.metrics();
     while open || !inflight.is_empty() {
         tokio::select! {
             biased;
             Some((batch, outcome)) = inflight.next(), if !inflight.is_empty() => {
+                let batch: Batch = batch;
+                buffered -= batch.events as u64;
+                m.buffered.set(buffered as f64);
                 abandoned |= outcome == Outcome::Abandoned;
                 if !abandoned {
                     acks.apply(&batch);
@@ -228,6 +255,8 @@ async fn send_loop(
             }
             next = batches.recv(), if open && inflight.len() < dest.concurrency => match next {
                 Some(batch) => {
+                    buffered += batch.events as u64;
+                    m.buffered.set(buffered as f64);
                     let sender = sender.clone();
                     let hard = shutdown.hard.clone();
                     inflight.push_back(async move { sender.deliver(batch, &hard).await });
@@ -235,9 +264,10 @@ async fn send_loop(
                 None => open = false,
             },
             _ = tick.tick() => {
-                if dirty && save(&dest.name, acks.checkpoints) {
+                if dirty && save(&dest.name, acks.checkpoints, m) {
                     dirty = false;
                 }
+                acks.measure_lag();
             }
         }
     }
@@ -249,9 +279,31 @@ struct Acks<'a> {
     checkpoints: &'a mut Checkpoints,
     spool: Option<&'a Spool>,
     destination: &'a str,
+    lags: Vec<Lag>,
+}
+
+/// A source's lag gauge for this destination, and the sizes of its files.
+struct Lag {
+    gauge: metrics::Gauge,
+    sizes: FileSizes,
 }
 
 impl Acks<'_> {
+    /// Sets each source's lag: the bytes of its files not yet acknowledged.
+    fn measure_lag(&self) {
+        for lag in &self.lags {
+            let sizes = lag.sizes.lock().unwrap_or_else(|e| e.into_inner());
+            let behind: u64 = sizes
+                .iter()
+                .map(|(id, &size)| {
+                    let acked = self.checkpoints.get(*id).map_or(0, |e| e.offset);
+                    size.saturating_sub(acked)
+                })
+                .sum();
+            lag.gauge.set(behind as f64);
+        }
+    }
+
     fn apply(&mut self, batch: &Batch) {
         apply(self.checkpoints, batch);
         if let Some(spool) = self.spool {
@@ -282,10 +334,14 @@ fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
     }
 }
 
-fn save(destination: &str, checkpoints: &Checkpoints) -> bool {
+fn save(destination: &str, checkpoints: &Checkpoints, m: &DestMetrics) -> bool {
     match checkpoints.save() {
-        Ok(()) => true,
+        Ok(()) => {
+            m.checkpoint_writes.increment(1);
+            true
+        }
         Err(e) => {
+            m.checkpoint_failures.increment(1);
             tracing::error!(destination, "cannot save checkpoint: {e}; will try again (nothing is lost, but a restart now would re-send)");
             false
         }

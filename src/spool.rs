@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::TrackedFile;
 use crate::checkpoint::FileId;
 use crate::config::{FileInput, ReadFrom, SpoolConfig};
+use crate::metrics;
 use crate::source::file::Tail;
 use crate::source::reader::RateLimit;
 
@@ -111,6 +112,7 @@ impl Spool {
                 used += len;
             }
         }
+        ::metrics::gauge!(metrics::SPOOL_BYTES).set(used as f64);
         Ok(Arc::new(Spool {
             root,
             max_bytes: config.max_bytes,
@@ -160,19 +162,29 @@ impl Spool {
         self.dropped_datagrams.load(Ordering::Relaxed)
     }
 
-    /// Counts a datagram dropped for want of room; returns the new total.
-    pub fn count_dropped_datagram(&self) -> u64 {
+    /// Counts a datagram of `source` dropped for want of room; returns the
+    /// new total.
+    pub fn count_dropped_datagram(&self, source: &str) -> u64 {
+        ::metrics::counter!(metrics::INPUT_DATAGRAMS_DROPPED, "source" => source.to_string())
+            .increment(1);
         self.dropped_datagrams.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Reserves room for `n` bytes if there is some. An empty spool takes
     /// anything, so one body larger than `max_bytes` cannot wait forever.
     pub fn try_reserve(&self, n: u64) -> bool {
-        self.used
+        let reserved = self
+            .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 (u == 0 || u + n <= self.max_bytes).then_some(u + n)
-            })
-            .is_ok()
+            });
+        match reserved {
+            Ok(before) => {
+                ::metrics::gauge!(metrics::SPOOL_BYTES).set((before + n) as f64);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Reserves room for `n` bytes, waiting for delivered segments to be
@@ -201,6 +213,7 @@ impl Spool {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 Some(u.saturating_sub(n))
             });
+        ::metrics::gauge!(metrics::SPOOL_BYTES).set(self.used_bytes() as f64);
         self.space.notify_waiters();
     }
 
@@ -236,6 +249,7 @@ impl Spool {
         let name = source.to_string();
         let task = tokio::task::spawn_blocking(move || {
             let mut w = Writer {
+                input_bytes: ::metrics::counter!(metrics::INPUT_BYTES, "source" => name.clone()),
                 spool: spool.clone(),
                 source: name.clone(),
                 dir,
@@ -304,9 +318,11 @@ impl Spool {
     /// and everything in that file was delivered.
     pub fn collect_once(&self, readers: &HashMap<String, Vec<String>>) -> usize {
         let mut deleted = 0;
+        let mut kept = 0;
         for (source, dests) in readers {
             let dir = self.root.join(source);
             let Ok(list) = segments(&dir) else { continue };
+            kept += list.len();
             let active = self.active.lock().expect("spool lock").get(source).copied();
             for (seq, path) in list {
                 if Some(seq) == active {
@@ -335,6 +351,7 @@ impl Spool {
                 match fs::remove_file(&path) {
                     Ok(()) => {
                         deleted += 1;
+                        kept -= 1;
                         self.release(meta.len());
                         self.acked
                             .lock()
@@ -349,6 +366,7 @@ impl Spool {
                 }
             }
         }
+        ::metrics::gauge!(metrics::SPOOL_SEGMENTS).set(kept as f64);
         deleted
     }
 
@@ -449,6 +467,7 @@ struct Segment {
 }
 
 struct Writer {
+    input_bytes: ::metrics::Counter,
     spool: Arc<Spool>,
     source: String,
     dir: PathBuf,
@@ -562,6 +581,7 @@ impl Writer {
             return Err(e);
         }
         seg.len += a.lines.len() as u64;
+        self.input_bytes.increment(a.lines.len() as u64);
         // Only what is acknowledged to a sender waits for the disk; socket
         // lines are safe from a crash of tailhook in the page cache.
         seg.unsynced |= a.durable.is_some();

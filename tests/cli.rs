@@ -48,7 +48,7 @@ fn path_str(p: &Path) -> String {
 /// ```
 fn config_text(setup: &Setup, url: &str, source_extra: &str, dest_extra: &str) -> String {
     format!(
-        "data_dir = {data:?}\n\n[[source]]\nname = \"wallarm\"\ntype = \"file\"\ninclude = [{glob:?}]\n{source_extra}\n[[destination]]\nname = \"fluentd\"\nurl = {url:?}\nheaders = {{ Authorization = \"Bearer ${{{TOKEN_VAR}}}\" }}\n{dest_extra}\n",
+        "data_dir = {data:?}\n\n[[source]]\nname = \"wallarm\"\ntype = \"file\"\ninclude = [{glob:?}]\n{source_extra}\n[[destination]]\nname = \"fluentd\"\nurl = {url:?}\nheaders = {{ Authorization = \"Bearer ${{{TOKEN_VAR}}}\" }}\n{dest_extra}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         data = path_str(&setup.data),
         glob = path_str(&setup.logs.join("*.ndjson")),
     )

@@ -30,10 +30,43 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The bound on spooled input.
     pub spool: SpoolConfig,
+    /// The `/metrics`, `/health` and `/ready` listener.
+    pub metrics: MetricsConfig,
     /// The inputs.
     pub sources: Vec<SourceConfig>,
     /// The collectors.
     pub destinations: Vec<DestinationConfig>,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsConfig {
+    /// False: no listener.
+    pub enabled: bool,
+    /// Where `/metrics`, `/health` and `/ready` are served.
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_metrics_listen")]
+    listen: Spanned<String>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            enabled: true,
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9598".to_string())
 }
 
 /// Where a file source starts in a file it has no checkpoint for.
@@ -173,6 +206,8 @@ struct RawConfig {
     shutdown_timeout: Dur,
     #[serde(default)]
     spool: RawSpool,
+    #[serde(default)]
+    metrics: RawMetrics,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
     #[serde(default, rename = "destination")]
@@ -435,6 +470,11 @@ impl Config {
         let _ = writeln!(o, "data_dir = {}", q(&self.data_dir.to_string_lossy()));
         let _ = writeln!(o, "shutdown_timeout = {}", d(self.shutdown_timeout));
         let _ = writeln!(o, "\n[spool]\nmax_bytes = {}", self.spool.max_bytes);
+        let _ = writeln!(
+            o,
+            "\n[metrics]\nenabled = {}\nlisten = \"{}\"",
+            self.metrics.enabled, self.metrics.listen
+        );
         for s in &self.sources {
             write_source(&mut o, s);
         }
@@ -504,6 +544,19 @@ pub fn redact_url(url: &reqwest::Url) -> String {
 
 fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
     let spool = validate_spool(raw.spool, p);
+    let metrics = MetricsConfig {
+        enabled: raw.metrics.enabled,
+        listen: raw.metrics.listen.get_ref().parse().unwrap_or_else(|_| {
+            p.at(
+                raw.metrics.listen.span(),
+                format!(
+                    "metrics.listen `{}` must be IP:port, like \"127.0.0.1:9598\"",
+                    raw.metrics.listen.get_ref()
+                ),
+            );
+            std::net::SocketAddr::from(([127, 0, 0, 1], 9598))
+        }),
+    };
     let sources = validate_sources(raw.sources, p);
     if sources.is_empty() {
         p.list.push(format!(
@@ -664,6 +717,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
         data_dir: raw.data_dir,
         shutdown_timeout: raw.shutdown_timeout.0,
         spool,
+        metrics,
         sources,
         destinations,
     }

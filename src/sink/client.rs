@@ -97,6 +97,8 @@ pub struct Webhook {
     headers: HeaderMap,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// For https: the TLS config, to complete a handshake when probing.
+    probe_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Webhook {
@@ -132,10 +134,11 @@ impl Webhook {
             .pool_max_idle_per_host(cfg.concurrency);
         // A plain-http destination never handshakes; giving it a config that
         // needs no roots keeps reqwest from loading its own.
-        let tls = if cfg.url.scheme() == "https" {
-            tls_config(cfg).map_err(err)?
+        let (tls, probe_tls) = if cfg.url.scheme() == "https" {
+            let tls = tls_config(cfg).map_err(err)?;
+            (tls.clone(), Some(Arc::new(tls)))
         } else {
-            no_verification_config().map_err(err)?
+            (no_verification_config().map_err(err)?, None)
         };
         builder = builder.tls_backend_preconfigured(tls);
         let client = builder
@@ -152,7 +155,65 @@ impl Webhook {
             headers,
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
+            probe_tls,
         })
+    }
+
+    /// Opens a connection to the collector (TCP, and the TLS handshake for
+    /// https) and closes it cleanly: evidence that it can be reached,
+    /// without sending a request.
+    pub async fn connect_probe(&self) -> Result<(), SendError> {
+        let host = self.url.host_str().unwrap_or_default().to_string();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let attempt = async {
+            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|_| SendError::Dns(host.clone()))?
+                .collect();
+            let mut last = SendError::Dns(host.clone());
+            for a in addrs {
+                match tokio::net::TcpStream::connect(a).await {
+                    Ok(stream) => return self.probe_handshake(&host, stream).await,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        last = SendError::Refused
+                    }
+                    Err(e) => last = SendError::Other(e.to_string()),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .unwrap_or(Err(SendError::ConnectTimeout(self.connect_timeout)))
+    }
+
+    async fn probe_handshake(
+        &self,
+        host: &str,
+        stream: tokio::net::TcpStream,
+    ) -> Result<(), SendError> {
+        use tokio::io::AsyncWriteExt;
+        let Some(tls) = &self.probe_tls else {
+            return Ok(());
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| SendError::Other(format!("bad host name `{host}`: {e}")))?;
+        let mut conn = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| {
+                let why = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .map_or_else(|| e.to_string(), describe_tls);
+                SendError::Tls(why)
+            })?;
+        let _ = conn.shutdown().await;
+        Ok(())
     }
 
     /// Sends one body and reads the whole answer.

@@ -5,7 +5,7 @@ pub mod client;
 pub mod dead_letter;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{events_of, Batch};
 use crate::config::{DestinationConfig, Format, RetryConfig};
+use crate::metrics::{DestMetrics, Readiness};
 use client::Webhook;
 use dead_letter::DeadLetter;
 
@@ -65,11 +66,18 @@ pub struct Sender {
     format: Format,
     dead_letter: DeadLetter,
     health: Health,
+    metrics: DestMetrics,
+    ready: Arc<Readiness>,
 }
 
 impl Sender {
     /// The sender of a destination.
-    pub fn new(cfg: &DestinationConfig, webhook: Webhook, dead_letter: DeadLetter) -> Sender {
+    pub fn new(
+        cfg: &DestinationConfig,
+        webhook: Webhook,
+        dead_letter: DeadLetter,
+        ready: Arc<Readiness>,
+    ) -> Sender {
         Sender {
             name: cfg.name.clone(),
             webhook,
@@ -77,7 +85,27 @@ impl Sender {
             format: cfg.format,
             dead_letter,
             health: Health::default(),
+            metrics: DestMetrics::new(&cfg.name),
+            ready,
         }
+    }
+
+    /// The destination's metric handles.
+    pub fn metrics(&self) -> &DestMetrics {
+        &self.metrics
+    }
+
+    /// Opens (and drops) a connection to the collector, so `/ready` can
+    /// tell the destination was tried before it has anything to send.
+    pub async fn probe(&self) {
+        let outcome = self.webhook.connect_probe().await;
+        match &outcome {
+            Ok(()) => tracing::debug!(destination = %self.name, "collector reachable"),
+            Err(e) => {
+                tracing::warn!(destination = %self.name, "collector not reachable at start: {e}; events wait until it is")
+            }
+        }
+        self.ready.tried(&self.name);
     }
 
     /// Delivers a batch, retrying until it is acknowledged or rejected, or
@@ -96,17 +124,35 @@ impl Sender {
         loop {
             // Racing the request against `hard` lets a shutdown stop waiting for a
             // collector that never answers; the batch stays unacknowledged.
+            if attempt > 0 {
+                self.metrics.retries.increment(1);
+            }
+            let started = Instant::now();
             let sent = tokio::select! {
                 r = self.webhook.send(batch.body.clone()) => r,
                 _ = hard.cancelled() => return (batch, Outcome::Abandoned),
             };
+            self.ready.tried(&self.name);
+            let m = &self.metrics;
+            if let Ok(answer) = &sent {
+                m.duration.record(started.elapsed().as_secs_f64());
+                m.response(answer.status);
+            }
             let (problem, retry_after) = match sent {
                 Ok(answer) => match verdict(answer.status) {
                     Verdict::Delivered => {
                         self.health.ok(&self.name);
+                        m.up.set(1.0);
+                        m.last_success.set(crate::metrics::unix_now());
+                        m.events_sent.increment(batch.events as u64);
+                        m.batches_sent.increment(1);
+                        m.bytes_sent.increment(batch.body.len() as u64);
                         return (batch, Outcome::Acked);
                     }
                     Verdict::Reject => {
+                        m.error("status");
+                        // The collector answers; it refuses this batch.
+                        m.up.set(1.0);
                         tracing::error!(
                             destination = %self.name,
                             status = answer.status,
@@ -121,13 +167,20 @@ impl Sender {
                         }
                         return (batch, Outcome::Acked);
                     }
-                    Verdict::Retry => (
-                        format!("HTTP {}: {}", answer.status, answer.body_start),
-                        answer.retry_after,
-                    ),
+                    Verdict::Retry => {
+                        m.error("status");
+                        (
+                            format!("HTTP {}: {}", answer.status, answer.body_start),
+                            answer.retry_after,
+                        )
+                    }
                 },
-                Err(e) => (e.to_string(), None),
+                Err(e) => {
+                    m.error(e.reason());
+                    (e.to_string(), None)
+                }
             };
+            m.up.set(0.0);
             self.health.failed(&self.name, &problem);
             let wait = backoff(&self.retry, attempt).max(retry_after.unwrap_or_default());
             attempt = attempt.saturating_add(1);
@@ -152,7 +205,10 @@ impl Sender {
                 .append(lines.iter().map(|b| &b[..]))
                 .map_err(|e| format!("cannot write dead-letter file {}: {e}", dl.path().display()));
             match result {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.metrics.dead_lettered.increment(lines.len() as u64);
+                    return true;
+                }
                 Err(msg) => self.health.failed(&self.name, &msg),
             }
             let wait = backoff(&self.retry, *attempt);

@@ -43,9 +43,14 @@ pub struct Tail {
     pub spool: bool,
 }
 
+/// The size of every file a source follows, by identity, refreshed about
+/// once a second: with a destination's checkpoint, its lag.
+pub type FileSizes = Arc<std::sync::Mutex<HashMap<FileId, u64>>>;
+
 /// One file source feeding one destination.
 pub struct FileSource {
     config: Tail,
+    sizes: FileSizes,
     ctx: Arc<FrameContext>,
     discovery: Arc<Discovery>,
     start: Arc<StartPositions>,
@@ -87,12 +92,23 @@ impl FileSource {
         )?);
         Ok(FileSource {
             config,
+            sizes: FileSizes::default(),
             ctx: Arc::new(ctx),
             discovery,
             start,
             tx,
             cancel,
         })
+    }
+
+    /// The name of the source it reads.
+    pub fn source_name(&self) -> &str {
+        &self.config.source
+    }
+
+    /// The sizes of the files it follows, for the pipeline's lag metric.
+    pub fn sizes(&self) -> FileSizes {
+        self.sizes.clone()
     }
 
     /// Runs until cancelled (or until the pipeline stops taking chunks).
@@ -107,9 +123,14 @@ impl FileSource {
         let mut warned: HashSet<PathBuf> = HashSet::new();
         let mut truncated: Vec<Truncated> = Vec::new();
         let mut initial = true;
+        let mut sized: Option<std::time::Instant> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return;
+            }
+            if sized.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                sized = Some(std::time::Instant::now());
+                self.measure(&mut files).await;
             }
             if wake.rescan.swap(false, Ordering::AcqRel) {
                 if let Some(w) = watcher.as_mut() {
@@ -195,6 +216,26 @@ impl FileSource {
                 }
             }
         }
+    }
+
+    /// Records the number and sizes of the files followed (one fstat each, on
+    /// the blocking pool).
+    async fn measure(&self, files: &mut Vec<OpenFile>) {
+        let taken = std::mem::take(files);
+        let Ok((back, sizes)) = tokio::task::spawn_blocking(move || {
+            let sizes: HashMap<FileId, u64> = taken
+                .iter()
+                .filter_map(|f| Some((f.tracked.id, f.size().ok()?)))
+                .collect();
+            (taken, sizes)
+        })
+        .await
+        else {
+            return;
+        };
+        *files = back;
+        self.ctx.metrics.files.set(files.len() as f64);
+        *self.sizes.lock().unwrap_or_else(|e| e.into_inner()) = sizes;
     }
 
     /// Hands a chunk to the batcher. A chunk already read still goes in if

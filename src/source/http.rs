@@ -162,6 +162,12 @@ fn answer(status: StatusCode, text: impl Into<String>) -> Answer {
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Answer {
     let r = respond(req, ctx).await;
+    ::metrics::counter!(
+        crate::metrics::INPUT_HTTP_REQUESTS,
+        "source" => ctx.source.clone(),
+        "status" => r.status().as_u16().to_string()
+    )
+    .increment(1);
     if !r.status().is_success() && r.status() != StatusCode::SERVICE_UNAVAILABLE {
         if let Some(suppressed) = ctx.rejected_log.allow() {
             let why = r.extensions().get::<Reason>().map_or("", |w| w.0.as_str());

@@ -35,6 +35,8 @@ pub struct FrameContext {
     pub invalid_log: RateLimit,
     /// Spool segments: the first line is the segment's header, not an event.
     pub segment_header: bool,
+    /// What reading this source for this destination counts.
+    pub metrics: crate::metrics::ReadMetrics,
 }
 
 /// Lets a repeated message through at most once per period, counting the rest.
@@ -226,6 +228,7 @@ impl OpenFile {
             }
         };
         self.buf.truncate(old + n);
+        ctx.metrics.bytes.increment(n as u64);
         if n == 0 {
             self.release_buffer();
             return Ok(ReadOutcome::Eof);
@@ -456,6 +459,10 @@ struct Framed<'a> {
     path: String,
     events: Vec<Event>,
     dead: Vec<Bytes>,
+    /// Events framed, selected or not.
+    framed: u64,
+    /// Events left out by the selection, by kind.
+    filtered: [u64; Kind::ALL.len()],
 }
 
 /// The [`FrameSink`] for one line: applies the selection and `on_invalid`.
@@ -471,6 +478,8 @@ impl<'a> Framed<'a> {
             path: f.path.display().to_string(),
             events: Vec::new(),
             dead: Vec::new(),
+            framed: 0,
+            filtered: [0; Kind::ALL.len()],
         }
     }
 
@@ -489,6 +498,13 @@ impl<'a> Framed<'a> {
     }
 
     fn finish(self, f: &OpenFile) -> Chunk {
+        let m = &self.ctx.metrics;
+        m.events.increment(self.framed);
+        for (counter, &n) in m.filtered.iter().zip(&self.filtered) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
         Chunk {
             file: f.tracked.clone(),
             events: self.events,
@@ -503,11 +519,14 @@ impl<'a> Framed<'a> {
 
 impl FrameSink for LineSink<'_, '_> {
     fn event(&mut self, bytes: Bytes, class: &Class<'_>) {
+        self.framed.framed += 1;
         if self.framed.ctx.selection.matches(class) {
             self.framed.events.push(Event {
                 bytes,
                 commit: self.line_start,
             });
+        } else {
+            self.framed.filtered[class.kind as usize] += 1;
         }
     }
 
@@ -528,8 +547,9 @@ impl FrameSink for LineSink<'_, '_> {
             );
         }
         match ctx.on_invalid {
-            OnInvalid::Drop => {}
+            OnInvalid::Drop => ctx.metrics.dropped.increment(1),
             OnInvalid::Wrap => {
+                ctx.metrics.wrapped.increment(1);
                 let class = Class {
                     kind: Kind::Other,
                     risk: None,
@@ -542,7 +562,10 @@ impl FrameSink for LineSink<'_, '_> {
                     });
                 }
             }
-            OnInvalid::DeadLetter => self.framed.dead.push(wrap_invalid(&raw, &why)),
+            OnInvalid::DeadLetter => {
+                ctx.metrics.dead_lettered.increment(1);
+                self.framed.dead.push(wrap_invalid(&raw, &why));
+            }
         }
     }
 }

@@ -297,7 +297,7 @@ async fn receive(
         }
         if let Err(SpoolError::Full { .. }) = writer.append_if_room(data.into()).await {
             dropped += 1;
-            writer.spool().count_dropped_datagram();
+            writer.spool().count_dropped_datagram(source);
             writer.spool().log_full("datagrams are dropped");
         }
     }

@@ -21,11 +21,17 @@ impl Setup {
         Setup { dir, logs, data }
     }
 
-    /// Writes `config.toml`: `data_dir`, then `blocks` as given.
+    /// Writes `config.toml`: `data_dir`, then `blocks` as given, then metrics
+    /// on a free port (unless `blocks` has its own `[metrics]`).
     pub fn config(&self, blocks: &str) -> PathBuf {
         let path = self.dir.path().join("config.toml");
+        let metrics = if blocks.contains("[metrics]") {
+            ""
+        } else {
+            "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        };
         let text = format!(
-            "data_dir = {:?}\n\n{blocks}",
+            "data_dir = {:?}\n\n{blocks}{metrics}",
             self.data.display().to_string()
         );
         std::fs::write(&path, text).unwrap();

@@ -1,0 +1,469 @@
+//! Every metric in one place, and the `/metrics`, `/health` and `/ready`
+//! server on `metrics.listen`.
+//!
+//! Metrics go through the `metrics` facade to a Prometheus recorder
+//! installed once per process. Label values are bounded: source and
+//! destination names from the config, event kinds from the kind table,
+//! HTTP status codes, a few error reasons; never a path or an event field.
+//! Hot paths take [`::metrics::Counter`] handles once and add per chunk or
+//! per batch, not per event.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ::metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Unit};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::event::Kind;
+
+/// `tailhook_build_info{version}`: always 1.
+pub const BUILD_INFO: &str = "tailhook_build_info";
+/// Events framed from a source's lines, per destination reading it.
+pub const SOURCE_EVENTS_READ: &str = "tailhook_source_events_read_total";
+/// Bytes of a source read, per destination reading it.
+pub const SOURCE_BYTES_READ: &str = "tailhook_source_bytes_read_total";
+/// Lines (or array elements) that were not events, by `on_invalid` outcome.
+pub const SOURCE_INVALID_LINES: &str = "tailhook_source_invalid_lines_total";
+/// Files a source follows for a destination.
+pub const SOURCE_FILES_WATCHED: &str = "tailhook_source_files_watched";
+/// Bytes in a source's files that a destination has not acknowledged.
+pub const SOURCE_LAG_BYTES: &str = "tailhook_source_lag_bytes";
+/// Bytes a socket, HTTP or stdin source appended to the spool.
+pub const INPUT_BYTES: &str = "tailhook_input_bytes_total";
+/// Datagrams a `udp` source dropped because the spool was full.
+pub const INPUT_DATAGRAMS_DROPPED: &str = "tailhook_input_datagrams_dropped_total";
+/// Requests to an `http` source, by the status it answered.
+pub const INPUT_HTTP_REQUESTS: &str = "tailhook_input_http_requests_total";
+/// Events a destination's collector acknowledged.
+pub const DEST_EVENTS_SENT: &str = "tailhook_destination_events_sent_total";
+/// Batches a destination's collector acknowledged.
+pub const DEST_BATCHES_SENT: &str = "tailhook_destination_batches_sent_total";
+/// Body bytes a destination's collector acknowledged.
+pub const DEST_BYTES_SENT: &str = "tailhook_destination_bytes_sent_total";
+/// Events a destination's `events` selection left out, by kind.
+pub const DEST_EVENTS_FILTERED: &str = "tailhook_destination_events_filtered_total";
+/// HTTP answers a destination received, by status code.
+pub const DEST_RESPONSES: &str = "tailhook_destination_responses_total";
+/// Failed requests, by reason: `connect`, `timeout`, `tls`, `status`.
+pub const DEST_ERRORS: &str = "tailhook_destination_errors_total";
+/// Requests sent again after a failure.
+pub const DEST_RETRIES: &str = "tailhook_destination_retries_total";
+/// Time from sending a request to its whole answer.
+pub const DEST_REQUEST_DURATION: &str = "tailhook_destination_request_duration_seconds";
+/// Events written to the destination's dead-letter file.
+pub const DEST_DEAD_LETTERED: &str = "tailhook_destination_events_dead_lettered_total";
+/// 1 while the last request to the destination succeeded, else 0.
+pub const DEST_UP: &str = "tailhook_destination_up";
+/// Unix time of the destination's last successful delivery.
+pub const DEST_LAST_SUCCESS: &str = "tailhook_destination_last_success_timestamp_seconds";
+/// Events held in memory in batches being sent.
+pub const DEST_EVENTS_BUFFERED: &str = "tailhook_destination_events_buffered";
+/// Bytes in the spool.
+pub const SPOOL_BYTES: &str = "tailhook_spool_bytes";
+/// Segment files in the spool.
+pub const SPOOL_SEGMENTS: &str = "tailhook_spool_segments";
+/// Checkpoint files written.
+pub const CHECKPOINT_WRITES: &str = "tailhook_checkpoint_writes_total";
+/// Checkpoint writes that failed.
+pub const CHECKPOINT_WRITE_FAILURES: &str = "tailhook_checkpoint_write_failures_total";
+
+/// Request duration buckets, in seconds: loopback to a slow collector.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and describes every
+/// metric. Until it is called, metrics are recorded nowhere.
+pub fn install() -> anyhow::Result<&'static PrometheusHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(DEST_REQUEST_DURATION.into()),
+            DURATION_BUCKETS,
+        )
+        .map_err(|e| anyhow::anyhow!("metrics setup: {e}"))?
+        .build_recorder();
+    let handle = recorder.handle();
+    ::metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("metrics setup: {e}"))?;
+    describe();
+    ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+fn describe() {
+    use Unit::{Bytes as B, Count as C, Seconds as S};
+    describe_gauge!(BUILD_INFO, "tailhook's version, as a label; always 1");
+    describe_counter!(
+        SOURCE_EVENTS_READ,
+        C,
+        "Events framed from a source's lines, per destination reading it"
+    );
+    describe_counter!(
+        SOURCE_BYTES_READ,
+        B,
+        "Bytes of a source read, per destination reading it"
+    );
+    describe_counter!(
+        SOURCE_INVALID_LINES,
+        C,
+        "Lines or array elements that were not events, by on_invalid outcome"
+    );
+    describe_gauge!(
+        SOURCE_FILES_WATCHED,
+        C,
+        "Files a source follows for a destination"
+    );
+    describe_gauge!(
+        SOURCE_LAG_BYTES,
+        B,
+        "Bytes in a source's files that a destination has not acknowledged"
+    );
+    describe_counter!(
+        INPUT_BYTES,
+        B,
+        "Bytes a socket, HTTP or stdin source appended to the spool"
+    );
+    describe_counter!(
+        INPUT_DATAGRAMS_DROPPED,
+        C,
+        "Datagrams a udp source dropped because the spool was full"
+    );
+    describe_counter!(
+        INPUT_HTTP_REQUESTS,
+        C,
+        "Requests to an http source, by answer status"
+    );
+    describe_counter!(DEST_EVENTS_SENT, C, "Events the collector acknowledged");
+    describe_counter!(DEST_BATCHES_SENT, C, "Batches the collector acknowledged");
+    describe_counter!(DEST_BYTES_SENT, B, "Body bytes the collector acknowledged");
+    describe_counter!(
+        DEST_EVENTS_FILTERED,
+        C,
+        "Events the destination's events selection left out, by kind"
+    );
+    describe_counter!(
+        DEST_RESPONSES,
+        C,
+        "HTTP answers from the collector, by status code"
+    );
+    describe_counter!(
+        DEST_ERRORS,
+        C,
+        "Failed requests, by reason: connect, timeout, tls, status"
+    );
+    describe_counter!(DEST_RETRIES, C, "Requests sent again after a failure");
+    describe_histogram!(
+        DEST_REQUEST_DURATION,
+        S,
+        "Time from sending a request to its whole answer"
+    );
+    describe_counter!(
+        DEST_DEAD_LETTERED,
+        C,
+        "Events written to the dead-letter file"
+    );
+    describe_gauge!(
+        DEST_UP,
+        "1 while the last request to the destination succeeded, else 0"
+    );
+    describe_gauge!(
+        DEST_LAST_SUCCESS,
+        S,
+        "Unix time of the last successful delivery"
+    );
+    describe_gauge!(
+        DEST_EVENTS_BUFFERED,
+        C,
+        "Events held in memory in batches being sent"
+    );
+    describe_gauge!(SPOOL_BYTES, B, "Bytes in the spool");
+    describe_gauge!(SPOOL_SEGMENTS, C, "Segment files in the spool");
+    describe_counter!(CHECKPOINT_WRITES, C, "Checkpoint files written");
+    describe_counter!(
+        CHECKPOINT_WRITE_FAILURES,
+        C,
+        "Checkpoint writes that failed"
+    );
+}
+
+/// The counters one source's reader keeps for one destination.
+#[derive(Clone)]
+pub struct ReadMetrics {
+    /// Events framed.
+    pub events: Counter,
+    /// Bytes consumed.
+    pub bytes: Counter,
+    /// Invalid lines forwarded wrapped.
+    pub wrapped: Counter,
+    /// Invalid lines dropped.
+    pub dropped: Counter,
+    /// Invalid lines dead-lettered.
+    pub dead_lettered: Counter,
+    /// Events left out by the selection, indexed by [`Kind::index`].
+    pub filtered: Vec<Counter>,
+    /// Files followed.
+    pub files: Gauge,
+}
+
+impl ReadMetrics {
+    /// The handles for `source` read by `destination`.
+    pub fn new(source: &str, destination: &str) -> ReadMetrics {
+        let labels = [
+            ("source", source.to_string()),
+            ("destination", destination.to_string()),
+        ];
+        let invalid = |outcome: &'static str| {
+            let mut l = labels.to_vec();
+            l.push(("outcome", outcome.to_string()));
+            ::metrics::counter!(SOURCE_INVALID_LINES, &l)
+        };
+        ReadMetrics {
+            events: ::metrics::counter!(SOURCE_EVENTS_READ, &labels),
+            bytes: ::metrics::counter!(SOURCE_BYTES_READ, &labels),
+            wrapped: invalid("wrap"),
+            dropped: invalid("drop"),
+            dead_lettered: invalid("dead_letter"),
+            filtered: Kind::ALL
+                .iter()
+                .map(|k| {
+                    ::metrics::counter!(DEST_EVENTS_FILTERED, "destination" => destination.to_string(), "kind" => k.name())
+                })
+                .collect(),
+            files: ::metrics::gauge!(SOURCE_FILES_WATCHED, &labels),
+        }
+    }
+}
+
+/// What `/ready` waits for: sources open, and every destination tried once.
+#[derive(Default)]
+pub struct Readiness {
+    state: Mutex<ReadyState>,
+}
+
+#[derive(Default)]
+struct ReadyState {
+    sources_open: bool,
+    /// Destination name → tried at least once.
+    tried: BTreeMap<String, bool>,
+}
+
+impl Readiness {
+    /// Starts over for a (re)loaded config with these destinations.
+    pub fn reset(&self, destinations: impl IntoIterator<Item = String>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.sources_open = false;
+        s.tried = destinations.into_iter().map(|d| (d, false)).collect();
+    }
+
+    /// Every source is open (listeners bound, files found).
+    pub fn sources_opened(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sources_open = true;
+    }
+
+    /// A destination was tried: a connection attempt or a request ended,
+    /// however it went.
+    pub fn tried(&self, destination: &str) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = s.tried.get_mut(destination) {
+            *t = true;
+        }
+    }
+
+    /// None when ready, or why not.
+    pub fn not_ready(&self) -> Option<String> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.sources_open {
+            return Some("sources are not open yet".into());
+        }
+        let waiting: Vec<&str> = s
+            .tried
+            .iter()
+            .filter(|(_, t)| !**t)
+            .map(|(d, _)| d.as_str())
+            .collect();
+        if waiting.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "destination(s) not tried yet: {}",
+                waiting.join(", ")
+            ))
+        }
+    }
+}
+
+/// Binds `listen`, so a port in use fails the start in words.
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    let l = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {listen}: {e}"))?;
+    tracing::info!(address = %l.local_addr()?, "metrics listening on /metrics, /health, /ready");
+    Ok(l)
+}
+
+/// Serves `/metrics`, `/health` and `/ready` until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    handle: &'static PrometheusHandle,
+    ready: Arc<Readiness>,
+    cancel: CancellationToken,
+) {
+    let tasks = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("metrics: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
+        let ready = ready.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let ready = ready.clone();
+                async move { Ok::<_, Infallible>(answer(&req, handle, &ready)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+fn answer(
+    req: &Request<hyper::body::Incoming>,
+    handle: &PrometheusHandle,
+    ready: &Readiness,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            handle.render(),
+        ),
+        "/health" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        "/ready" => match ready.not_ready() {
+            None => (
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ready\n".into(),
+            ),
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics, /health or /ready\n".into(),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// The handles one destination's pipeline keeps.
+pub struct DestMetrics {
+    name: String,
+    /// Events acknowledged.
+    pub events_sent: Counter,
+    /// Batches acknowledged.
+    pub batches_sent: Counter,
+    /// Body bytes acknowledged.
+    pub bytes_sent: Counter,
+    /// Requests sent again.
+    pub retries: Counter,
+    /// Events written to the dead-letter file.
+    pub dead_lettered: Counter,
+    /// 1 while deliveries go through.
+    pub up: Gauge,
+    /// Unix time of the last 2xx.
+    pub last_success: Gauge,
+    /// Events in batches in flight.
+    pub buffered: Gauge,
+    /// Request durations.
+    pub duration: ::metrics::Histogram,
+    /// Checkpoint files written.
+    pub checkpoint_writes: Counter,
+    /// Checkpoint writes that failed.
+    pub checkpoint_failures: Counter,
+}
+
+impl DestMetrics {
+    /// The handles of `destination`.
+    pub fn new(destination: &str) -> DestMetrics {
+        let d = || ("destination", destination.to_string());
+        DestMetrics {
+            name: destination.to_string(),
+            events_sent: ::metrics::counter!(DEST_EVENTS_SENT, &[d()]),
+            batches_sent: ::metrics::counter!(DEST_BATCHES_SENT, &[d()]),
+            bytes_sent: ::metrics::counter!(DEST_BYTES_SENT, &[d()]),
+            retries: ::metrics::counter!(DEST_RETRIES, &[d()]),
+            dead_lettered: ::metrics::counter!(DEST_DEAD_LETTERED, &[d()]),
+            up: ::metrics::gauge!(DEST_UP, &[d()]),
+            last_success: ::metrics::gauge!(DEST_LAST_SUCCESS, &[d()]),
+            buffered: ::metrics::gauge!(DEST_EVENTS_BUFFERED, &[d()]),
+            duration: ::metrics::histogram!(DEST_REQUEST_DURATION, &[d()]),
+            checkpoint_writes: ::metrics::counter!(CHECKPOINT_WRITES, &[d()]),
+            checkpoint_failures: ::metrics::counter!(CHECKPOINT_WRITE_FAILURES, &[d()]),
+        }
+    }
+
+    /// Counts an HTTP answer.
+    pub fn response(&self, status: u16) {
+        ::metrics::counter!(DEST_RESPONSES, "destination" => self.name.clone(), "status" => status.to_string())
+            .increment(1);
+    }
+
+    /// Counts a failed request: `connect`, `timeout`, `tls` or `status`.
+    pub fn error(&self, reason: &'static str) {
+        ::metrics::counter!(DEST_ERRORS, "destination" => self.name.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    /// The lag gauge of `source` for this destination.
+    pub fn lag(&self, source: &str) -> Gauge {
+        ::metrics::gauge!(SOURCE_LAG_BYTES, "source" => source.to_string(), "destination" => self.name.clone())
+    }
+}
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
