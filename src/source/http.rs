@@ -310,35 +310,38 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 fn spool_lines(body: &[u8]) -> Result<(Vec<u8>, usize), String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8 JSON: {e}"))?;
-    let value: &RawValue =
-        serde_json::from_str(text).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    let v = value.get();
-    let elements: Vec<&RawValue> = match v.as_bytes().first() {
-        Some(b'{') => vec![value],
-        Some(b'[') => {
-            serde_json::from_str(v).map_err(|e| format!("body is not valid JSON: {e}"))?
-        }
+    let not_json = |e: serde_json::Error| format!("body is not valid JSON: {e}");
+    // One parse: the first byte says whether it is an array or one object.
+    let first = text.trim_start_matches([' ', '\t', '\r', '\n']);
+    let elements: Vec<&RawValue> = match first.as_bytes().first() {
+        Some(b'[') => serde_json::from_str(text).map_err(not_json)?,
+        Some(b'{') => vec![serde_json::from_str(text).map_err(not_json)?],
         _ => {
+            let value: &RawValue = serde_json::from_str(text).map_err(not_json)?;
             return Err(format!(
                 "body must be a JSON object or an array of objects, not {}",
-                json_kind(v)
-            ))
+                json_kind(value.get())
+            ));
         }
     };
     let mut out = Vec::with_capacity(body.len() + elements.len());
     for (i, e) in elements.iter().enumerate() {
-        let raw = e.get();
-        if !raw.starts_with('{') {
+        let raw = e.get().as_bytes();
+        if raw.first() != Some(&b'{') {
             return Err(format!(
                 "element {} of the array is {}, not a JSON object",
                 i + 1,
-                json_kind(raw)
+                json_kind(e.get())
             ));
         }
-        out.extend(
-            raw.bytes()
-                .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-        );
+        // Copy whole runs; only a line break between tokens is replaced.
+        let mut rest = raw;
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', rest) {
+            out.extend_from_slice(&rest[..at]);
+            out.push(b' ');
+            rest = &rest[at + 1..];
+        }
+        out.extend_from_slice(rest);
         out.push(b'\n');
     }
     Ok((out, elements.len()))
