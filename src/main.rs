@@ -83,10 +83,24 @@ enum DeadLetterCommand {
 fn init_logging(cli: &Cli, default: &str) -> Result<(), ExitCode> {
     use tracing_subscriber::EnvFilter;
     let filter = match &cli.log_level {
-        Some(level) => EnvFilter::try_new(level).map_err(|e| {
-            eprintln!("error: invalid --log-level `{level}`: {e}");
-            ExitCode::from(2)
-        })?,
+        Some(level) => {
+            let bad = |why: String| {
+                eprintln!("error: invalid --log-level `{level}`: {why}");
+                ExitCode::from(2)
+            };
+            // A bare word is taken as a level: EnvFilter would read an
+            // unknown one as a target name and silence everything else.
+            let levels = ["error", "warn", "info", "debug", "trace", "off"];
+            if !level.contains([',', '=', '[', ':'])
+                && !levels.contains(&level.to_ascii_lowercase().as_str())
+            {
+                return Err(bad(format!(
+                    "expected one of {}, or a filter such as `info,tailhook::sink=debug`",
+                    levels.join(", ")
+                )));
+            }
+            EnvFilter::try_new(level).map_err(|e| bad(e.to_string()))?
+        }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
     use std::io::IsTerminal;

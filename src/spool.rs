@@ -157,6 +157,12 @@ impl Spool {
         self.used.load(Ordering::Acquire)
     }
 
+    /// Sets the spool-bytes gauge from the count (after every change, and
+    /// every second, so a racing update is corrected soon).
+    fn publish_used(&self) {
+        ::metrics::gauge!(metrics::SPOOL_BYTES).set(self.used_bytes() as f64);
+    }
+
     /// Datagrams dropped because the spool was full.
     pub fn dropped_datagrams(&self) -> u64 {
         self.dropped_datagrams.load(Ordering::Relaxed)
@@ -179,8 +185,8 @@ impl Spool {
                 (u == 0 || u + n <= self.max_bytes).then_some(u + n)
             });
         match reserved {
-            Ok(before) => {
-                ::metrics::gauge!(metrics::SPOOL_BYTES).set((before + n) as f64);
+            Ok(_) => {
+                self.publish_used();
                 true
             }
             Err(_) => false,
@@ -213,7 +219,7 @@ impl Spool {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 Some(u.saturating_sub(n))
             });
-        ::metrics::gauge!(metrics::SPOOL_BYTES).set(self.used_bytes() as f64);
+        self.publish_used();
         self.space.notify_waiters();
     }
 
@@ -367,6 +373,7 @@ impl Spool {
             }
         }
         ::metrics::gauge!(metrics::SPOOL_SEGMENTS).set(kept as f64);
+        self.publish_used();
         deleted
     }
 
@@ -560,6 +567,7 @@ impl Writer {
                     }
                     len = header.len() as u64;
                     self.spool.used.fetch_add(len, Ordering::AcqRel);
+                    self.spool.publish_used();
                 }
                 // The new name must survive a power cut as well as its bytes.
                 File::open(&self.dir)?.sync_all()?;

@@ -560,6 +560,8 @@ impl FrameSink for LineSink<'_, '_> {
                         bytes: wrap_invalid(&raw, &why),
                         commit: self.line_start,
                     });
+                } else {
+                    self.framed.filtered[Kind::Other as usize] += 1;
                 }
             }
             OnInvalid::DeadLetter => {

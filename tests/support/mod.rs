@@ -7,6 +7,8 @@
 //!   `http` input) running on their own thread, with recording and fault
 //!   injection;
 //! - [`process`]: running the real `tailhook` binary with bounded waits;
+//! - [`metrics`]: tailhook's `/metrics`, `/health` and `/ready` listener:
+//!   GETs, a parser of the Prometheus text format, `promtool check metrics`;
 //! - [`tls`]: a throw-away CA and a server certificate for `localhost` and
 //!   `127.0.0.1`.
 //!
@@ -19,6 +21,7 @@
 pub mod check;
 pub mod collector;
 pub mod inputs;
+pub mod metrics;
 pub mod process;
 pub mod setup;
 pub mod tls;
