@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::check::{ndjson, show};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,16 +52,6 @@ fn resend(cfg: &Path, extra: &[&str]) -> Exit {
     exit
 }
 
-/// Lines as a dead-letter file holds them: each followed by a newline.
-fn ndjson(lines: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for l in lines {
-        out.extend_from_slice(l.as_bytes());
-        out.push(b'\n');
-    }
-    out
-}
-
 /// Writes a destination's dead-letter file as the daemon would have.
 fn write_dead_letters(setup: &Setup, dest: &str, lines: &[String]) -> PathBuf {
     let path = setup.dead_letter(dest);
@@ -89,10 +81,6 @@ fn leftovers(setup: &Setup) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.ends_with(".ndjson"))
         .collect()
-}
-
-fn show(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn assert_clean_exit(exit: &Exit) {

@@ -5,13 +5,15 @@
 
 mod support;
 
+use support::check::{assert_same_events, show, stop, wait_events};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use support::collector::{Batch, Collector, Options};
-use support::process::{run_cmd, Exit, Tailhook};
+use support::process::{run_cmd, Tailhook};
 use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
 
 /// The longest any single wait in this file may take.
@@ -34,57 +36,6 @@ fn config(setup: &Setup, glob: &str, source_extra: &str, destinations: &[String]
         text.push_str(d);
     }
     setup.config(&text)
-}
-
-/// Sends SIGTERM and checks a clean exit.
-fn stop(tailhook: Tailhook) -> Exit {
-    let exit = tailhook.terminate();
-    assert_eq!(
-        exit.code,
-        Some(0),
-        "tailhook did not exit 0 on SIGTERM\n{}",
-        exit.output()
-    );
-    exit
-}
-
-fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize) {
-    assert!(
-        collector.wait_for_events(n, WAIT),
-        "the collector accepted {} of {n} events within {WAIT:?}\n--- tailhook stderr ---\n{}",
-        collector.event_count(),
-        tailhook.stderr()
-    );
-}
-
-fn show(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    if text.chars().count() > 300 {
-        let start: String = text.chars().take(300).collect();
-        format!("{start:?}... ({} bytes)", bytes.len())
-    } else {
-        format!("{text:?}")
-    }
-}
-
-/// Compares event lists without printing megabytes: the count, then the
-/// first event that differs.
-fn assert_same_events(actual: &[Vec<u8>], expected: &[Vec<u8>], what: &str) {
-    if let Some(i) = (0..actual.len().min(expected.len())).find(|&i| actual[i] != expected[i]) {
-        panic!(
-            "{what}: event #{i} differs\n  got:      {}\n  expected: {}",
-            show(&actual[i]),
-            show(&expected[i])
-        );
-    }
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "{what}: {} events received, {} expected (the first {} match)",
-        actual.len(),
-        expected.len(),
-        actual.len().min(expected.len())
-    );
 }
 
 /// A JSON batch body is exactly `[` + the events joined by `,` + `]`.

@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::check::{stop, wait_events};
+
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::value::RawValue;
-use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, wait_for_all_seqs};
+use support::check::{assert_each_exactly_once, dead_port, wait_for_all_seqs};
 use support::collector::{Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments};
 use support::process::{run_cmd, Exit, Tailhook};
@@ -292,15 +294,6 @@ fn seq_set(events: &[String]) -> BTreeSet<u64> {
     events.iter().map(|e| seq_of(e.as_bytes())).collect()
 }
 
-fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize) {
-    assert!(
-        collector.wait_for_events(n, WAIT),
-        "the collector accepted {} of {n} events within {WAIT:?}\n--- tailhook stderr ---\n{}",
-        collector.event_count(),
-        tailhook.stderr()
-    );
-}
-
 fn wait_seqs(collector: &Collector, tailhook: &Tailhook, events: &[String]) {
     let want = seq_set(events);
     if !wait_for_all_seqs(collector, &want, WAIT) {
@@ -375,13 +368,6 @@ fn assert_same_events(collector: &Collector, expected: &[String], what: &str) {
         got.len(),
         expected.len()
     );
-}
-
-/// SIGTERM, and a clean exit.
-fn stop(tailhook: Tailhook) -> Exit {
-    let exit = tailhook.terminate();
-    assert_clean_exit(&exit);
-    exit
 }
 
 // ---- 1. accepted bodies: every event, in order, byte for byte --------------------

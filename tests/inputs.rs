@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::check::{assert_same_events, ndjson, show, stop, wait_events, wait_log};
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -45,70 +47,6 @@ fn config(setup: &Setup, sources: &str, collector: &Collector) -> PathBuf {
         "{sources}{}",
         dest("fluentd", &collector.url("/wallarm.events"))
     ))
-}
-
-/// Sends SIGTERM and checks a clean exit.
-fn stop(tailhook: Tailhook) -> Exit {
-    let exit = tailhook.terminate();
-    assert_clean_exit(&exit);
-    exit
-}
-
-fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize) {
-    assert!(
-        collector.wait_for_events(n, WAIT),
-        "the collector accepted {} of {n} events within {WAIT:?}\n--- tailhook stderr ---\n{}",
-        collector.event_count(),
-        tailhook.stderr()
-    );
-}
-
-fn wait_log(tailhook: &Tailhook, needle: &str) {
-    assert!(
-        tailhook.wait_for_log(needle, WAIT),
-        "tailhook never logged {needle:?} within {WAIT:?}\n{}",
-        tailhook.stderr()
-    );
-}
-
-fn show(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    if text.chars().count() > 300 {
-        let start: String = text.chars().take(300).collect();
-        format!("{start:?}... ({} bytes)", bytes.len())
-    } else {
-        format!("{text:?}")
-    }
-}
-
-/// Compares event lists without printing megabytes: the first event that
-/// differs, then the count.
-fn assert_same_events(actual: &[Vec<u8>], expected: &[Vec<u8>], what: &str) {
-    if let Some(i) = (0..actual.len().min(expected.len())).find(|&i| actual[i] != expected[i]) {
-        panic!(
-            "{what}: event #{i} differs\n  got:      {}\n  expected: {}",
-            show(&actual[i]),
-            show(&expected[i])
-        );
-    }
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "{what}: {} events received, {} expected (the first {} match)",
-        actual.len(),
-        expected.len(),
-        actual.len().min(expected.len())
-    );
-}
-
-/// Lines joined, each followed by a newline.
-fn ndjson(lines: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for l in lines {
-        out.extend_from_slice(l.as_bytes());
-        out.push(b'\n');
-    }
-    out
 }
 
 /// The event `on_invalid = "wrap"` forwards for an invalid line.

@@ -14,17 +14,19 @@
 
 mod support;
 
+use support::check::{stop, wait_events, wait_log};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port};
+use support::check::{assert_each_exactly_once, dead_port};
 use support::collector::{Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments};
 use support::metrics::{assert_promtool_clean, get, metrics_addr, wait_for_page, Page, LISTENING};
-use support::process::{bin, run_cmd, Exit, Tailhook};
+use support::process::{bin, run_cmd, Tailhook};
 use support::setup::{append, destination, hits, Setup};
 
 /// The longest any single wait in this file may take.
@@ -81,30 +83,6 @@ fn sample_lines() -> Vec<String> {
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 14, "examples/sample-events.ndjson changed");
     lines
-}
-
-fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize) {
-    assert!(
-        collector.wait_for_events(n, WAIT),
-        "the collector accepted {} of {n} events within {WAIT:?}\n--- tailhook stderr ---\n{}",
-        collector.event_count(),
-        tailhook.stderr()
-    );
-}
-
-fn wait_log(tailhook: &Tailhook, needle: &str) {
-    assert!(
-        tailhook.wait_for_log(needle, WAIT),
-        "tailhook never logged {needle:?} within {WAIT:?}:\n{}",
-        tailhook.stderr()
-    );
-}
-
-/// Sends SIGTERM and checks a clean exit.
-fn stop(tailhook: Tailhook) -> Exit {
-    let exit = tailhook.terminate();
-    assert_clean_exit(&exit);
-    exit
 }
 
 /// Every sample belongs to a family with `# HELP` and `# TYPE`, and the

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::collector::Collector;
-use super::process::Exit;
+use super::process::{Exit, Tailhook};
 use super::setup::{bytes_of, seq_of};
 
 /// The `seq` of every accepted event, in arrival order.
@@ -115,4 +115,71 @@ pub fn assert_clean_exit(exit: &Exit) {
         "tailhook panicked:\n{}",
         exit.output()
     );
+}
+
+/// The longest a shared helper below waits.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Sends SIGTERM and checks a clean exit.
+pub fn stop(tailhook: Tailhook) -> Exit {
+    let exit = tailhook.terminate();
+    assert_clean_exit(&exit);
+    exit
+}
+
+pub fn wait_events(collector: &Collector, tailhook: &Tailhook, n: usize) {
+    assert!(
+        collector.wait_for_events(n, WAIT),
+        "the collector accepted {} of {n} events within {WAIT:?}\n--- tailhook stderr ---\n{}",
+        collector.event_count(),
+        tailhook.stderr()
+    );
+}
+
+pub fn wait_log(tailhook: &Tailhook, needle: &str) {
+    assert!(
+        tailhook.wait_for_log(needle, WAIT),
+        "tailhook never logged {needle:?} within {WAIT:?}\n{}",
+        tailhook.stderr()
+    );
+}
+
+pub fn show(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    if text.chars().count() > 300 {
+        let start: String = text.chars().take(300).collect();
+        format!("{start:?}... ({} bytes)", bytes.len())
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// Compares event lists without printing megabytes: the first event that
+/// differs, then the count.
+pub fn assert_same_events(actual: &[Vec<u8>], expected: &[Vec<u8>], what: &str) {
+    if let Some(i) = (0..actual.len().min(expected.len())).find(|&i| actual[i] != expected[i]) {
+        panic!(
+            "{what}: event #{i} differs\n  got:      {}\n  expected: {}",
+            show(&actual[i]),
+            show(&expected[i])
+        );
+    }
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: {} events received, {} expected (the first {} match)",
+        actual.len(),
+        expected.len(),
+        actual.len().min(expected.len())
+    );
+}
+
+/// Lines joined, each followed by a newline.
+pub fn ndjson(lines: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l.as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
