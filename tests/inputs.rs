@@ -1140,43 +1140,28 @@ fn check_prints_the_new_sources_with_their_defaults() {
 // ---- 9. the address is taken ---------------------------------------------------------------
 
 #[test]
-fn run_exits_1_when_the_tcp_port_is_taken() {
-    let setup = Setup::new();
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let collector = fluentd();
-    let cfg = config(
-        &setup,
-        &format!("[[source]]\nname = \"tcp_in\"\ntype = \"tcp\"\nlisten = \"{addr}\"\n\n"),
-        &collector,
-    );
-    let exit = run_cmd(&["run", "-c", &cfg.display().to_string()], &[]);
-    assert_eq!(exit.code, Some(1), "{}", exit.output());
-    assert!(
-        exit.stderr
-            .contains(&format!("source `tcp_in`: cannot listen on {addr}")),
-        "{}",
-        exit.output()
-    );
-}
-
-#[test]
-fn run_exits_1_when_the_udp_port_is_taken() {
-    let setup = Setup::new();
-    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let collector = fluentd();
-    let cfg = config(
-        &setup,
-        &format!("[[source]]\nname = \"udp_in\"\ntype = \"udp\"\nlisten = \"{addr}\"\n\n"),
-        &collector,
-    );
-    let exit = run_cmd(&["run", "-c", &cfg.display().to_string()], &[]);
-    assert_eq!(exit.code, Some(1), "{}", exit.output());
-    assert!(
-        exit.stderr
-            .contains(&format!("source `udp_in`: cannot listen on {addr}")),
-        "{}",
-        exit.output()
-    );
+fn run_exits_1_when_the_tcp_or_udp_port_is_taken() {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (kind, addr) in [
+        ("tcp", tcp.local_addr().unwrap()),
+        ("udp", udp.local_addr().unwrap()),
+    ] {
+        let setup = Setup::new();
+        let collector = fluentd();
+        let name = format!("{kind}_in");
+        let cfg = config(
+            &setup,
+            &format!("[[source]]\nname = \"{name}\"\ntype = \"{kind}\"\nlisten = \"{addr}\"\n\n"),
+            &collector,
+        );
+        let exit = run_cmd(&["run", "-c", &cfg.display().to_string()], &[]);
+        assert_eq!(exit.code, Some(1), "{kind}: {}", exit.output());
+        assert!(
+            exit.stderr
+                .contains(&format!("source `{name}`: cannot listen on {addr}")),
+            "{kind}: {}",
+            exit.output()
+        );
+    }
 }
