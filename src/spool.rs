@@ -50,8 +50,11 @@ pub struct Spool {
     segment_bytes: u64,
     used: AtomicU64,
     space: Notify,
-    /// The segment each live writer appends to, by source: never collected.
+    /// By source, the first segment its live writer may still append to:
+    /// that one and later ones are never collected.
     active: Mutex<HashMap<String, u64>>,
+    /// Sources whose writer has stopped (all its input is on disk).
+    finished: Mutex<std::collections::HashSet<String>>,
     dropped_datagrams: AtomicU64,
     full_log: RateLimit,
     /// What each destination has acknowledged of each segment, by
@@ -120,6 +123,7 @@ impl Spool {
             used: AtomicU64::new(used),
             space: Notify::new(),
             active: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Default::default()),
             dropped_datagrams: AtomicU64::new(0),
             full_log: RateLimit::new(Duration::from_secs(60)),
             acked: Mutex::new(HashMap::new()),
@@ -250,6 +254,12 @@ impl Spool {
     ) -> io::Result<(SpoolWriter, tokio::task::JoinHandle<()>)> {
         let dir = self.root.join(source);
         let next = segments(&dir)?.last().map_or(1, |(seq, _)| seq + 1);
+        // Before the first segment exists: the collector must never see a
+        // segment being started (only its header written) as a closed one.
+        self.active
+            .lock()
+            .expect("spool lock")
+            .insert(source.to_string(), next);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let spool = self.clone();
         let name = source.to_string();
@@ -265,6 +275,7 @@ impl Spool {
             };
             w.run(rx);
             spool.active.lock().expect("spool lock").remove(&name);
+            spool.finished.lock().expect("spool lock").insert(name);
         });
         Ok((
             SpoolWriter {
@@ -331,8 +342,8 @@ impl Spool {
             kept += list.len();
             let active = self.active.lock().expect("spool lock").get(source).copied();
             for (seq, path) in list {
-                if Some(seq) == active {
-                    continue;
+                if active.is_some_and(|a| seq >= a) {
+                    break;
                 }
                 let Ok(meta) = fs::metadata(&path) else {
                     continue;
@@ -377,10 +388,10 @@ impl Spool {
         deleted
     }
 
-    /// True when a source's spool holds no segment: everything it took was
-    /// delivered (and its writer has stopped).
+    /// True once a source's writer has stopped and its spool holds no
+    /// segment: everything it took was delivered.
     pub fn is_drained(&self, source: &str) -> bool {
-        !self.active.lock().expect("spool lock").contains_key(source)
+        self.finished.lock().expect("spool lock").contains(source)
             && segments(&self.root.join(source)).is_ok_and(|s| s.is_empty())
     }
 }
@@ -571,11 +582,6 @@ impl Writer {
                 }
                 // The new name must survive a power cut as well as its bytes.
                 File::open(&self.dir)?.sync_all()?;
-                self.spool
-                    .active
-                    .lock()
-                    .expect("spool lock")
-                    .insert(self.source.clone(), self.seq);
                 self.segment.insert(Segment {
                     file,
                     len,
@@ -598,6 +604,12 @@ impl Writer {
             seg.file.sync_data()?;
             self.segment = None;
             self.seq += 1;
+            // Only now may the closed one be collected.
+            self.spool
+                .active
+                .lock()
+                .expect("spool lock")
+                .insert(self.source.clone(), self.seq);
         }
         Ok(())
     }
@@ -693,6 +705,42 @@ mod tests {
         assert!(spool.try_reserve(60));
         assert!(spool.try_reserve(40));
         assert!(!spool.try_reserve(1));
+    }
+
+    /// The segment a live writer appends to is never deleted, even when a
+    /// reader has acknowledged all it holds so far (it may hold only its
+    /// header while the writer is about to append); once the writer stops,
+    /// it goes, and only then is the source drained.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_segment_being_written_is_never_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), SpoolConfig { max_bytes: 1 << 20 }, &["s"]).unwrap();
+        let readers: HashMap<String, Vec<String>> =
+            [("s".to_string(), vec!["d".to_string()])].into();
+        let (writer, done) = spool.writer("s", CancellationToken::new()).unwrap();
+        assert!(!spool.is_drained("s"), "a live writer is not drained");
+        writer
+            .append_durable(Bytes::from_static(b"{\"a\":1}\n"))
+            .await
+            .unwrap();
+        let (_, path) = segments(&Spool::dir_of(dir.path(), "s")).unwrap().remove(0);
+        let meta = fs::metadata(&path).unwrap();
+        let file = TrackedFile {
+            id: FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
+            path: path.to_string_lossy().into_owned(),
+            source: "s".into(),
+        };
+        spool.acknowledge("d", "s", &file, meta.len());
+        assert_eq!(spool.collect_once(&readers), 0);
+        assert!(path.exists());
+        drop(writer);
+        done.await.unwrap();
+        assert_eq!(spool.collect_once(&readers), 1);
+        assert!(!path.exists());
+        assert!(spool.is_drained("s"));
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn an_invalid_config_on_sighup_is_reported_and_the_running_one_goes_on() {
         tailhook.stderr()
     );
     assert!(
-        tailhook.wait_for_log("unknown field `retries`", Duration::ZERO),
+        tailhook.wait_for_log("unknown field `retries`", WAIT),
         "the error names the key:\n{}",
         tailhook.stderr()
     );
