@@ -55,7 +55,6 @@ pub struct Spool {
     active: Mutex<HashMap<String, u64>>,
     /// Sources whose writer has stopped (all its input is on disk).
     finished: Mutex<std::collections::HashSet<String>>,
-    dropped_datagrams: AtomicU64,
     full_log: RateLimit,
     /// What each destination has acknowledged of each segment, by
     /// (destination, segment identity): a segment all its readers have
@@ -124,7 +123,6 @@ impl Spool {
             space: Notify::new(),
             active: Mutex::new(HashMap::new()),
             finished: Mutex::new(Default::default()),
-            dropped_datagrams: AtomicU64::new(0),
             full_log: RateLimit::new(Duration::from_secs(60)),
             acked: Mutex::new(HashMap::new()),
             acked_changed: Notify::new(),
@@ -167,17 +165,10 @@ impl Spool {
         ::metrics::gauge!(metrics::SPOOL_BYTES).set(self.used_bytes() as f64);
     }
 
-    /// Datagrams dropped because the spool was full.
-    pub fn dropped_datagrams(&self) -> u64 {
-        self.dropped_datagrams.load(Ordering::Relaxed)
-    }
-
-    /// Counts a datagram of `source` dropped for want of room; returns the
-    /// new total.
-    pub fn count_dropped_datagram(&self, source: &str) -> u64 {
+    /// Counts a datagram of `source` dropped for want of room.
+    pub fn count_dropped_datagram(&self, source: &str) {
         ::metrics::counter!(metrics::INPUT_DATAGRAMS_DROPPED, "source" => source.to_string())
             .increment(1);
-        self.dropped_datagrams.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Reserves room for `n` bytes if there is some. An empty spool takes
