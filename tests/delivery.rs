@@ -387,6 +387,49 @@ fn ndjson_format_sends_one_event_a_line() {
     }
 }
 
+/// `compression = "gzip"`: each body goes gzipped with `Content-Encoding:
+/// gzip`, the emulator decodes it as Fluentd `in_http` does, and the events
+/// arrive byte for byte; `tailhook test` sends its message gzipped too.
+#[test]
+fn gzip_compression_delivers_the_same_events() {
+    let setup = Setup::new();
+    let lines = hits(0, 40, 600);
+    append(&setup.log("events.ndjson"), &lines);
+    let collector = fluentd();
+    let cfg = config(
+        &setup,
+        "*.ndjson",
+        "",
+        &[destination(
+            "fluentd",
+            &collector.url("/wallarm.events"),
+            "compression = \"gzip\"\nconcurrency = 1",
+            "[destination.batch]\nmax_events = 20\ntimeout = \"100ms\"\n",
+        )],
+    );
+    let tailhook = Tailhook::start(&cfg);
+    wait_events(&collector, &tailhook, lines.len());
+    stop(tailhook);
+    assert_same_events(&collector.events(), &bytes_of(&lines), "collector");
+    let batches = collector.batches();
+    assert_eq!(batch_sizes(&batches), [20, 20]);
+    for b in &batches {
+        assert_eq!(b.header("content-encoding"), Some("gzip"));
+        assert_eq!(b.header("content-type"), Some("application/json"));
+    }
+    assert!(
+        collector.violations().is_empty(),
+        "{:?}",
+        collector.violations()
+    );
+
+    let exit = run_cmd(&["test", "-c", &cfg.display().to_string()], &[]);
+    assert!(exit.success(), "{}", exit.output());
+    let last = collector.batches().pop().unwrap();
+    assert_eq!(last.header("content-encoding"), Some("gzip"));
+    assert!(String::from_utf8_lossy(&last.events[0]).contains("[Test Message]"));
+}
+
 // ---- 4. the file source --------------------------------------------------------
 
 #[test]

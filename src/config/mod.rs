@@ -120,6 +120,16 @@ pub enum Format {
     Ndjson,
 }
 
+/// How a request body is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// As built.
+    None,
+    /// gzip, with `Content-Encoding: gzip` (Fluentd `in_http` decodes it since 1.2.3).
+    Gzip,
+}
+
 /// The batch bounds of a destination.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
@@ -177,6 +187,8 @@ pub struct DestinationConfig {
     pub retry: RetryConfig,
     /// Body format.
     pub format: Format,
+    /// Body encoding on the wire.
+    pub compression: Compression,
 }
 
 /// A config that could not be loaded: every message names the file and line.
@@ -241,6 +253,8 @@ struct RawDestination {
     retry: RawRetry,
     #[serde(default = "json")]
     format: Format,
+    #[serde(default = "no_compression")]
+    compression: Compression,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +304,9 @@ fn secs<const N: u64>() -> Dur {
 }
 fn mib<const N: u64>() -> Size {
     Size(N << 20)
+}
+fn no_compression() -> Compression {
+    Compression::None
 }
 fn json() -> Format {
     Format::Json
@@ -521,6 +538,11 @@ impl Config {
                 Format::Ndjson => "ndjson",
             };
             let _ = writeln!(o, "format = \"{fmt}\"");
+            let compression = match dst.compression {
+                Compression::None => "none",
+                Compression::Gzip => "gzip",
+            };
+            let _ = writeln!(o, "compression = \"{compression}\"");
             let _ = writeln!(o, "\n[destination.batch]");
             let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
             let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);
@@ -705,6 +727,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
                 max: d.retry.max.0,
             },
             format: d.format,
+            compression: d.compression,
         });
     }
     if destinations.is_empty() {

@@ -754,6 +754,14 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
         }
     };
 
+    // Fluentd in_http decodes gzip and deflate bodies (since 1.2.3); what
+    // is recorded is the decoded body.
+    if config.flavor == Flavor::Fluentd {
+        if let Some(decoded) = fluentd_decode(&parts.headers, &body) {
+            body = decoded;
+        }
+    }
+
     // 5. The flavor's own handling (always run, to check for violations).
     let verdict = match config.flavor {
         Flavor::Fluentd => fluentd_verdict(&parts.method, &parts.headers, &body),
@@ -864,8 +872,32 @@ fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
     Some(encoding.to_owned())
 }
 
+/// The encodings Fluentd `in_http` decodes (since 1.2.3).
+fn fluentd_decodes(encoding: &str) -> bool {
+    encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("deflate")
+}
+
+/// A gzip or deflate (zlib) body decoded as Fluentd does; `None` when the
+/// body is not encoded, and an empty body (which fails as JSON, and is
+/// recorded as a violation) when it does not decode.
+fn fluentd_decode(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let encoding = unsupported_encoding(headers)?;
+    let mut out = Vec::new();
+    let ok = if encoding.eq_ignore_ascii_case("gzip") {
+        flate2::read::MultiGzDecoder::new(body).read_to_end(&mut out)
+    } else if encoding.eq_ignore_ascii_case("deflate") {
+        flate2::read::ZlibDecoder::new(body).read_to_end(&mut out)
+    } else {
+        return None;
+    };
+    Some(if ok.is_ok() { out } else { Vec::new() })
+}
+
 /// Mirrors Fluentd v1 `in_http` (1.16.11):
 /// - `GET` (and `HEAD`) → 200, nothing ingested;
+/// - `Content-Encoding: gzip` or `deflate` is decoded first (any other
+///   encoding: 400 here, and a violation);
 /// - the content type is matched like `in_http` does (case-sensitive prefix):
 ///   `application/json` is parsed, `application/x-ndjson` split on `\r?\n`
 ///   with empty lines skipped, `application/msgpack` is accepted by the real
@@ -884,7 +916,7 @@ fn fluentd_verdict(method: &Method, headers: &HeaderMap, body: &[u8]) -> Verdict
         return Verdict::ok(FLAVOR, Vec::new(), Vec::new());
     }
     let bad_request = |msg: &str| format!("400 Bad Request\n{msg}\n");
-    if let Some(encoding) = unsupported_encoding(headers) {
+    if let Some(encoding) = unsupported_encoding(headers).filter(|e| !fluentd_decodes(e)) {
         return Verdict::error(
             400,
             bad_request(&format!(
