@@ -395,43 +395,18 @@ impl SpoolWriter {
         if lines.is_empty() {
             return true;
         }
-        if !self.spool.reserve(lines.len() as u64, cancel).await {
-            return false;
-        }
-        let len = lines.len() as u64;
-        let sent = self
-            .tx
-            .send(Append {
-                lines,
-                durable: None,
-            })
-            .await;
-        if sent.is_err() {
-            self.spool.release(len);
-            return false;
-        }
-        true
+        self.spool.reserve(lines.len() as u64, cancel).await
+            && self.queue(lines, None).await.is_ok()
     }
 
     /// Appends if the spool has room now, without waiting for room (for
     /// datagrams, which are dropped when it is full). It may still wait
     /// for the writer's queue: meanwhile datagrams wait in the socket.
     pub async fn append_if_room(&self, lines: Bytes) -> Result<(), SpoolError> {
-        let len = lines.len() as u64;
-        if !self.spool.try_reserve(len) {
+        if !self.spool.try_reserve(lines.len() as u64) {
             return Err(self.spool.full());
         }
-        let sent = self
-            .tx
-            .send(Append {
-                lines,
-                durable: None,
-            })
-            .await;
-        sent.map_err(|_| {
-            self.spool.release(len);
-            SpoolError::Closed
-        })
+        self.queue(lines, None).await
     }
 
     /// Appends and returns once the lines are on disk and synced, for input
@@ -440,27 +415,30 @@ impl SpoolWriter {
         if lines.is_empty() {
             return Ok(());
         }
-        let len = lines.len() as u64;
-        if !self.spool.try_reserve(len) {
+        if !self.spool.try_reserve(lines.len() as u64) {
             return Err(self.spool.full());
         }
         let (ack, done) = oneshot::channel();
-        let sent = self
-            .tx
-            .send(Append {
-                lines,
-                durable: Some(ack),
-            })
-            .await;
-        if sent.is_err() {
-            self.spool.release(len);
-            return Err(SpoolError::Closed);
-        }
+        self.queue(lines, Some(ack)).await?;
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SpoolError::Io(e)),
             Err(_) => Err(SpoolError::Closed),
         }
+    }
+
+    /// Hands lines whose room is reserved to the writer; gives the room
+    /// back if the writer has stopped.
+    async fn queue(
+        &self,
+        lines: Bytes,
+        durable: Option<oneshot::Sender<io::Result<()>>>,
+    ) -> Result<(), SpoolError> {
+        let len = lines.len() as u64;
+        self.tx.send(Append { lines, durable }).await.map_err(|_| {
+            self.spool.release(len);
+            SpoolError::Closed
+        })
     }
 
     /// The spool this writer appends to.

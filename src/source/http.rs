@@ -104,11 +104,11 @@ impl HttpSource {
                 match tls {
                     None => serve_connection(stream, ctx, cancel).await,
                     Some(acceptor) => {
-                        let shake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                        match shake.await {
-                            Ok(Ok(s)) => serve_connection(s, ctx, cancel).await,
-                            Ok(Err(e)) => tracing::warn!(source = %ctx.source, peer = %peer, "TLS handshake failed: {e}"),
-                            Err(_) => tracing::warn!(source = %ctx.source, peer = %peer, "TLS handshake timed out"),
+                        let peer = peer.to_string();
+                        if let Some(s) =
+                            super::tls::handshake(&acceptor, stream, &ctx.source, &peer).await
+                        {
+                            serve_connection(s, ctx, cancel).await;
                         }
                     }
                 }

@@ -22,9 +22,6 @@ use super::lines::LineBuffer;
 use crate::config::{Input, SourceConfig};
 use crate::spool::{SpoolError, SpoolWriter};
 
-/// How long a TLS client has to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A bound socket input, ready to run.
 pub enum SocketInput {
     /// A TCP listener, with TLS when configured.
@@ -122,16 +119,15 @@ impl SocketInput {
                         let _ = stream.set_nodelay(true);
                         match tls {
                             None => {
-                                read_lines(stream, &peer, &source, max_line, &writer, &cancel).await;
+                                read_lines(stream, &peer, &source, max_line, &writer, &cancel)
+                                    .await;
                             }
                             Some(acceptor) => {
-                                let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                                match shake.await {
-                                    Ok(Ok(tls)) => {
-                                        read_lines(tls, &peer, &source, max_line, &writer, &cancel).await;
-                                    }
-                                    Ok(Err(e)) => tracing::warn!(source = %source, peer = %peer, "TLS handshake failed: {e}"),
-                                    Err(_) => tracing::warn!(source = %source, peer = %peer, "TLS handshake timed out"),
+                                if let Some(tls) =
+                                    super::tls::handshake(&acceptor, stream, &source, &peer).await
+                                {
+                                    read_lines(tls, &peer, &source, max_line, &writer, &cancel)
+                                        .await;
                                 }
                             }
                         }
