@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
-use crate::checkpoint::{FileId, Fingerprint};
+use crate::checkpoint::{Entry, FileId, Fingerprint};
 use crate::config::{BatchConfig, Format};
 
 /// A file a pipeline reads, as batches refer to it.
@@ -18,6 +18,28 @@ pub struct TrackedFile {
     pub path: String,
     /// The source that reads it.
     pub source: String,
+    /// The open file, while it is open: acknowledgements read the bytes
+    /// before their offset from it, for the checkpoint's `tail`.
+    pub handle: Option<Arc<std::fs::File>>,
+}
+
+impl TrackedFile {
+    /// The checkpoint entry saying that every byte before `offset` is
+    /// delivered; the bytes before `offset` are read now for its `tail`.
+    pub fn entry(&self, offset: u64, fingerprint: Fingerprint, content_crc: Option<u32>) -> Entry {
+        Entry {
+            path: self.path.clone(),
+            source: self.source.clone(),
+            id: self.id,
+            fingerprint,
+            content_crc,
+            offset,
+            tail: self
+                .handle
+                .as_ref()
+                .and_then(|f| crate::source::identity::tail_at(f, offset)),
+        }
+    }
 }
 
 /// How far a batch takes one file: once the batch is acknowledged, every byte

@@ -27,13 +27,6 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The fingerprint of a file's first `len` bytes (fewer if it is shorter).
-    pub fn of_prefix(file: &std::fs::File, len: usize) -> Fingerprint {
-        let mut head = vec![0u8; len.min(FINGERPRINT_BYTES)];
-        let n = std::os::unix::fs::FileExt::read_at(file, &mut head, 0).unwrap_or(0);
-        Fingerprint::of(&head[..n])
-    }
-
     /// The fingerprint of these leading bytes.
     pub fn of(head: &[u8]) -> Fingerprint {
         let head = &head[..head.len().min(FINGERPRINT_BYTES)];
@@ -77,6 +70,11 @@ pub struct Entry {
     pub content_crc: Option<u32>,
     /// Every byte before this has been delivered (or dead-lettered).
     pub offset: u64,
+    /// The fingerprint of the bytes just before `offset`, when known: the
+    /// first bytes of real logs are alike, these are not, so a reused inode
+    /// holding a file that starts the same way is not taken for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<Fingerprint>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -228,6 +226,7 @@ mod tests {
             fingerprint: Fingerprint::of(b"abc"),
             content_crc: Some(7),
             offset: 42,
+            tail: Some(Fingerprint::of(b"bc")),
         });
         cp.save().unwrap();
         let (back, err) = Checkpoints::load(dir.path(), "d");

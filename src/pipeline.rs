@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batch, BatchBuilder};
-use crate::checkpoint::{Checkpoints, Entry};
+use crate::checkpoint::Checkpoints;
 use crate::config::{Config, DestinationConfig, Input};
 use crate::metrics::{DestMetrics, ReadMetrics, Readiness};
 use crate::shutdown::Shutdown;
@@ -21,7 +21,7 @@ use crate::sink::{Outcome, Sender};
 use crate::source::file::FileSizes;
 use crate::source::file::{FileSource, StartPositions, Tail};
 use crate::source::reader::{FrameContext, RateLimit};
-use crate::source::Chunk;
+use crate::source::{Chunk, TailMode};
 use crate::spool::Spool;
 
 /// How many read chunks may wait for the batcher: with the batch channel and
@@ -76,14 +76,18 @@ impl Pipeline {
                 on_invalid: src.on_invalid,
                 max_line_bytes: src.max_line_bytes,
                 invalid_log: RateLimit::new(Duration::from_secs(1)),
-                segment_header: src.is_spooled(),
+                mode: if src.is_spooled() {
+                    TailMode::Spool
+                } else {
+                    TailMode::Files
+                },
                 metrics: ReadMetrics::new(&src.name, &dest.name),
             };
             let tail = match &src.input {
                 Input::File(files) => Tail {
                     source: src.name.clone(),
                     files: files.clone(),
-                    spool: false,
+                    mode: TailMode::Files,
                 },
                 _ => Spool::tail_of(&config.data_dir, &src.name),
             };
@@ -323,14 +327,7 @@ fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
             checkpoints.remove(p.file.id);
             continue;
         }
-        checkpoints.set(Entry {
-            path: p.file.path.clone(),
-            source: p.file.source.clone(),
-            id: p.file.id,
-            fingerprint: p.fingerprint,
-            content_crc: p.content_crc,
-            offset: p.offset,
-        });
+        checkpoints.set(p.file.entry(p.offset, p.fingerprint, p.content_crc));
     }
 }
 

@@ -27,6 +27,7 @@ use crate::config::{FileInput, ReadFrom, SpoolConfig};
 use crate::metrics;
 use crate::source::file::Tail;
 use crate::source::reader::RateLimit;
+use crate::source::TailMode;
 
 /// The segment format version, part of every segment's name and header.
 pub const SEGMENT_VERSION: &str = "v1";
@@ -149,8 +150,9 @@ impl Spool {
                 exclude: Vec::new(),
                 read_from: ReadFrom::Beginning,
                 poll_interval: Duration::from_secs(1),
+                rotate_wait: Duration::ZERO,
             },
-            spool: true,
+            mode: TailMode::Spool,
         }
     }
 
@@ -649,7 +651,7 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 fn repair(path: &Path) -> io::Result<u64> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let size = file.metadata()?.len();
-    let end = crate::source::scan::after_last_newline(&file, size);
+    let end = crate::source::identity::after_last_newline(&file, size);
     if end < size {
         tracing::warn!(path = %path.display(), bytes = size - end, "spool segment ends in an unfinished line (a crash while writing it, before it was acknowledged): cutting it");
         file.set_len(end)?;
@@ -701,6 +703,7 @@ mod tests {
             },
             path: path.to_string_lossy().into_owned(),
             source: "s".into(),
+            handle: None,
         };
         spool.acknowledge("d", "s", &file, meta.len());
         assert_eq!(spool.collect_once(&readers), 0);

@@ -819,7 +819,15 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
     let c_lines = hits(10_000, 8000, 1000);
     append(&c, &c_lines);
 
-    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+    // A deleted file is closed once it has been idle for rotate_wait.
+    let cfg = config(
+        &setup,
+        "",
+        "rotate_wait = \"1s\"",
+        &collector.url("/wallarm.events"),
+        "",
+        "",
+    );
     let tailhook = Tailhook::start(&cfg);
 
     if b_blocked {

@@ -1,5 +1,6 @@
 //! Following files through rotation: rename-and-create, copytruncate, and a
-//! glob that also matches the rotated name. Every event arrives exactly once.
+//! glob that also matches the rotated name; lines finished after a rename.
+//! Every event arrives exactly once.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use support::collector::{Collector, Options};
 use support::process::Tailhook;
-use support::setup::{append, destination, hits, seq_of, Setup};
+use support::setup::{append, destination, hits, seq_of, wallarm_hits, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -26,12 +27,20 @@ fn checkpointed(setup: &Setup) -> Vec<String> {
         .collect()
 }
 
+/// A rotated file is closed once it has been idle this long (short, so that
+/// tests can see it closed).
+const ROTATE_WAIT: &str = "rotate_wait = \"1s\"";
+
 fn start(glob: &str) -> (Setup, Collector, Tailhook) {
+    start_with(glob, ROTATE_WAIT)
+}
+
+fn start_with(glob: &str, source_extra: &str) -> (Setup, Collector, Tailhook) {
     let setup = Setup::new();
     let collector = Collector::start(Options::fluentd());
     let config = setup.config(&format!(
         "{}{}",
-        setup.source("app", glob, ""),
+        setup.source("app", glob, source_extra),
         destination("fluentd", &collector.url("/app"), "concurrency = 1", "")
     ));
     let tailhook = Tailhook::start(&config);
@@ -158,4 +167,53 @@ fn copytruncate_with_the_copy_followed_reads_each_line_once() {
     let mut got = seqs(&collector);
     got.sort_unstable();
     assert_eq!(got, (0..181).collect::<Vec<_>>(), "{}", exit.stderr);
+}
+
+#[test]
+fn lines_finished_after_a_rename_are_read_from_the_rotated_file() {
+    // logrotate `create` and kubelet: the file is renamed away while its
+    // writer is in the middle of a line; the writer finishes that line, and
+    // writes more, through the handle it has, before it reopens the path.
+    let (setup, collector, tailhook) = start_with("app.log", "rotate_wait = \"5m\"");
+    let log = setup.log("app.log");
+    let mut writer = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let lines: Vec<String> = wallarm_hits(0, 12).into_iter().map(|l| l + "\n").collect();
+    let write =
+        |w: &mut std::fs::File, s: &str| std::io::Write::write_all(w, s.as_bytes()).unwrap();
+    for l in &lines[..10] {
+        write(&mut writer, l);
+    }
+    let (head, rest) = lines[10].split_at(lines[10].len() - 20);
+    write(&mut writer, head);
+    assert!(collector.wait_for_events(10, WAIT));
+    std::fs::rename(&log, setup.log("app.log.1")).unwrap();
+    assert!(
+        tailhook.wait_for_log("file was rotated away or deleted", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    // Late: after tailhook knows the file is rotated away.
+    write(&mut writer, rest);
+    write(&mut writer, &lines[11]);
+    assert!(
+        collector.wait_for_events(12, WAIT),
+        "got {}:\n{}",
+        collector.event_count(),
+        tailhook.stderr()
+    );
+    // The new file is followed at once, beside the rotated one.
+    append(&log, &wallarm_hits(12, 5));
+    assert!(collector.wait_for_events(17, WAIT));
+    let exit = tailhook.terminate();
+    assert!(exit.success(), "{}", exit.output());
+    assert_eq!(seqs(&collector), (0..17).collect::<Vec<_>>());
+    assert!(
+        !exit.stderr.contains("invalid line"),
+        "no line was torn:\n{}",
+        exit.stderr
+    );
 }

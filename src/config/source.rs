@@ -70,7 +70,13 @@ pub struct FileInput {
     pub read_from: ReadFrom,
     /// How often to look for new, rotated and grown files without a notification.
     pub poll_interval: Duration,
+    /// How long a file renamed out of the globs or deleted is kept open and
+    /// read after it last grew (its writer may still be finishing lines).
+    pub rotate_wait: Duration,
 }
+
+/// The default `rotate_wait`: as long as Filebeat keeps a rotated file open.
+pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(300);
 
 /// The settings of an `http` source.
 #[derive(Debug, Clone)]
@@ -180,6 +186,7 @@ pub(super) struct RawSource {
     exclude: Option<Spanned<Vec<String>>>,
     read_from: Option<Spanned<ReadFrom>>,
     poll_interval: Option<Spanned<Dur>>,
+    rotate_wait: Option<Spanned<Dur>>,
     // tcp, udp, http
     listen: Option<Spanned<String>>,
     tls: Option<Spanned<RawTls>>,
@@ -217,6 +224,7 @@ impl RawSource {
             exclude,
             read_from,
             poll_interval,
+            rotate_wait,
             listen,
             tls,
             max_connections,
@@ -240,6 +248,7 @@ fn settings_of(kind: SourceType) -> &'static [&'static str] {
             "exclude",
             "read_from",
             "poll_interval",
+            "rotate_wait",
             "max_line_bytes",
             "on_invalid",
         ],
@@ -420,6 +429,10 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                         .as_ref()
                         .map_or(ReadFrom::Beginning, |r| *r.get_ref()),
                     poll_interval,
+                    rotate_wait: s
+                        .rotate_wait
+                        .as_ref()
+                        .map_or(DEFAULT_ROTATE_WAIT, |d| d.get_ref().0),
                 })
             }
             SourceType::Tcp => Input::Tcp {
@@ -608,6 +621,7 @@ pub(super) fn write_source(o: &mut String, s: &SourceConfig) {
                 "poll_interval = {}",
                 q(&humanize_duration(f.poll_interval))
             );
+            let _ = writeln!(o, "rotate_wait = {}", q(&humanize_duration(f.rotate_wait)));
         }
         Input::Tcp {
             listen,

@@ -1,5 +1,6 @@
 //! Finding the files a source's `include` / `exclude` globs match.
 
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -128,36 +129,67 @@ impl Discovery {
                 .is_some_and(|n| self.exclude_names.is_match(n))
     }
 
-    /// Lists every regular file that matches, sorted by path.
-    pub fn scan(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
+    /// Lists every regular file that matches, sorted by path, with the
+    /// directories and entries that could not be looked at.
+    pub fn scan(&self) -> Listing {
+        let mut out = Listing::default();
         for root in &self.roots {
             self.walk(&root.dir, root.depth, &mut out);
         }
-        out.sort();
-        out.dedup();
+        out.paths.sort();
+        out.paths.dedup();
         out
     }
 
-    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+    fn walk(&self, dir: &Path, depth: usize, out: &mut Listing) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            // A directory that is not there holds no file: that is an answer.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => return out.errors.push((dir.to_path_buf(), e)),
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    out.errors.push((dir.to_path_buf(), e));
+                    continue;
+                }
+            };
             let path = entry.path();
-            let Ok(ft) = entry.file_type() else { continue };
+            let ft = match entry.file_type() {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    out.errors.push((path, e));
+                    continue;
+                }
+            };
             if ft.is_dir() {
                 if depth > 1 {
                     self.walk(&path, depth - 1, out);
                 }
             } else if self.matches(&path) {
-                // Follow symlinks to regular files only.
-                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-                    out.push(path);
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => out.paths.push(path),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Perhaps a file: let opening it say what is wrong.
+                    Err(_) => out.paths.push(path),
                 }
             }
         }
     }
+}
+
+/// What one listing found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The matching files, sorted.
+    pub paths: Vec<PathBuf>,
+    /// Directories or entries that could not be read (not "not found"):
+    /// files under them may exist, so none may be taken for deleted.
+    pub errors: Vec<(PathBuf, io::Error)>,
 }
 
 #[cfg(test)]
@@ -214,9 +246,9 @@ mod tests {
         let inc = vec![format!("{}/*.ndjson", d.display())];
         let exc = vec![format!("{}/skip*", d.display()), "*.old.ndjson".to_string()];
         std::fs::write(d.join("x.old.ndjson"), "").unwrap();
-        let found = Discovery::new(&inc, &exc).unwrap().scan();
+        let found = Discovery::new(&inc, &exc).unwrap().scan().paths;
         assert_eq!(found, [d.join("a.ndjson"), d.join("b.ndjson")]);
         let deep = Discovery::new(&[format!("{}/**/*.ndjson", d.display())], &[]).unwrap();
-        assert_eq!(deep.scan().len(), 5);
+        assert_eq!(deep.scan().paths.len(), 5);
     }
 }

@@ -5,11 +5,15 @@
 pub mod discover;
 pub mod file;
 pub mod http;
+pub mod identity;
 pub mod lines;
+#[cfg(test)]
+mod model_test;
 pub mod reader;
 pub mod scan;
 pub mod socket;
 pub mod stdin;
+pub mod tailer;
 pub mod tls;
 
 use std::sync::Arc;
@@ -18,6 +22,19 @@ use bytes::Bytes;
 
 use crate::batch::TrackedFile;
 use crate::checkpoint::Fingerprint;
+
+/// What a tailer follows: files found by globs, or a spooled source's
+/// segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailMode {
+    /// Log files: they rotate, are copied and truncated, and keep growing
+    /// after a rename.
+    Files,
+    /// Spool segments: read strictly in name order, one at a time; their
+    /// first line is a header; they are never copied, and one that is
+    /// deleted has been read to its end by every destination.
+    Spool,
+}
 
 /// One event ready for a batch: its raw bytes and where the checkpoint may
 /// move once it (and everything before it) is delivered.

@@ -5,14 +5,14 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Chunk, Event};
+use super::identity::{self, Tail};
+use super::{Chunk, Event, TailMode};
 use crate::batch::TrackedFile;
 use crate::checkpoint::{FileId, Fingerprint, FINGERPRINT_BYTES};
 use crate::config::OnInvalid;
@@ -33,8 +33,8 @@ pub struct FrameContext {
     pub max_line_bytes: usize,
     /// Keeps invalid-line warnings to about one a second.
     pub invalid_log: RateLimit,
-    /// Spool segments: the first line is the segment's header, not an event.
-    pub segment_header: bool,
+    /// Files, or spool segments (whose first line is a header, not an event).
+    pub mode: TailMode,
     /// What reading this source for this destination counts.
     pub metrics: crate::metrics::ReadMetrics,
 }
@@ -69,23 +69,6 @@ impl RateLimit {
             }
         }
     }
-}
-
-/// CRC-32 of a file's first `len` bytes; `None` if it is shorter.
-pub fn crc_of_prefix(file: &File, len: u64) -> io::Result<Option<u32>> {
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; READ_SIZE];
-    let mut at = 0u64;
-    while at < len {
-        let want = (len - at).min(READ_SIZE as u64) as usize;
-        let n = file.read_at(&mut buf[..want], at)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        h.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(Some(h.finalize()))
 }
 
 /// What one read found.
@@ -134,8 +117,18 @@ pub struct OpenFile {
     pub copy_src: Option<File>,
     /// When it was taken for a copy.
     pub copy_since: Option<Instant>,
-    file: File,
+    /// Its content started again (truncated or rewritten) and nothing of the
+    /// new content has been read: it may be a copy of another file.
+    pub fresh: bool,
+    /// Reading it failed last time (warned about once, until it works again).
+    pub read_failing: bool,
+    /// When it last grew (or was opened): a rotated file is closed once it
+    /// has been idle for `rotate_wait`.
+    pub last_growth: Instant,
+    file: Arc<File>,
     base: u64,
+    /// The bytes just before `base`, to see the content rewritten under us.
+    tail: Tail,
     buf: BytesMut,
     oversize: Option<Oversize>,
     head: Vec<u8>,
@@ -148,12 +141,14 @@ impl OpenFile {
     /// Opens `path` positioned at `start`; `start_crc` is the CRC-32 of the
     /// bytes before `start`, when known.
     pub fn open(
-        file: File,
+        file: Arc<File>,
         path: PathBuf,
         tracked: Arc<TrackedFile>,
         start: u64,
         start_crc: Option<u32>,
+        now: Instant,
     ) -> io::Result<OpenFile> {
+        let tail = Tail::read(&file, start)?;
         let mut f = OpenFile {
             tracked,
             path,
@@ -163,8 +158,12 @@ impl OpenFile {
             copy_len: 0,
             copy_src: None,
             copy_since: None,
+            fresh: false,
+            read_failing: false,
+            last_growth: now,
             file,
             base: start,
+            tail,
             buf: BytesMut::new(),
             oversize: None,
             head: Vec::new(),
@@ -174,7 +173,7 @@ impl OpenFile {
                 _ => None,
             },
         };
-        f.file.seek(SeekFrom::Start(start))?;
+        (&*f.file).seek(SeekFrom::Start(start))?;
         f.refresh_head()?;
         Ok(f)
     }
@@ -192,7 +191,7 @@ impl OpenFile {
     fn refresh_head(&mut self) -> io::Result<()> {
         if self.head.len() < FINGERPRINT_BYTES {
             let mut head = vec![0u8; FINGERPRINT_BYTES];
-            let n = self.file.read_at(&mut head, 0)?;
+            let n = identity::read_fully_at(&self.file, &mut head, 0)?;
             head.truncate(n);
             self.head = head;
         }
@@ -200,14 +199,21 @@ impl OpenFile {
     }
 
     /// Reads the next chunk and frames its complete lines. `None` at end of file.
-    pub fn read(&mut self, ctx: &FrameContext) -> io::Result<ReadOutcome> {
+    pub fn read(&mut self, ctx: &FrameContext, now: Instant) -> io::Result<ReadOutcome> {
         // Ask the size first: an idle file costs one fstat, not a buffer, and
         // a small append gets a small buffer.
         let pos = self.base + self.buf.len() as u64;
         let len = self.file.metadata()?.len();
-        // Shrunk, or grown with other first bytes (truncated and written again
-        // before we looked): either way not the content we were reading.
-        if len < pos || (len > pos && self.head_changed()?) {
+        // Shrunk, or other bytes where we had read (truncated and written
+        // again, to as many bytes or more, before we looked): not the
+        // content we were reading. An idle file costs one more small read
+        // for this: a rewrite to the very same size is seen too.
+        let changed = match len.cmp(&pos) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => !self.tail.still_in(&self.file, self.base)?,
+            std::cmp::Ordering::Greater => self.content_changed()?,
+        };
+        if changed {
             return self.restart(len);
         }
         let available = len - pos;
@@ -218,7 +224,7 @@ impl OpenFile {
         let old = self.buf.len();
         self.buf.resize(old + want, 0);
         let n = loop {
-            match self.file.read(&mut self.buf[old..]) {
+            match (&*self.file).read(&mut self.buf[old..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -233,6 +239,8 @@ impl OpenFile {
             self.release_buffer();
             return Ok(ReadOutcome::Eof);
         }
+        self.last_growth = now;
+        self.fresh = false;
         if self.head.len() < FINGERPRINT_BYTES {
             self.refresh_head()?;
         }
@@ -273,7 +281,7 @@ impl OpenFile {
                         });
                     }
                     None if line_start == 0
-                        && ctx.segment_header
+                        && ctx.mode == TailMode::Spool
                         && lines[start..nl].starts_with(crate::spool::HEADER_PREFIX) => {}
                     None => {
                         let line = lines.slice(start..nl);
@@ -311,14 +319,28 @@ impl OpenFile {
         Ok(ReadOutcome::Chunk(out.finish(self)))
     }
 
-    /// Whether the file's first bytes are no longer those read.
-    fn head_changed(&self) -> io::Result<bool> {
-        if self.head.is_empty() {
-            return Ok(false);
+    /// Whether the bytes already read are no longer those in the file: its
+    /// first bytes, or (since real logs start every line alike) the bytes
+    /// just before where framing got.
+    fn content_changed(&self) -> io::Result<bool> {
+        if !self.head.is_empty() {
+            let mut now = vec![0u8; self.head.len()];
+            let n = identity::read_fully_at(&self.file, &mut now, 0)?;
+            if now[..n] != self.head[..] {
+                return Ok(true);
+            }
         }
-        let mut now = vec![0u8; self.head.len()];
-        let n = self.file.read_at(&mut now, 0)?;
-        Ok(now[..n] != self.head[..])
+        Ok(!self.tail.still_in(&self.file, self.base)?)
+    }
+
+    /// Whether the file still holds what was read of it: as many bytes, the
+    /// same first bytes and the same bytes before where framing got.
+    pub fn intact(&self) -> bool {
+        let big_enough = self
+            .file
+            .metadata()
+            .is_ok_and(|m| m.len() >= self.base + self.buf.len() as u64);
+        big_enough && !self.content_changed().unwrap_or(true)
     }
 
     /// Starts again from the first byte of a file that was truncated (as by
@@ -328,11 +350,13 @@ impl OpenFile {
         let old_offset = self.framed_to();
         let old_crc = self.content_crc();
         tracing::warn!(path = %self.path.display(), size = len, read = old_offset, "file shrank or its first bytes changed (truncated, as by copytruncate): reading it again from the start");
-        self.file.seek(SeekFrom::Start(0))?;
+        (&*self.file).seek(SeekFrom::Start(0))?;
         self.base = 0;
         self.buf = BytesMut::new();
         self.oversize = None;
         self.head.clear();
+        self.tail.clear();
+        self.fresh = true;
         self.crc = Some(crc32fast::Hasher::new());
         self.refresh_head()?;
         Ok(ReadOutcome::Restarted {
@@ -346,12 +370,31 @@ impl OpenFile {
     /// Starts reading a copy at `offset`: the file it copies was truncated
     /// there, so what comes after is what the copy alone still holds.
     pub fn start_copy_at(&mut self, offset: u64, crc: u32) -> io::Result<()> {
-        self.file.seek(SeekFrom::Start(offset))?;
+        (&*self.file).seek(SeekFrom::Start(offset))?;
+        self.tail = Tail::read(&self.file, offset)?;
         self.base = offset;
         self.buf = BytesMut::new();
+        self.oversize = None;
         self.crc = Some(crc32fast::Hasher::new_with_initial_len(crc, offset));
         self.stop_being_a_copy();
         Ok(())
+    }
+
+    /// Takes this file for a copy of `of` (open as `src`) being written:
+    /// it is not read unless `of` is truncated.
+    pub fn make_copy_of(&mut self, of: FileId, src: File, len: u64, now: Instant) {
+        self.copy_of = Some(of);
+        self.copy_src = Some(src);
+        self.copy_len = len;
+        self.copy_since = Some(now);
+    }
+
+    /// Closes a copy that was never read: its position is where it stands.
+    pub fn finish_copy(&mut self) -> Chunk {
+        Chunk {
+            closed: true,
+            ..self.position()
+        }
     }
 
     /// Reads this file as itself from now on.
@@ -373,7 +416,12 @@ impl OpenFile {
 
     /// CRC-32 of this file's first `len` bytes; `None` if it is shorter.
     pub fn crc_of_prefix(&self, len: u64) -> io::Result<Option<u32>> {
-        crc_of_prefix(&self.file, len)
+        identity::crc_of_prefix(&self.file, len)
+    }
+
+    /// How long it has not grown.
+    pub fn idle(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_growth)
     }
 
     /// Lets go of the read buffer, keeping only the unfinished line, so an
@@ -408,10 +456,12 @@ impl OpenFile {
         }
     }
 
+    /// Takes in bytes consumed (framed or skipped), in file order.
     fn hash(&mut self, bytes: &[u8]) {
         if let Some(h) = &mut self.crc {
             h.update(bytes);
         }
+        self.tail.push(bytes);
     }
 
     /// CRC-32 of the bytes before [`OpenFile::framed_to`], when known.

@@ -1,27 +1,37 @@
 //! Finding and opening files, and deciding where to start in each: which
 //! file is which across restarts, rotations, copies and truncations.
 //!
-//! A file is known by device and inode, checked against a fingerprint of its
-//! first 256 bytes. A new file whose first 256 bytes are those of a file
-//! being read, or of one that was truncated, may be a copy made by
-//! copytruncate; the CRC-32 of its content up to where reading had got
-//! decides, so a copy is read only for what the truncation took away, and a
-//! different file that merely starts the same way is read whole.
+//! - A file already open is recognised by device and inode: renamed, it is
+//!   the same file, never a copy.
+//! - A file with a checkpoint entry for its device and inode resumes there
+//!   if its content is the one the entry describes (first bytes, and the
+//!   bytes before the offset, see [`super::identity`]); otherwise its inode
+//!   was reused and it is a new file.
+//! - A new file may be the copy a copytruncate made. Only a content that
+//!   the same inode lost by shrinking (or that a file being read still
+//!   holds) can have a copy, and the CRC-32 of the content up to where
+//!   reading had got decides: a copy is read only for what the truncation
+//!   took away; a file that merely starts the same way is read whole.
+//! - A file the globs no longer find is rotated: it stays open and is read
+//!   until it has been idle for `rotate_wait`. Only a scan that could list
+//!   every directory may find a file missing.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::discover::Discovery;
-use super::file::StartPositions;
-use super::reader::{crc_of_prefix, OpenFile};
-use super::Chunk;
+use super::discover::Listing;
+use super::identity::{self, crc_of_prefix, head_of, is_full, matches_entry, same_range};
+use super::reader::OpenFile;
+use super::tailer::Tailer;
+use super::{Chunk, TailMode};
 use crate::batch::TrackedFile;
 use crate::checkpoint::{Entry, FileId, Fingerprint, FINGERPRINT_BYTES};
 
-/// Scans in a row that must miss a file before it is closed as rotated away.
+/// Scans in a row that must miss a file before it is taken as rotated away.
 pub const ORPHAN_AFTER_SCANS: u32 = 2;
 
 /// How many truncated contents are remembered, waiting for their copy.
@@ -40,7 +50,7 @@ pub struct Truncated {
 
 /// Remembers a truncated content, keeping the list bounded.
 pub fn remember(list: &mut Vec<Truncated>, t: Truncated) {
-    if t.fingerprint.len as usize == FINGERPRINT_BYTES && !list.contains(&t) {
+    if is_full(&t.fingerprint) && !list.contains(&t) {
         if list.len() >= TRUNCATED_KEPT {
             list.remove(0);
         }
@@ -48,58 +58,42 @@ pub fn remember(list: &mut Vec<Truncated>, t: Truncated) {
     }
 }
 
-/// An open file as a scan sees it.
-pub struct OpenView {
-    /// A copy waiting for its original's truncation (not an original).
-    pub is_copy: bool,
-    /// Its identity.
+/// A content to find a start in: a file just found, or one whose content
+/// started again.
+pub struct Candidate<'a> {
+    /// The file.
+    pub file: &'a File,
+    /// Its device and inode.
     pub id: FileId,
-    /// Its path.
-    pub path: PathBuf,
-    /// Its first bytes.
-    pub fingerprint: Fingerprint,
-    /// How far it has been read, and the CRC-32 of the bytes before that.
-    pub read: Option<(u64, u32)>,
-    /// A handle on it, to compare a candidate copy with (none if it could
-    /// not be duplicated).
-    pub file: Option<File>,
-}
-
-/// What a scan needs.
-pub struct ScanInput {
-    /// The source's globs.
-    pub discovery: Arc<Discovery>,
-    /// The source's name.
-    pub source: String,
-    /// Whether a new file may be a copytruncate copy of another (not for
-    /// spool segments, which are never copied and often start alike).
-    pub detect_copies: bool,
-    /// Files already open.
-    pub open: Vec<OpenView>,
-    /// The destination's checkpoints as loaded.
-    pub start: Arc<StartPositions>,
-    /// The first scan of this run.
-    pub initial: bool,
-    /// `read_from = "end"` applies to what is found now.
+    /// Its size now.
+    pub size: u64,
+    /// Its first bytes now.
+    pub head: Fingerprint,
+    /// Its path, for logs.
+    pub path: &'a Path,
+    /// A checkpoint entry for its inode may hold its position.
+    pub checkpoint: bool,
+    /// `read_from = "end"` applies.
     pub skip_existing: bool,
-    /// Paths already warned about.
-    pub warned: HashSet<PathBuf>,
-    /// Truncated contents waiting for their copy.
-    pub truncated: Vec<Truncated>,
 }
 
-/// What a scan found.
-pub struct ScanOutput {
-    /// Every matching file, by identity.
-    pub seen: HashMap<FileId, PathBuf>,
-    /// Newly opened files.
-    pub opened: Vec<OpenFile>,
-    /// Paths that could not be opened.
-    pub warned: HashSet<PathBuf>,
-    /// Truncated contents still waiting for their copy.
-    pub truncated: Vec<Truncated>,
-    /// Positions that drop checkpoint entries of files that are gone.
-    pub forget: Vec<Chunk>,
+/// Where to start in a content.
+pub enum Start {
+    /// Read from `offset`; `crc` is the CRC-32 of the bytes before it.
+    At {
+        /// The first byte to read.
+        offset: u64,
+        /// CRC-32 of the bytes before `offset`, when known.
+        crc: Option<u32>,
+    },
+    /// A copy of the open file `of` being written: read nothing unless
+    /// `of` is truncated.
+    CopyOf {
+        /// The original.
+        of: FileId,
+        /// A handle on it, to compare with as the copy grows.
+        src: File,
+    },
 }
 
 struct Found {
@@ -110,334 +104,400 @@ struct Found {
     head: Fingerprint,
 }
 
-fn head_of(file: &File) -> Fingerprint {
-    let mut head = vec![0u8; FINGERPRINT_BYTES];
-    let n = file.read_at(&mut head, 0).unwrap_or(0);
-    Fingerprint::of(&head[..n])
+fn id_of(meta: &std::fs::Metadata) -> FileId {
+    FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
 }
 
-fn full(f: &Fingerprint) -> bool {
-    f.len as usize == FINGERPRINT_BYTES
-}
+impl Tailer {
+    /// Lists the matching files, opens new ones, and marks open files that
+    /// no longer match as rotated. Returns the positions to record: where
+    /// new files start, and checkpoint entries of files that are gone.
+    pub fn scan(&mut self, now: Instant) -> Vec<Chunk> {
+        let listing = self.discovery.scan();
+        self.scan_listing(listing, now)
+    }
 
-/// Whether the file at `path` now is the one `entry` describes.
-fn matches_entry(file: &File, size: u64, entry: &Entry) -> bool {
-    let mut head = vec![0u8; entry.fingerprint.len as usize];
-    entry.offset <= size
-        && file.read_exact_at(&mut head, 0).is_ok()
-        && Fingerprint::of(&head) == entry.fingerprint
-}
-
-/// Lists the matching files and opens the new ones at the right offset.
-pub fn scan(mut input: ScanInput) -> ScanOutput {
-    let source = input.source.clone();
-    let mut seen = HashMap::new();
-    let mut still_failing = HashSet::new();
-    let mut found = Vec::new();
-    let open_ids: HashSet<FileId> = input.open.iter().map(|o| o.id).collect();
-    for path in input.discovery.scan() {
-        let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
-        let (file, meta) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                if !input.warned.contains(&path) {
-                    tracing::warn!(source, path = %path.display(), "cannot open file: {e}; will try again at every scan");
+    /// [`Tailer::scan`] with the listing given (tests give one with errors).
+    pub(crate) fn scan_listing(&mut self, listing: Listing, now: Instant) -> Vec<Chunk> {
+        let source = self.source.clone();
+        let mut complete = listing.errors.is_empty();
+        let mut failing = HashSet::new();
+        for (path, e) in listing.errors {
+            if !self.failing.contains(&path) {
+                tracing::warn!(source, path = %path.display(), "cannot list directory: {e}; its files keep their positions, will try again at every scan");
+            }
+            failing.insert(path);
+        }
+        let open_ids: HashSet<FileId> = self.files.iter().map(|f| f.tracked.id).collect();
+        let mut seen: HashMap<FileId, PathBuf> = HashMap::new();
+        let mut found = Vec::new();
+        for path in listing.paths {
+            let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
+            let (file, meta) = match opened {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    // Not a deletion: a file that cannot be opened now (too
+                    // many open files, permissions, a stale NFS handle) is
+                    // still there, and keeps its position.
+                    match std::fs::metadata(&path) {
+                        Ok(m) => {
+                            seen.insert(id_of(&m), path.clone());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(_) => complete = false,
+                    }
+                    if !self.failing.contains(&path) {
+                        tracing::warn!(source, path = %path.display(), "cannot open file: {e}; it keeps its position, will try again at every scan");
+                    }
+                    failing.insert(path);
+                    continue;
                 }
-                still_failing.insert(path);
+            };
+            let id = id_of(&meta);
+            if seen.insert(id, path.clone()).is_some() || open_ids.contains(&id) {
                 continue;
             }
-        };
-        if input.warned.remove(&path) {
-            tracing::info!(source, path = %path.display(), "file is readable now");
+            let head = head_of(&file, FINGERPRINT_BYTES);
+            found.push(Found {
+                path,
+                file,
+                id,
+                size: meta.len(),
+                head,
+            });
         }
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        if seen.insert(id, path.clone()).is_some() || open_ids.contains(&id) {
-            continue;
+        for p in self.failing.difference(&failing) {
+            if p.exists() {
+                tracing::info!(source, path = %p.display(), "can be read again");
+            }
         }
-        let head = head_of(&file);
-        found.push(Found {
-            path,
-            file,
-            id,
-            size: meta.len(),
-            head,
-        });
-    }
+        self.failing = failing;
 
-    let mut opened = Vec::new();
-    let mut forget = Vec::new();
-    if input.initial {
-        recover_entries(&mut input, &seen, &found, &mut opened, &mut forget);
-    }
-
-    for f in found {
-        let Found {
-            path,
-            file,
-            id,
-            size,
-            head,
-        } = f;
-        let tracked = Arc::new(TrackedFile {
-            id,
-            path: path.display().to_string(),
-            source: source.clone(),
-        });
-        let (offset, crc, copy_of) = start_of(&mut input, &opened, &file, id, size, head, &path);
-        match OpenFile::open(file, path.clone(), tracked, offset, crc) {
-            Ok(mut f) => {
-                let is_copy = copy_of.is_some();
-                if let Some((of, src)) = copy_of {
-                    f.copy_of = Some(of);
-                    f.copy_src = Some(src);
-                    f.copy_len = size;
-                    f.copy_since = Some(std::time::Instant::now());
+        for f in self.files.iter_mut() {
+            match seen.get(&f.tracked.id) {
+                Some(path) => {
+                    f.path = path.clone();
+                    f.orphan = false;
+                    f.missing_scans = 0;
                 }
-                if !is_copy {
-                    tracing::info!(source, path = %path.display(), offset, "following file");
+                // A rename racing the scan (listed under the old name,
+                // opened after the rename) can hide a file once: only a
+                // file missing from two complete scans in a row is rotated.
+                None if complete => {
+                    f.missing_scans += 1;
+                    if f.missing_scans >= ORPHAN_AFTER_SCANS && !f.orphan {
+                        f.orphan = true;
+                        tracing::info!(source, path = %f.path.display(), "file was rotated away or deleted: reading it until it has been idle for rotate_wait");
+                    }
                 }
-                opened.push(f);
-            }
-            Err(e) => {
-                tracing::warn!(source, path = %path.display(), "cannot read file: {e}; will try again");
-                still_failing.insert(path);
+                None => {}
             }
         }
-    }
-    ScanOutput {
-        seen,
-        opened,
-        warned: still_failing,
-        truncated: input.truncated,
-        forget,
-    }
-}
 
-/// Where to start in a newly found file: its offset, the CRC-32 of what is
-/// before it, and the open file it is a copy of, if it is one.
-fn start_of(
-    input: &mut ScanInput,
-    opened: &[OpenFile],
-    file: &File,
-    id: FileId,
-    size: u64,
-    head: Fingerprint,
-    path: &Path,
-) -> (u64, Option<u32>, Option<(FileId, File)>) {
-    if let Some(entry) = input.start.entries.get(&id) {
-        if matches_entry(file, size, entry) {
-            return (entry.offset, entry.content_crc, None);
+        let mut chunks = Vec::new();
+        if complete && !self.recovered {
+            self.recovered = true;
+            self.recover_entries(&seen, &found, now, &mut chunks);
         }
-        tracing::warn!(
-            path = %path.display(),
-            "file is not the one its checkpoint describes (its inode was reused, or it was truncated while tailhook was stopped): reading it from the start"
-        );
-        return (0, None, None);
-    }
-    if !input.detect_copies {
-        return (0, None, None);
-    }
-    if full(&head) {
-        // The copy of a content a truncation took away: read what the
-        // truncation took that had not been read yet.
-        let pick = input.truncated.iter().position(|t| {
-            t.fingerprint == head
-                && t.offset <= size
-                && crc_of_prefix(file, t.offset).ok().flatten() == Some(t.crc)
-        });
-        if let Some(i) = pick {
-            let t = input.truncated.remove(i);
-            tracing::info!(path = %path.display(), offset = t.offset, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
-            return (t.offset, Some(t.crc), None);
-        }
-    }
-    // A copy of a file being read, perhaps still being written by `cp`.
-    let originals = input
-        .open
-        .iter()
-        .filter(|o| !o.is_copy)
-        .filter_map(|o| Some((o.id, o.fingerprint, o.read, o.file.as_ref()?)))
-        .chain(opened.iter().filter(|o| o.copy_of.is_none()).map(|o| {
-            (
-                o.tracked.id,
-                o.fingerprint(),
-                o.content_crc().map(|c| (o.framed_to(), c)),
-                o.file(),
-            )
-        }));
-    for (of, fp, read, original) in originals {
-        let Some((at, crc)) = read else { continue };
-        // Compare contents only where the first bytes already agree: with
-        // those read from the original, or, for a copy shorter than them,
-        // with the original's first bytes now.
-        let agree = if full(&head) {
-            head == fp
-        } else {
-            Fingerprint::of_prefix(original, head.len as usize) == head
-        };
-        if !agree {
-            continue;
-        }
-        let now = original.metadata().map(|m| m.len()).unwrap_or(0);
-        let intact = now >= at && head_of(original) == fp;
-        if !intact {
-            // The original was truncated (or rewritten) since it was read:
-            // the copy holds what had not been read yet. Start there.
-            if size >= at && crc_of_prefix(file, at).ok().flatten() == Some(crc) {
-                tracing::info!(path = %path.display(), offset = at, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
-                return (at, Some(crc), None);
+        let skip_existing = self.initial && self.read_from_end;
+        self.initial = false;
+        for f in found {
+            let Found {
+                path,
+                file,
+                id,
+                size,
+                head,
+            } = f;
+            let start = self.start_of(&Candidate {
+                file: &file,
+                id,
+                size,
+                head,
+                path: &path,
+                checkpoint: true,
+                skip_existing,
+            });
+            let file = Arc::new(file);
+            let tracked = Arc::new(TrackedFile {
+                id,
+                path: path.display().to_string(),
+                source: source.clone(),
+                handle: Some(file.clone()),
+            });
+            let (offset, crc) = match &start {
+                Start::At { offset, crc } => (*offset, *crc),
+                Start::CopyOf { .. } => (0, None),
+            };
+            match OpenFile::open(file, path.clone(), tracked, offset, crc, now) {
+                Ok(mut f) => {
+                    // An empty file is not known yet: what is written to it
+                    // first (by `cp`, perhaps) decides what it is.
+                    f.fresh = size == 0;
+                    match start {
+                        Start::CopyOf { of, src } => f.make_copy_of(of, src, size, now),
+                        Start::At { .. } => {
+                            tracing::info!(source, path = %path.display(), offset, "following file");
+                            chunks.push(f.position());
+                        }
+                    }
+                    self.files.push(f);
+                }
+                Err(e) => {
+                    tracing::warn!(source, path = %path.display(), "cannot read file: {e}; will try again");
+                    self.failing.insert(path);
+                }
             }
-            continue;
         }
-        // While it is a prefix of the original, it holds nothing new: wait
-        // for the original to be truncated.
-        let prefix = if size >= at {
-            size <= now
-                && crc_of_prefix(file, at).ok().flatten() == Some(crc)
-                && same_range(file, original, at, size)
-        } else {
-            same_range(file, original, 0, size)
-        };
-        if prefix {
-            tracing::info!(path = %path.display(), "file is a copy of a file being read: it is read only if that file is truncated");
-            return (0, None, original.try_clone().ok().map(|f| (of, f)));
+        if self.mode == TailMode::Spool {
+            self.files.sort_by(|a, b| a.path.cmp(&b.path));
         }
-        // The original may have been truncated while it was compared.
-        let still =
-            original.metadata().map(|m| m.len()).unwrap_or(0) >= at && head_of(original) == fp;
-        if !still && size >= at && crc_of_prefix(file, at).ok().flatten() == Some(crc) {
-            tracing::info!(path = %path.display(), offset = at, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
-            return (at, Some(crc), None);
-        }
+        chunks
     }
-    if input.skip_existing {
-        (after_last_newline(file, size), None, None)
-    } else {
-        (0, None, None)
-    }
-}
 
-/// At the first scan: checkpoint entries of this source whose file the
-/// globs no longer find. A file renamed while tailhook was stopped is found
-/// again by device and inode in its directory and read to its end; one that
-/// is gone is forgotten, and its content remembered in case a copy of it
-/// (copytruncate while stopped) turns up.
-fn recover_entries(
-    input: &mut ScanInput,
-    seen: &HashMap<FileId, PathBuf>,
-    found: &[Found],
-    opened: &mut Vec<OpenFile>,
-    forget: &mut Vec<Chunk>,
-) {
-    let start = input.start.clone();
-    for entry in start.entries.values() {
-        if !entry.source.is_empty() && entry.source != input.source {
-            continue;
+    /// Where to start in a content (see the module's comment).
+    pub(super) fn start_of(&mut self, c: &Candidate<'_>) -> Start {
+        let at = |offset, crc| Start::At { offset, crc };
+        if c.checkpoint {
+            if let Some(entry) = self.start.entries.get(&c.id) {
+                // At 0 nothing was read: that says nothing of what it is now.
+                if entry.offset == 0 {
+                } else if matches_entry(c.file, c.size, entry) {
+                    return at(entry.offset, entry.content_crc);
+                } else {
+                    tracing::warn!(
+                    path = %c.path.display(),
+                    "file is not the one its checkpoint describes (its inode was reused, or it was rewritten while tailhook was stopped): reading it as a new file"
+                    );
+                }
+            }
         }
+        if self.mode == TailMode::Spool {
+            return at(0, None);
+        }
+        if is_full(&c.head) {
+            // The copy of a content a truncation took away: read what the
+            // truncation took that had not been read yet.
+            let pick = self.truncated.iter().position(|t| {
+                t.fingerprint == c.head
+                    && t.offset <= c.size
+                    && crc_of_prefix(c.file, t.offset).ok().flatten() == Some(t.crc)
+            });
+            if let Some(i) = pick {
+                let t = self.truncated.remove(i);
+                tracing::info!(path = %c.path.display(), offset = t.offset, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
+                return at(t.offset, Some(t.crc));
+            }
+        }
+        if let Some(s) = self.copy_of_open(c) {
+            return s;
+        }
+        if c.skip_existing {
+            at(identity::after_last_newline(c.file, c.size), None)
+        } else {
+            at(0, None)
+        }
+    }
+
+    /// Whether a content is a copy of a file being read: a prefix of it
+    /// still being written, or a copy of it that was truncated meanwhile.
+    fn copy_of_open(&self, c: &Candidate<'_>) -> Option<Start> {
+        if c.size == 0 {
+            // Nothing to compare yet: the first bytes written decide.
+            return None;
+        }
+        let originals = self
+            .files
+            .iter()
+            .filter(|o| o.copy_of.is_none() && !o.fresh && o.tracked.id != c.id);
+        for o in originals {
+            let Some(crc) = o.content_crc() else { continue };
+            let (at, fp, original) = (o.framed_to(), o.fingerprint(), o.file());
+            // Compare contents only where the first bytes already agree: with
+            // those read from the original, or, for a copy shorter than them,
+            // with the original's first bytes now.
+            let agree = if is_full(&c.head) {
+                c.head == fp
+            } else {
+                head_of(original, c.head.len as usize) == c.head
+            };
+            if !agree {
+                continue;
+            }
+            let copy_from_at =
+                || c.size >= at && crc_of_prefix(c.file, at).ok().flatten() == Some(crc);
+            let now = original.metadata().map(|m| m.len()).unwrap_or(0);
+            if !o.intact() {
+                // The original was truncated (or rewritten) since it was read:
+                // the copy holds what had not been read yet. Start there.
+                if copy_from_at() {
+                    tracing::info!(path = %c.path.display(), offset = at, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
+                    return Some(Start::At {
+                        offset: at,
+                        crc: Some(crc),
+                    });
+                }
+                continue;
+            }
+            // While it is a prefix of the original, it holds nothing new: wait
+            // for the original to be truncated.
+            let prefix = if c.size >= at {
+                c.size <= now && copy_from_at() && same_range(c.file, original, at, c.size)
+            } else {
+                same_range(c.file, original, 0, c.size)
+            };
+            if prefix {
+                if let Ok(src) = original.try_clone() {
+                    tracing::info!(path = %c.path.display(), "file is a copy of a file being read: it is read only if that file is truncated");
+                    return Some(Start::CopyOf {
+                        of: o.tracked.id,
+                        src,
+                    });
+                }
+            }
+            // The original may have been truncated while it was compared.
+            if !o.intact() && copy_from_at() {
+                tracing::info!(path = %c.path.display(), offset = at, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
+                return Some(Start::At {
+                    offset: at,
+                    crc: Some(crc),
+                });
+            }
+        }
+        None
+    }
+
+    /// At the first complete scan: checkpoint entries of this source whose
+    /// file the globs no longer find. A file renamed while tailhook was
+    /// stopped is found again by device and inode in its directory and read
+    /// to its end; one that is surely gone is forgotten, and its content
+    /// remembered in case a copy of it (copytruncate while stopped) turns up.
+    fn recover_entries(
+        &mut self,
+        seen: &HashMap<FileId, PathBuf>,
+        found: &[Found],
+        now: Instant,
+        chunks: &mut Vec<Chunk>,
+    ) {
+        let start = self.start.clone();
         let gone = |e: &Entry| Truncated {
             fingerprint: e.fingerprint,
             offset: e.offset,
             crc: e.content_crc.unwrap_or_default(),
         };
-        if seen.contains_key(&entry.id) {
-            // Found, but truncated or replaced while stopped? Its old content
-            // may have a copy.
-            let f = found.iter().find(|f| f.id == entry.id);
-            if let (Some(f), Some(_)) = (f, entry.content_crc) {
-                if !matches_entry(&f.file, f.size, entry) {
-                    remember(&mut input.truncated, gone(entry));
-                }
+        for entry in start.entries.values() {
+            if !entry.source.is_empty() && entry.source != self.source {
+                continue;
             }
-            continue;
-        }
-        match find_by_inode(entry) {
-            Some((path, file)) => {
-                let tracked = Arc::new(TrackedFile {
-                    id: entry.id,
-                    path: path.display().to_string(),
-                    source: input.source.clone(),
-                });
-                match OpenFile::open(file, path.clone(), tracked, entry.offset, entry.content_crc) {
-                    Ok(mut f) => {
-                        tracing::info!(source = %input.source, old = %entry.path, path = %path.display(), offset = entry.offset, "file was renamed while tailhook was stopped: reading the rest of it");
-                        f.missing_scans = ORPHAN_AFTER_SCANS;
-                        f.orphan = true;
-                        opened.push(f);
+            if self.files.iter().any(|f| f.tracked.id == entry.id) {
+                continue;
+            }
+            if seen.contains_key(&entry.id) {
+                // Found, but truncated or replaced while stopped? Its old
+                // content may have a copy.
+                let f = found.iter().find(|f| f.id == entry.id);
+                if let (Some(f), Some(_)) = (f, entry.content_crc) {
+                    if !matches_entry(&f.file, f.size, entry) {
+                        remember(&mut self.truncated, gone(entry));
                     }
-                    Err(e) => tracing::warn!(path = %path.display(), "cannot read file: {e}"),
                 }
+                continue;
             }
-            None => {
-                if entry.content_crc.is_some() {
-                    remember(&mut input.truncated, gone(entry));
-                }
-                forget.push(Chunk {
-                    file: Arc::new(TrackedFile {
+            match find_by_inode(entry) {
+                Lookup::Found(path, file, offset) => {
+                    let crc = if offset == entry.offset {
+                        entry.content_crc
+                    } else {
+                        None
+                    };
+                    let file = Arc::new(file);
+                    let tracked = Arc::new(TrackedFile {
                         id: entry.id,
-                        path: entry.path.clone(),
-                        source: input.source.clone(),
-                    }),
-                    events: Vec::new(),
-                    dead_letters: Vec::new(),
-                    end: entry.offset,
-                    fingerprint: entry.fingerprint,
-                    content_crc: entry.content_crc,
-                    closed: true,
-                });
+                        path: path.display().to_string(),
+                        source: self.source.clone(),
+                        handle: Some(file.clone()),
+                    });
+                    match OpenFile::open(file, path.clone(), tracked, offset, crc, now) {
+                        Ok(mut f) => {
+                            tracing::info!(source = %self.source, old = %entry.path, path = %path.display(), offset, "file was renamed while tailhook was stopped: reading the rest of it");
+                            f.missing_scans = ORPHAN_AFTER_SCANS;
+                            f.orphan = true;
+                            self.files.push(f);
+                        }
+                        Err(e) => tracing::warn!(path = %path.display(), "cannot read file: {e}"),
+                    }
+                }
+                Lookup::Gone => {
+                    if entry.content_crc.is_some() {
+                        remember(&mut self.truncated, gone(entry));
+                    }
+                    chunks.push(Chunk {
+                        file: Arc::new(TrackedFile {
+                            id: entry.id,
+                            path: entry.path.clone(),
+                            source: self.source.clone(),
+                            handle: None,
+                        }),
+                        events: Vec::new(),
+                        dead_letters: Vec::new(),
+                        end: entry.offset,
+                        fingerprint: entry.fingerprint,
+                        content_crc: entry.content_crc,
+                        closed: true,
+                    });
+                }
+                Lookup::Unknown(e) => {
+                    tracing::warn!(source = %self.source, path = %entry.path, "cannot look for a file that was being read: {e}; it keeps its position");
+                }
             }
         }
     }
+}
+
+enum Lookup {
+    /// Where it is, and where to start in it.
+    Found(PathBuf, File, u64),
+    Gone,
+    Unknown(std::io::Error),
 }
 
 /// The file an entry describes, looked for by device and inode in the
 /// directory it was in, if it is still there and still the same content.
-fn find_by_inode(entry: &Entry) -> Option<(PathBuf, File)> {
-    let dir = Path::new(&entry.path).parent()?;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
+fn find_by_inode(entry: &Entry) -> Lookup {
+    let Some(dir) = Path::new(&entry.path).parent() else {
+        return Lookup::Gone;
+    };
+    let list = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Gone,
+        Err(e) => return Lookup::Unknown(e),
+    };
+    for e in list {
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => return Lookup::Unknown(e),
+        };
         let Ok(meta) = e.metadata() else { continue };
-        if meta.is_file() && meta.dev() == entry.id.dev && meta.ino() == entry.id.ino {
-            let file = File::open(e.path()).ok()?;
-            return matches_entry(&file, meta.len(), entry).then(|| (e.path(), file));
+        if meta.is_file() && id_of(&meta) == entry.id {
+            return match File::open(e.path()) {
+                Ok(file) if matches_entry(&file, meta.len(), entry) => {
+                    Lookup::Found(e.path(), file, entry.offset)
+                }
+                // The same first bytes, other bytes before the offset: the
+                // file was truncated and written again while tailhook was
+                // stopped. What it holds now is new.
+                Ok(file) if head_of(&file, FINGERPRINT_BYTES) == entry.fingerprint => {
+                    Lookup::Found(e.path(), file, 0)
+                }
+                Ok(_) => Lookup::Gone,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Lookup::Gone,
+                Err(err) => Lookup::Unknown(err),
+            };
         }
     }
-    None
-}
-
-/// Whether two files hold the same bytes in `from..to`.
-pub fn same_range(a: &File, b: &File, from: u64, to: u64) -> bool {
-    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    let mut at = from;
-    while at < to {
-        let n = ((to - at) as usize).min(x.len());
-        if a.read_exact_at(&mut x[..n], at).is_err() || b.read_exact_at(&mut y[..n], at).is_err() {
-            return false;
-        }
-        if x[..n] != y[..n] {
-            return false;
-        }
-        at += n as u64;
-    }
-    true
-}
-
-/// The offset just after the last newline before `size` (0 if none): an
-/// unfinished last line is read whole once its newline arrives.
-pub(crate) fn after_last_newline(file: &File, size: u64) -> u64 {
-    let mut end = size;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let part = &mut buf[..(end - start) as usize];
-        if file.read_exact_at(part, start).is_err() {
-            return size;
-        }
-        if let Some(i) = memchr::memrchr(b'\n', part) {
-            return start + i as u64 + 1;
-        }
-        end = start;
-    }
-    0
+    Lookup::Gone
 }

@@ -125,6 +125,41 @@ pub fn hits(from: usize, n: usize, size: usize) -> Vec<String> {
         .collect()
 }
 
+/// Hit events as Wallarm writes them: the same keys in the same order, the
+/// first ~1 KiB of every line alike (every file and every rotated copy of
+/// one starts with the same bytes), and what varies — the time, the
+/// address, the sequence number — at the end of the line.
+pub fn wallarm_hits(from: usize, n: usize) -> Vec<String> {
+    const SHARED: &str = concat!(
+        r#"{"anomality":0,"attackid":"c9d0f1a2b3","block_status":"monitored","#,
+        r#""client_id":1337,"domain":"www.example.com","heur_distance":0.0,"#,
+        r#""instance_id":"node-eu-1.wallarm.example","known_attack":["sqli"],"#,
+        r#""method":"POST","object_type":"hit","path":"/api/v1/session/login","#,
+        r#""payloads":["' or 1=1--"],"point":["post","json_doc","hash","password"],"#,
+        r#""poolid":4,"protocol":"rest","request_headers":{"accept":"*/*","#,
+        r#""content-type":"application/json","user-agent":"Mozilla/5.0 (X11; Linux "#,
+        r#"x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36","#,
+        r#""x-forwarded-proto":"https","x-request-id":"0000000000000000"},"#,
+        r#""response_headers":{"content-type":"text/html","server":"nginx"},"#,
+        r#""response_size":549,"response_status":403,"response_time":1,"#,
+        r#""stamps":[7,9,11],"stamps_hash":-1239814,"type":"sqli","#,
+        r#""wallarm_mode":"monitoring","rule":"default","tags":["edge","eu"],"#,
+        r#""comment":"identical on every line: the varying values come late","#,
+        r#""filler":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","#,
+        r#""filler2":"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy","#
+    );
+    (from..from + n)
+        .map(|i| {
+            format!(
+                r#"{SHARED}"remote_addr4":"203.0.{}.{}","time":{},"seq":{i}}}"#,
+                i / 256 % 256,
+                i % 256,
+                1_700_000_000 + i
+            )
+        })
+        .collect()
+}
+
 /// The `seq` field of an event made by [`hits`].
 pub fn seq_of(event: &[u8]) -> u64 {
     // Fast path for `hits()` events, which start with `{"seq":N,`.
