@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::checkpoint::{Entry, FileId, Fingerprint};
 use crate::config::{BatchConfig, Format};
+use crate::source::identity::Window;
 
 /// A file a pipeline reads, as batches refer to it.
 #[derive(Debug)]
@@ -18,15 +19,18 @@ pub struct TrackedFile {
     pub path: String,
     /// The source that reads it.
     pub source: String,
-    /// The open file, while it is open: acknowledgements read the bytes
-    /// before their offset from it, for the checkpoint's `tail`.
-    pub handle: Option<Arc<std::fs::File>>,
 }
 
 impl TrackedFile {
     /// The checkpoint entry saying that every byte before `offset` is
-    /// delivered; the bytes before `offset` are read now for its `tail`.
-    pub fn entry(&self, offset: u64, fingerprint: Fingerprint, content_crc: Option<u32>) -> Entry {
+    /// delivered.
+    pub fn entry(
+        &self,
+        offset: u64,
+        fingerprint: Fingerprint,
+        content_crc: Option<u32>,
+        tail: Option<Fingerprint>,
+    ) -> Entry {
         Entry {
             path: self.path.clone(),
             source: self.source.clone(),
@@ -34,10 +38,7 @@ impl TrackedFile {
             fingerprint,
             content_crc,
             offset,
-            tail: self
-                .handle
-                .as_ref()
-                .and_then(|f| crate::source::identity::tail_at(f, offset)),
+            tail,
         }
     }
 }
@@ -56,6 +57,19 @@ pub struct Position {
     pub closed: bool,
     /// CRC-32 of the file's bytes before `offset`, when known.
     pub content_crc: Option<u32>,
+    /// The fingerprint of the bytes before `offset`, when known (set when
+    /// the batch is taken, from `window`).
+    pub tail: Option<Fingerprint>,
+    /// The bytes read around `offset`, until the batch is taken.
+    window: Option<Arc<Window>>,
+}
+
+impl Position {
+    /// The checkpoint entry this position makes.
+    pub fn entry(&self) -> Entry {
+        self.file
+            .entry(self.offset, self.fingerprint, self.content_crc, self.tail)
+    }
 }
 
 /// One request's worth of events.
@@ -145,8 +159,14 @@ impl BatchBuilder {
     }
 
     /// Records that once this batch is acknowledged, `file` is delivered up to `offset`.
-    pub fn advance(&mut self, file: &Arc<TrackedFile>, offset: u64, fingerprint: Fingerprint) {
-        self.advance_chunk(file, offset, fingerprint, None, false);
+    pub fn advance(
+        &mut self,
+        file: &Arc<TrackedFile>,
+        offset: u64,
+        fingerprint: Fingerprint,
+        window: &Arc<Window>,
+    ) {
+        self.advance_chunk(file, offset, fingerprint, None, false, window);
     }
 
     /// Records where a whole chunk takes its file (with the content CRC), and
@@ -158,6 +178,7 @@ impl BatchBuilder {
         fingerprint: Fingerprint,
         content_crc: Option<u32>,
         closed: bool,
+        window: &Arc<Window>,
     ) {
         let position = Position {
             file: file.clone(),
@@ -165,6 +186,8 @@ impl BatchBuilder {
             fingerprint,
             closed,
             content_crc,
+            tail: None,
+            window: Some(window.clone()),
         };
         match self
             .positions
@@ -185,6 +208,11 @@ impl BatchBuilder {
             self.body.put_u8(b']');
         }
         self.last_len = self.body.len();
+        for p in &mut self.positions {
+            if let Some(w) = p.window.take() {
+                p.tail = w.tail_at(p.offset);
+            }
+        }
         let events = std::mem::take(&mut self.events);
         Some(Batch {
             body: self.body.split().freeze(),

@@ -66,7 +66,8 @@ pub async fn run_with_reload(
         ));
     }
     server.close();
-    let result = generations(config, path, &shutdown, &mut reloads, &ready).await;
+    let budget = source::budget::OpenBudget::for_this_process();
+    let result = generations(config, path, &shutdown, &mut reloads, &ready, &budget).await;
     served.cancel();
     server.wait().await;
     result
@@ -78,6 +79,7 @@ async fn generations(
     shutdown: &Shutdown,
     reloads: &mut tokio::sync::mpsc::Receiver<()>,
     ready: &Arc<metrics::Readiness>,
+    budget: &Arc<source::budget::OpenBudget>,
 ) -> anyhow::Result<()> {
     let mut previous: Option<Config> = None;
     loop {
@@ -85,7 +87,12 @@ async fn generations(
             soft: shutdown.soft.child_token(),
             hard: shutdown.hard.child_token(),
         };
-        let running = run_once(config.clone(), generation.clone(), ready.clone());
+        let running = run_once(
+            config.clone(),
+            generation.clone(),
+            ready.clone(),
+            budget.clone(),
+        );
         tokio::pin!(running);
         let next = loop {
             tokio::select! {
@@ -125,6 +132,7 @@ async fn run_once(
     config: Config,
     shutdown: Shutdown,
     ready: Arc<metrics::Readiness>,
+    budget: Arc<source::budget::OpenBudget>,
 ) -> anyhow::Result<()> {
     for w in config.warnings() {
         tracing::warn!("{w}");
@@ -146,6 +154,7 @@ async fn run_once(
             i,
             spool.clone(),
             ready.clone(),
+            &budget,
             &shutdown,
         )?);
     }

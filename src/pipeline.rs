@@ -18,6 +18,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::client::Webhook;
 use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{Outcome, Sender};
+use crate::source::budget::OpenBudget;
 use crate::source::file::FileSizes;
 use crate::source::file::{FileSource, StartPositions, Tail};
 use crate::source::reader::{FrameContext, RateLimit};
@@ -50,6 +51,7 @@ impl Pipeline {
         index: usize,
         spool: Option<Arc<Spool>>,
         ready: Arc<Readiness>,
+        budget: &Arc<OpenBudget>,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Pipeline> {
         let dest = config.destinations[index].clone();
@@ -95,6 +97,7 @@ impl Pipeline {
                 tail,
                 ctx,
                 start.clone(),
+                budget.clone(),
                 tx.clone(),
                 shutdown.soft.clone(),
             )?);
@@ -200,7 +203,7 @@ async fn batcher(
                 deadline = None;
             }
             builder.push(&ev.bytes);
-            builder.advance(&chunk.file, ev.commit, chunk.fingerprint);
+            builder.advance(&chunk.file, ev.commit, chunk.fingerprint, &chunk.window);
             if builder.is_full() {
                 if let Some(b) = builder.take() {
                     if tx.send(b).await.is_err() {
@@ -216,6 +219,7 @@ async fn batcher(
             chunk.fingerprint,
             chunk.content_crc,
             chunk.closed,
+            &chunk.window,
         );
         if deadline.is_none() {
             deadline = Some(Instant::now() + dest.batch.timeout);
@@ -327,7 +331,7 @@ fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
             checkpoints.remove(p.file.id);
             continue;
         }
-        checkpoints.set(p.file.entry(p.offset, p.fingerprint, p.content_crc));
+        checkpoints.set(p.entry());
     }
 }
 

@@ -151,6 +151,7 @@ impl Spool {
                 read_from: ReadFrom::Beginning,
                 poll_interval: Duration::from_secs(1),
                 rotate_wait: Duration::ZERO,
+                close_inactive: Duration::MAX,
             },
             mode: TailMode::Spool,
         }
@@ -703,7 +704,6 @@ mod tests {
             },
             path: path.to_string_lossy().into_owned(),
             source: "s".into(),
-            handle: None,
         };
         spool.acknowledge("d", "s", &file, meta.len());
         assert_eq!(spool.collect_once(&readers), 0);

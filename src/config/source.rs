@@ -73,10 +73,16 @@ pub struct FileInput {
     /// How long a file renamed out of the globs or deleted is kept open and
     /// read after it last grew (its writer may still be finishing lines).
     pub rotate_wait: Duration,
+    /// How long a file read to its end may go without growing before it is
+    /// closed (it is reopened, by identity, when it grows).
+    pub close_inactive: Duration,
 }
 
 /// The default `rotate_wait`: as long as Filebeat keeps a rotated file open.
 pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(300);
+
+/// The default `close_inactive`: as Filebeat's `close.on_state_change.inactive`.
+pub const DEFAULT_CLOSE_INACTIVE: Duration = Duration::from_secs(300);
 
 /// The settings of an `http` source.
 #[derive(Debug, Clone)]
@@ -187,6 +193,7 @@ pub(super) struct RawSource {
     read_from: Option<Spanned<ReadFrom>>,
     poll_interval: Option<Spanned<Dur>>,
     rotate_wait: Option<Spanned<Dur>>,
+    close_inactive: Option<Spanned<Dur>>,
     // tcp, udp, http
     listen: Option<Spanned<String>>,
     tls: Option<Spanned<RawTls>>,
@@ -225,6 +232,7 @@ impl RawSource {
             read_from,
             poll_interval,
             rotate_wait,
+            close_inactive,
             listen,
             tls,
             max_connections,
@@ -249,6 +257,7 @@ fn settings_of(kind: SourceType) -> &'static [&'static str] {
             "read_from",
             "poll_interval",
             "rotate_wait",
+            "close_inactive",
             "max_line_bytes",
             "on_invalid",
         ],
@@ -433,6 +442,10 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                         .rotate_wait
                         .as_ref()
                         .map_or(DEFAULT_ROTATE_WAIT, |d| d.get_ref().0),
+                    close_inactive: s
+                        .close_inactive
+                        .as_ref()
+                        .map_or(DEFAULT_CLOSE_INACTIVE, |d| d.get_ref().0),
                 })
             }
             SourceType::Tcp => Input::Tcp {
@@ -622,6 +635,11 @@ pub(super) fn write_source(o: &mut String, s: &SourceConfig) {
                 q(&humanize_duration(f.poll_interval))
             );
             let _ = writeln!(o, "rotate_wait = {}", q(&humanize_duration(f.rotate_wait)));
+            let _ = writeln!(
+                o,
+                "close_inactive = {}",
+                q(&humanize_duration(f.close_inactive))
+            );
         }
         Input::Tcp {
             listen,

@@ -16,6 +16,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::OpenBudget;
 use super::discover::Discovery;
 use super::reader::FrameContext;
 use super::tailer::Tailer;
@@ -62,6 +63,8 @@ pub struct FileSource {
 struct Wake {
     notify: Notify,
     rescan: AtomicBool,
+    /// Some files are closed: a write to one shows only in a scan.
+    rescan_on_data: AtomicBool,
 }
 
 impl FileSource {
@@ -70,10 +73,11 @@ impl FileSource {
         config: Tail,
         ctx: FrameContext,
         start: Arc<StartPositions>,
+        budget: Arc<OpenBudget>,
         tx: mpsc::Sender<Chunk>,
         cancel: CancellationToken,
     ) -> Result<FileSource, globset::Error> {
-        let tailer = Tailer::new(&config, start)?;
+        let tailer = Tailer::new(&config, start, budget)?;
         Ok(FileSource {
             config,
             sizes: FileSizes::default(),
@@ -107,6 +111,7 @@ impl FileSource {
         let wake = Arc::new(Wake {
             notify: Notify::new(),
             rescan: AtomicBool::new(true),
+            rescan_on_data: AtomicBool::new(false),
         });
         let mut watcher = new_watcher(wake.clone());
         let mut watched: HashSet<PathBuf> = HashSet::new();
@@ -141,19 +146,22 @@ impl FileSource {
                     chunks.extend(t.scan(now));
                 }
                 let files = measure.then(|| t.sizes());
-                (t, chunks, (sweep.progressed, sweep.done), files)
+                let waiting = t.waiting();
+                (t, chunks, (sweep.progressed, sweep.done, waiting), files)
             })
             .await
             else {
                 tracing::error!(source = %config.source, "a file reader task panicked");
                 return;
             };
+            wake.rescan_on_data
+                .store(back.has_closed_files(), Ordering::Release);
             tailer = Some(back);
             if let Some(files) = files {
                 ctx.metrics.files.set(files.len() as f64);
                 *sizes.lock().unwrap_or_else(|e| e.into_inner()) = files;
             }
-            let (busy, done) = sweep;
+            let (busy, done, waiting) = sweep;
             progressed |= busy || !chunks.is_empty();
             for chunk in chunks {
                 if !send(&tx, &cancel, chunk).await {
@@ -164,10 +172,17 @@ impl FileSource {
                 continue;
             }
             if !std::mem::take(&mut progressed) {
+                // Files waiting for a permit are tried again soon: others
+                // close what they have read meanwhile.
+                let wait = if waiting {
+                    config.files.poll_interval.min(PERMIT_RETRY)
+                } else {
+                    config.files.poll_interval
+                };
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = wake.notify.notified() => {}
-                    _ = tokio::time::sleep(config.files.poll_interval) => {
+                    _ = tokio::time::sleep(wait) => {
                         wake.rescan.store(true, Ordering::Release);
                     }
                 }
@@ -175,6 +190,9 @@ impl FileSource {
         }
     }
 }
+
+/// How soon files that could not be opened for want of a permit are tried again.
+const PERMIT_RETRY: Duration = Duration::from_millis(50);
 
 /// Hands a chunk to the batcher. A chunk already read still goes in if
 /// there is room after shutdown began, so it is delivered now rather than
@@ -222,7 +240,9 @@ fn new_watcher(wake: Arc<Wake>) -> Option<notify::RecommendedWatcher> {
         let rescan = match res {
             Ok(ev) => match ev.kind {
                 EventKind::Access(_) => return,
-                EventKind::Modify(notify::event::ModifyKind::Data(_)) => false,
+                EventKind::Modify(notify::event::ModifyKind::Data(_)) => {
+                    wake.rescan_on_data.load(Ordering::Acquire)
+                }
                 _ => true,
             },
             Err(_) => true,

@@ -69,6 +69,33 @@ pub fn crc_of_prefix(file: &File, len: u64) -> io::Result<Option<u32>> {
     Ok(Some(h.finalize()))
 }
 
+/// Which of `prefixes` (offset, CRC-32 of the bytes before it) the file
+/// starts with, if any: one pass over the file, however many there are.
+pub fn first_prefix_match(file: &File, prefixes: &[(u64, u32)]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..prefixes.len()).collect();
+    order.sort_by_key(|&i| prefixes[i].0);
+    let mut h = crc32fast::Hasher::new();
+    let mut at = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in order {
+        let (offset, crc) = prefixes[i];
+        while at < offset {
+            let want = (offset - at).min(buf.len() as u64) as usize;
+            match file.read_at(&mut buf[..want], at) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    at += n as u64;
+                }
+            }
+        }
+        if h.clone().finalize() == crc {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// Whether two files hold the same bytes in `from..to`.
 pub fn same_range(a: &File, b: &File, from: u64, to: u64) -> bool {
     let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
@@ -120,6 +147,44 @@ pub fn read_fully_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usi
     Ok(n)
 }
 
+/// The bytes of a chunk and the few before it: enough to say, for any
+/// offset an event of the chunk commits, what the bytes before it are,
+/// without keeping the file open until the acknowledgement.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    before: bytes::Bytes,
+    data: bytes::Bytes,
+    start: u64,
+}
+
+impl Window {
+    /// `data` read from `start`, after the bytes `before`.
+    pub fn new(before: bytes::Bytes, data: bytes::Bytes, start: u64) -> Window {
+        Window {
+            before,
+            data,
+            start,
+        }
+    }
+
+    /// What [`tail_at`] would say of the file at `offset`, if the window
+    /// reaches it.
+    pub fn tail_at(&self, offset: u64) -> Option<Fingerprint> {
+        if offset < self.start || offset > self.start + self.data.len() as u64 {
+            return None;
+        }
+        let upto = (offset - self.start) as usize;
+        if upto >= TAIL_BYTES {
+            return Some(Fingerprint::of(&self.data[upto - TAIL_BYTES..upto]));
+        }
+        let need = TAIL_BYTES - upto;
+        let mut buf = Vec::with_capacity(TAIL_BYTES);
+        buf.extend_from_slice(&self.before[self.before.len().saturating_sub(need)..]);
+        buf.extend_from_slice(&self.data[..upto]);
+        Some(Fingerprint::of(&buf))
+    }
+}
+
 /// The last [`TAIL_BYTES`] bytes consumed from a file, kept as reading goes
 /// on, so that a rewrite of what was read can be seen (and its fingerprint
 /// recorded) without reading the file again.
@@ -150,6 +215,11 @@ impl Tail {
             }
             self.bytes.extend_from_slice(data);
         }
+    }
+
+    /// The bytes kept.
+    pub fn bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(&self.bytes)
     }
 
     /// Forgets everything (reading starts again at 0).
@@ -193,6 +263,17 @@ mod tests {
         assert!(tail.still_in(&r, at).unwrap());
         assert_eq!(tail_at(&r, at), Some(Fingerprint::of(&tail.bytes)));
         assert_eq!(Tail::read(&r, at).unwrap().bytes, tail.bytes);
+        // A window over the bytes read says the same, at every line's end.
+        let all = std::fs::read(&path).unwrap();
+        let w = Window::new(
+            bytes::Bytes::copy_from_slice(&all[..700]),
+            bytes::Bytes::copy_from_slice(&all[700..]),
+            700,
+        );
+        for end in [700, 705, 900, 1000, all.len() as u64 as usize] {
+            assert_eq!(w.tail_at(end as u64), tail_at(&r, end as u64), "{end}");
+        }
+        assert_eq!(w.tail_at(699), None);
         // The same first bytes, other lines: the tail tells them apart.
         let mut f = File::create(&path).unwrap();
         for i in 10..15 {

@@ -2,6 +2,7 @@
 //! destination's pipeline; sockets, HTTP and stdin are first appended to the
 //! spool, whose segments are then tailed the same way.
 
+pub mod budget;
 pub mod discover;
 pub mod file;
 pub mod http;
@@ -62,6 +63,9 @@ pub struct Chunk {
     pub fingerprint: Fingerprint,
     /// CRC-32 of the file's bytes before `end`, when known.
     pub content_crc: Option<u32>,
+    /// The bytes read, to fingerprint the bytes before any offset an event
+    /// commits (and before `end`), for the checkpoint.
+    pub window: Arc<identity::Window>,
     /// The file was read to its end after being rotated away or deleted, and
     /// is closed: once this chunk is delivered, its checkpoint entry can go.
     pub closed: bool,

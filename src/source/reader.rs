@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::identity::{self, Tail};
+use super::identity::{self, Tail, Window};
 use super::{Chunk, Event, TailMode};
 use crate::batch::TrackedFile;
 use crate::checkpoint::{FileId, Fingerprint, FINGERPRINT_BYTES};
@@ -125,6 +125,10 @@ pub struct OpenFile {
     /// When it last grew (or was opened): a rotated file is closed once it
     /// has been idle for `rotate_wait`.
     pub last_growth: Instant,
+    /// Its share of the open-file budget.
+    pub permit: Option<super::budget::Permit>,
+    /// The last read found nothing new.
+    at_eof: bool,
     file: Arc<File>,
     base: u64,
     /// The bytes just before `base`, to see the content rewritten under us.
@@ -160,6 +164,8 @@ impl OpenFile {
             copy_since: None,
             fresh: false,
             read_failing: false,
+            permit: None,
+            at_eof: false,
             last_growth: now,
             file,
             base: start,
@@ -218,8 +224,10 @@ impl OpenFile {
         }
         let available = len - pos;
         if available == 0 {
+            self.at_eof = true;
             return Ok(ReadOutcome::Eof);
         }
+        self.at_eof = false;
         let want = available.min(READ_SIZE as u64) as usize;
         let old = self.buf.len();
         self.buf.resize(old + want, 0);
@@ -248,6 +256,7 @@ impl OpenFile {
         if let Some(last_nl) = memchr::memrchr(b'\n', &self.buf[old..]) {
             let lines = self.buf.split_to(old + last_nl + 1).freeze();
             let base = self.base;
+            out.window = Some(Window::new(self.tail.bytes(), lines.clone(), base));
             self.base += lines.len() as u64;
             self.hash(&lines);
             let mut start = 0usize;
@@ -331,6 +340,36 @@ impl OpenFile {
             }
         }
         Ok(!self.tail.still_in(&self.file, self.base)?)
+    }
+
+    /// Whether it can be closed and reopened later without losing anything
+    /// it holds in memory: read to its end, no long line being skipped, a
+    /// file of its own (not a copy, not rotated away). An unfinished last
+    /// line is read again from the file when it is reopened.
+    pub fn closable(&self) -> bool {
+        self.at_eof
+            && self.oversize.is_none()
+            && self.copy_of.is_none()
+            && !self.orphan
+            && self.missing_scans == 0
+    }
+
+    /// How far it has been read (framed, or held as an unfinished line).
+    pub fn read_to(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Where it stands, as its checkpoint entry would say.
+    pub fn entry(&self) -> crate::checkpoint::Entry {
+        let tail = self.window_at_base().tail_at(self.framed_to());
+        let mut e = self.tracked.entry(
+            self.framed_to(),
+            self.fingerprint(),
+            self.content_crc(),
+            tail,
+        );
+        e.path = self.path.display().to_string();
+        e
     }
 
     /// Whether the file still holds what was read of it: as many bytes, the
@@ -453,6 +492,15 @@ impl OpenFile {
             fingerprint: self.fingerprint(),
             content_crc: self.content_crc(),
             closed: false,
+            window: Arc::new(self.window_at_base()),
+        }
+    }
+
+    /// The bytes before where framing got, as a window.
+    fn window_at_base(&self) -> Window {
+        match self.oversize {
+            Some(_) => Window::default(),
+            None => Window::new(self.tail.bytes(), bytes::Bytes::new(), self.base),
         }
     }
 
@@ -513,6 +561,8 @@ struct Framed<'a> {
     framed: u64,
     /// Events left out by the selection, by kind.
     filtered: [u64; Kind::ALL.len()],
+    /// The bytes framed.
+    window: Option<Window>,
 }
 
 /// The [`FrameSink`] for one line: applies the selection and `on_invalid`.
@@ -530,6 +580,7 @@ impl<'a> Framed<'a> {
             dead: Vec::new(),
             framed: 0,
             filtered: [0; Kind::ALL.len()],
+            window: None,
         }
     }
 
@@ -563,6 +614,7 @@ impl<'a> Framed<'a> {
             fingerprint: f.fingerprint(),
             content_crc: f.content_crc(),
             closed: false,
+            window: Arc::new(self.window.unwrap_or_else(|| f.window_at_base())),
         }
     }
 }

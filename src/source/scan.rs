@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::budget::Permit;
 use super::discover::Listing;
 use super::identity::{self, crc_of_prefix, head_of, is_full, matches_entry, same_range};
 use super::reader::OpenFile;
-use super::tailer::Tailer;
+use super::tailer::{Dormant, Stamp, Tailer};
 use super::{Chunk, TailMode};
 use crate::batch::TrackedFile;
 use crate::checkpoint::{Entry, FileId, Fingerprint, FINGERPRINT_BYTES};
@@ -102,6 +103,7 @@ struct Found {
     id: FileId,
     size: u64,
     head: Fingerprint,
+    permit: Permit,
 }
 
 fn id_of(meta: &std::fs::Metadata) -> FileId {
@@ -133,25 +135,20 @@ impl Tailer {
         }
         let open_ids: HashSet<FileId> = self.files.iter().map(|f| f.tracked.id).collect();
         let mut seen: HashMap<FileId, PathBuf> = HashMap::new();
-        let mut found = Vec::new();
+        // New files, and closed ones that changed, to open.
+        let mut to_open: Vec<(PathBuf, FileId)> = Vec::new();
         for path in listing.paths {
-            let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
-            let (file, meta) = match opened {
-                Ok(x) => x,
+            // A stat needs no descriptor: only files with something to read
+            // are opened.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    // Not a deletion: a file that cannot be opened now (too
-                    // many open files, permissions, a stale NFS handle) is
-                    // still there, and keeps its position.
-                    match std::fs::metadata(&path) {
-                        Ok(m) => {
-                            seen.insert(id_of(&m), path.clone());
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(_) => complete = false,
-                    }
+                    // Not a deletion: a file that cannot be looked at now
+                    // (permissions, a stale NFS handle) is still there.
+                    complete = false;
                     if !self.failing.contains(&path) {
-                        tracing::warn!(source, path = %path.display(), "cannot open file: {e}; it keeps its position, will try again at every scan");
+                        tracing::warn!(source, path = %path.display(), "cannot look at file: {e}; it keeps its position, will try again at every scan");
                     }
                     failing.insert(path);
                     continue;
@@ -161,6 +158,48 @@ impl Tailer {
             if seen.insert(id, path.clone()).is_some() || open_ids.contains(&id) {
                 continue;
             }
+            if let Some(d) = self.dormant.get_mut(&id) {
+                d.entry.path = path.display().to_string();
+                d.missing_scans = 0;
+                d.seen_size = meta.len();
+                // Reopened once it changes (its size, or its modification
+                // or change time: rewritten to the same size); until it is
+                // reopened, it counts as unchanged.
+                if meta.len() == d.size && Stamp::of(&meta) == d.stamp {
+                    continue;
+                }
+            }
+            to_open.push((path, id));
+        }
+        let mut found = Vec::new();
+        let mut waiting = false;
+        for (path, id) in to_open {
+            if waiting {
+                break;
+            }
+            let Some(permit) = self.budget.try_take() else {
+                // Read in turns: the others close what they have read.
+                waiting = true;
+                break;
+            };
+            let opened = File::open(&path).and_then(|f| f.metadata().map(|m| (f, m)));
+            let (file, meta) = match opened {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    // Not a deletion: too many open files, permissions, a
+                    // stale NFS handle. It keeps its position.
+                    if !self.failing.contains(&path) {
+                        tracing::warn!(source, path = %path.display(), "cannot open file: {e}; it keeps its position, will try again at every scan");
+                    }
+                    failing.insert(path);
+                    continue;
+                }
+            };
+            if id_of(&meta) != id {
+                // Replaced between the stat and the open: the next scan sees it.
+                continue;
+            }
             let head = head_of(&file, FINGERPRINT_BYTES);
             found.push(Found {
                 path,
@@ -168,8 +207,10 @@ impl Tailer {
                 id,
                 size: meta.len(),
                 head,
+                permit,
             });
         }
+        self.set_waiting(waiting);
         for p in self.failing.difference(&failing) {
             if p.exists() {
                 tracing::info!(source, path = %p.display(), "can be read again");
@@ -177,6 +218,10 @@ impl Tailer {
         }
         self.failing = failing;
 
+        let mut chunks = Vec::new();
+        if complete {
+            self.missing_dormant(&seen, now, &mut chunks);
+        }
         for f in self.files.iter_mut() {
             match seen.get(&f.tracked.id) {
                 Some(path) => {
@@ -198,7 +243,6 @@ impl Tailer {
             }
         }
 
-        let mut chunks = Vec::new();
         if complete && !self.recovered {
             self.recovered = true;
             self.recover_entries(&seen, &found, now, &mut chunks);
@@ -212,8 +256,9 @@ impl Tailer {
                 id,
                 size,
                 head,
+                permit,
             } = f;
-            let start = self.start_of(&Candidate {
+            let candidate = Candidate {
                 file: &file,
                 id,
                 size,
@@ -221,13 +266,16 @@ impl Tailer {
                 path: &path,
                 checkpoint: true,
                 skip_existing,
-            });
+            };
+            let start = match self.dormant.remove(&id) {
+                Some(d) => self.start_after_close(&candidate, &d.entry),
+                None => self.start_of(&candidate),
+            };
             let file = Arc::new(file);
             let tracked = Arc::new(TrackedFile {
                 id,
                 path: path.display().to_string(),
                 source: source.clone(),
-                handle: Some(file.clone()),
             });
             let (offset, crc) = match &start {
                 Start::At { offset, crc } => (*offset, *crc),
@@ -235,6 +283,7 @@ impl Tailer {
             };
             match OpenFile::open(file, path.clone(), tracked, offset, crc, now) {
                 Ok(mut f) => {
+                    f.permit = Some(permit);
                     // An empty file is not known yet: what is written to it
                     // first (by `cp`, perhaps) decides what it is.
                     f.fresh = size == 0;
@@ -257,6 +306,117 @@ impl Tailer {
             self.files.sort_by(|a, b| a.path.cmp(&b.path));
         }
         chunks
+    }
+
+    /// Where to start in a file closed while it was idle, now reopened
+    /// because it changed: where it was, if it still holds what was read;
+    /// else (truncated or rewritten meanwhile) as a new content.
+    fn start_after_close(&mut self, c: &Candidate<'_>, entry: &Entry) -> Start {
+        if entry.offset == 0 {
+            // Nothing was read: what it holds now decides what it is.
+            return self.start_of(&Candidate {
+                checkpoint: false,
+                ..*c
+            });
+        }
+        if matches_entry(c.file, c.size, entry) {
+            return Start::At {
+                offset: entry.offset,
+                crc: entry.content_crc,
+            };
+        }
+        tracing::warn!(path = %c.path.display(), "file shrank or was rewritten while it was closed: reading it again from the start");
+        if let Some(crc) = entry.content_crc {
+            remember(
+                &mut self.truncated,
+                Truncated {
+                    fingerprint: entry.fingerprint,
+                    offset: entry.offset,
+                    crc,
+                },
+            );
+        }
+        self.start_of(&Candidate {
+            checkpoint: false,
+            ..*c
+        })
+    }
+
+    /// Files closed while idle that two complete scans in a row did not find:
+    /// renamed out of the globs (read what they got since, until idle) or
+    /// gone (forgotten).
+    fn missing_dormant(
+        &mut self,
+        seen: &HashMap<FileId, PathBuf>,
+        now: Instant,
+        chunks: &mut Vec<Chunk>,
+    ) {
+        let missing: Vec<FileId> = self
+            .dormant
+            .iter_mut()
+            .filter(|(id, _)| !seen.contains_key(id))
+            .filter_map(|(id, d)| {
+                d.missing_scans += 1;
+                (d.missing_scans >= ORPHAN_AFTER_SCANS).then_some(*id)
+            })
+            .collect();
+        for id in missing {
+            let entry = self.dormant[&id].entry.clone();
+            match find_by_inode(&entry) {
+                Lookup::Found(path, file, offset) => {
+                    let Some(permit) = self.budget.try_take() else {
+                        self.set_waiting(true);
+                        continue;
+                    };
+                    self.dormant.remove(&id);
+                    let crc = (offset == entry.offset)
+                        .then_some(entry.content_crc)
+                        .flatten();
+                    if let Some(mut f) = self.open_rotated(&entry, path, file, offset, crc, now) {
+                        f.permit = Some(permit);
+                        self.files.push(f);
+                    }
+                }
+                Lookup::Gone => {
+                    self.dormant.remove(&id);
+                    chunks.push(forget(&entry, &self.source));
+                }
+                Lookup::Unknown(e) => {
+                    tracing::warn!(source = %self.source, path = %entry.path, "cannot look for a file that was being read: {e}; it keeps its position");
+                }
+            }
+        }
+    }
+
+    /// Opens a file found by inode outside the globs, to read its rest
+    /// until it has been idle for `rotate_wait`.
+    fn open_rotated(
+        &self,
+        entry: &Entry,
+        path: PathBuf,
+        file: File,
+        offset: u64,
+        crc: Option<u32>,
+        now: Instant,
+    ) -> Option<OpenFile> {
+        let file = Arc::new(file);
+        let tracked = Arc::new(TrackedFile {
+            id: entry.id,
+            path: path.display().to_string(),
+            source: self.source.clone(),
+        });
+        match OpenFile::open(file, path.clone(), tracked, offset, crc, now) {
+            Ok(mut f) => {
+                tracing::info!(source = %self.source, old = %entry.path, path = %path.display(), offset, "file was renamed out of the globs while it was closed: reading the rest of it");
+                f.missing_scans = ORPHAN_AFTER_SCANS;
+                f.orphan = true;
+                Some(f)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read file: {e}");
+                None
+            }
+        }
     }
 
     /// Where to start in a content (see the module's comment).
@@ -293,6 +453,9 @@ impl Tailer {
                 return at(t.offset, Some(t.crc));
             }
         }
+        if let Some(s) = self.copy_of_closed(c) {
+            return s;
+        }
         if let Some(s) = self.copy_of_open(c) {
             return s;
         }
@@ -301,6 +464,29 @@ impl Tailer {
         } else {
             at(0, None)
         }
+    }
+
+    /// Whether a content starts with what was read of a file closed while
+    /// idle: then it is a copy of it (copytruncate, the original not
+    /// reopened yet), and only what follows is new to this destination.
+    fn copy_of_closed(&self, c: &Candidate<'_>) -> Option<Start> {
+        if !is_full(&c.head) {
+            return None;
+        }
+        let prefixes: Vec<(u64, u32)> = self
+            .dormant
+            .values()
+            .filter(|d| {
+                d.entry.fingerprint == c.head && d.entry.offset > 0 && d.entry.offset <= c.size
+            })
+            .filter_map(|d| Some((d.entry.offset, d.entry.content_crc?)))
+            .collect();
+        let (offset, crc) = prefixes[identity::first_prefix_match(c.file, &prefixes)?];
+        tracing::info!(path = %c.path.display(), offset, "file is a copy of a closed file (copytruncate): reading it from where that file had been read");
+        Some(Start::At {
+            offset,
+            crc: Some(crc),
+        })
     }
 
     /// Whether a content is a copy of a file being read: a prefix of it
@@ -409,52 +595,58 @@ impl Tailer {
             }
             match find_by_inode(entry) {
                 Lookup::Found(path, file, offset) => {
-                    let crc = if offset == entry.offset {
-                        entry.content_crc
-                    } else {
-                        None
+                    let Some(permit) = self.budget.try_take() else {
+                        // Looked for again once a permit is free.
+                        self.set_waiting(true);
+                        self.dormant.insert(
+                            entry.id,
+                            Dormant {
+                                entry: entry.clone(),
+                                size: entry.offset,
+                                seen_size: entry.offset,
+                                stamp: Stamp::default(),
+                                missing_scans: ORPHAN_AFTER_SCANS,
+                            },
+                        );
+                        continue;
                     };
-                    let file = Arc::new(file);
-                    let tracked = Arc::new(TrackedFile {
-                        id: entry.id,
-                        path: path.display().to_string(),
-                        source: self.source.clone(),
-                        handle: Some(file.clone()),
-                    });
-                    match OpenFile::open(file, path.clone(), tracked, offset, crc, now) {
-                        Ok(mut f) => {
-                            tracing::info!(source = %self.source, old = %entry.path, path = %path.display(), offset, "file was renamed while tailhook was stopped: reading the rest of it");
-                            f.missing_scans = ORPHAN_AFTER_SCANS;
-                            f.orphan = true;
-                            self.files.push(f);
-                        }
-                        Err(e) => tracing::warn!(path = %path.display(), "cannot read file: {e}"),
+                    let crc = (offset == entry.offset)
+                        .then_some(entry.content_crc)
+                        .flatten();
+                    if let Some(mut f) = self.open_rotated(entry, path, file, offset, crc, now) {
+                        f.permit = Some(permit);
+                        self.files.push(f);
                     }
                 }
                 Lookup::Gone => {
                     if entry.content_crc.is_some() {
                         remember(&mut self.truncated, gone(entry));
                     }
-                    chunks.push(Chunk {
-                        file: Arc::new(TrackedFile {
-                            id: entry.id,
-                            path: entry.path.clone(),
-                            source: self.source.clone(),
-                            handle: None,
-                        }),
-                        events: Vec::new(),
-                        dead_letters: Vec::new(),
-                        end: entry.offset,
-                        fingerprint: entry.fingerprint,
-                        content_crc: entry.content_crc,
-                        closed: true,
-                    });
+                    chunks.push(forget(entry, &self.source));
                 }
                 Lookup::Unknown(e) => {
                     tracing::warn!(source = %self.source, path = %entry.path, "cannot look for a file that was being read: {e}; it keeps its position");
                 }
             }
         }
+    }
+}
+
+/// The position that drops a file's checkpoint entry: it is gone.
+fn forget(entry: &Entry, source: &str) -> Chunk {
+    Chunk {
+        file: Arc::new(TrackedFile {
+            id: entry.id,
+            path: entry.path.clone(),
+            source: source.to_string(),
+        }),
+        events: Vec::new(),
+        dead_letters: Vec::new(),
+        end: entry.offset,
+        fingerprint: entry.fingerprint,
+        content_crc: entry.content_crc,
+        closed: true,
+        window: Arc::default(),
     }
 }
 

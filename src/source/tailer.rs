@@ -9,17 +9,18 @@
 //!   deleted) and has not grown for `rotate_wait`;
 //! - a file that cannot be listed, opened or read keeps its position.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::OpenBudget;
 use super::discover::Discovery;
 use super::file::{StartPositions, Tail};
 use super::reader::{FrameContext, OpenFile, ReadOutcome};
 use super::scan::{remember, Truncated};
 use super::{identity, Chunk, TailMode};
-use crate::checkpoint::FileId;
+use crate::checkpoint::{Entry, FileId};
 use crate::config::ReadFrom;
 
 /// How long a file that looks like a copy waits for its original to be
@@ -40,6 +41,15 @@ pub struct Tailer {
     pub(super) discovery: Arc<Discovery>,
     pub(super) start: Arc<StartPositions>,
     pub(super) files: Vec<OpenFile>,
+    /// Files read to their end and closed (idle for `close_inactive`, or
+    /// to let other files be read in turns): reopened when they change.
+    pub(super) dormant: HashMap<FileId, Dormant>,
+    pub(super) close_inactive: Duration,
+    pub(super) budget: Arc<OpenBudget>,
+    /// Some file could not be opened for want of a permit.
+    pub(super) waiting: bool,
+    /// Reading in turns was logged.
+    said_turns: bool,
     /// Paths that could not be opened, warned about once.
     pub(super) failing: HashSet<PathBuf>,
     /// Truncated contents waiting for their copy.
@@ -51,6 +61,32 @@ pub struct Tailer {
     pub(super) initial: bool,
     /// Where the sweep goes on.
     next: usize,
+}
+
+/// A file closed while idle, read to its end.
+pub(super) struct Dormant {
+    /// Where it stands, as a checkpoint entry would say it.
+    pub entry: Entry,
+    /// Its size when it was closed.
+    pub size: u64,
+    /// Its size at the last scan.
+    pub seen_size: u64,
+    /// Its modification and change times when it was closed.
+    pub stamp: Stamp,
+    /// Complete scans in a row that did not find it.
+    pub missing_scans: u32,
+}
+
+/// A file's modification and change times, to the nanosecond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp([i64; 4]);
+
+impl Stamp {
+    /// The times of these metadata.
+    pub fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp([m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()])
+    }
 }
 
 /// What one call of [`Tailer::read_some`] produced.
@@ -81,7 +117,11 @@ enum Step {
 
 impl Tailer {
     /// A tailer of `tail`, starting from these checkpoint positions.
-    pub fn new(tail: &Tail, start: Arc<StartPositions>) -> Result<Tailer, globset::Error> {
+    pub fn new(
+        tail: &Tail,
+        start: Arc<StartPositions>,
+        budget: Arc<OpenBudget>,
+    ) -> Result<Tailer, globset::Error> {
         Ok(Tailer {
             source: tail.source.clone(),
             mode: tail.mode,
@@ -90,6 +130,11 @@ impl Tailer {
             discovery: Arc::new(Discovery::new(&tail.files.include, &tail.files.exclude)?),
             start,
             files: Vec::new(),
+            dormant: HashMap::new(),
+            close_inactive: tail.files.close_inactive,
+            budget,
+            waiting: false,
+            said_turns: false,
             failing: HashSet::new(),
             truncated: Vec::new(),
             recovered: false,
@@ -172,8 +217,63 @@ impl Tailer {
         if self.next >= self.files.len() {
             self.next = 0;
             out.done = true;
+            self.close_idle(now);
         }
         out
+    }
+
+    /// Closes files read to their end that have been idle for
+    /// `close_inactive`, or at once when some file waits for a permit.
+    fn close_idle(&mut self, now: Instant) {
+        if self.mode != TailMode::Files {
+            return;
+        }
+        let short = self.budget.short();
+        let mut i = 0;
+        while i < self.files.len() {
+            let f = &self.files[i];
+            if f.closable() && (short || f.idle(now) >= self.close_inactive) {
+                let f = self.files.remove(i);
+                let entry = f.entry();
+                let stamp = f
+                    .file()
+                    .metadata()
+                    .map(|m| Stamp::of(&m))
+                    .unwrap_or_default();
+                self.dormant.insert(
+                    entry.id,
+                    Dormant {
+                        size: f.read_to(),
+                        seen_size: f.read_to(),
+                        stamp,
+                        entry,
+                        missing_scans: 0,
+                    },
+                );
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Says whether this tailer has files waiting for a permit.
+    pub(super) fn set_waiting(&mut self, waiting: bool) {
+        if waiting && !self.said_turns {
+            self.said_turns = true;
+            tracing::info!(source = %self.source, open_files = self.budget.limit(), "more files have data than may be held open at once: reading them in turns");
+        }
+        self.budget.set_waiting(self.waiting, waiting);
+        self.waiting = waiting;
+    }
+
+    /// Whether files wait for a permit: scan again soon.
+    pub fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Whether some files are closed: their growth shows only in a scan.
+    pub fn has_closed_files(&self) -> bool {
+        !self.dormant.is_empty()
     }
 
     /// After `files[i]` was truncated: its waiting copy, if any, starts where
@@ -232,12 +332,19 @@ impl Tailer {
         }
     }
 
-    /// The identity and size of every open file.
-    pub fn sizes(&self) -> std::collections::HashMap<FileId, u64> {
+    /// The identity and size of every file followed, open or closed.
+    pub fn sizes(&self) -> HashMap<FileId, u64> {
         self.files
             .iter()
             .filter_map(|f| Some((f.tracked.id, f.size().ok()?)))
+            .chain(self.dormant.iter().map(|(id, d)| (*id, d.seen_size)))
             .collect()
+    }
+}
+
+impl Drop for Tailer {
+    fn drop(&mut self) {
+        self.set_waiting(false);
     }
 }
 
