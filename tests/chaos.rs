@@ -1,7 +1,8 @@
 //! Chaos: the real binary under many faults at once, proven event by event.
 //!
-//! A writer thread appends sequence-numbered events (`{"seq":N,...}`) in
-//! bursts while the test, from the main thread, follows a script of faults
+//! A writer thread appends sequence-numbered events (`{"seq":N,...}`, or
+//! Wallarm-shaped lines ending in `"seq":N}`) in bursts, each written in two
+//! pieces that usually end mid-line, while the test, from the main thread, follows a script of faults
 //! drawn from a small seeded PRNG (the same seed always gives the same
 //! script): rename rotation, copytruncate, collector outages (stopped and
 //! started again on the same port), `kill -9` and SIGTERM of tailhook,
@@ -18,6 +19,10 @@
 //! - `combined_chaos_loses_nothing`: 100,000 events through all of it;
 //! - `combined_chaos_without_copytruncate_loses_nothing`: the same without
 //!   copytruncate, so the rest stands on its own;
+//! - `combined_chaos_with_lines_that_start_alike_loses_nothing`: the same
+//!   faults over Wallarm-shaped hit lines whose first ~1 KiB is the same on
+//!   every line and in every file (the sequence number is the last key), so
+//!   nothing can tell files apart by their first bytes;
 //! - `kill_9_again_and_again_with_several_files_loses_nothing`: repeated
 //!   crashes with three files, four requests in flight, and rotations while
 //!   tailhook is down;
@@ -50,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
-use support::setup::{append, destination, hits, Setup};
+use support::setup::{append, destination, hits, wallarm_hits, Setup};
 
 /// The seed of the scripts, unless `TAILHOOK_CHAOS_SEED` says otherwise.
 const SEED: u64 = 0x7a11_600c_c4a0_5eed;
@@ -183,12 +188,19 @@ impl Writer {
                         buf.extend_from_slice(line.as_bytes());
                         buf.push(b'\n');
                     }
+                    let cut = rng.range(1, buf.len());
                     let _writing = thread_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    // Two writes, the first usually ending mid-line: tailhook
+                    // may read between them.
                     OpenOptions::new()
                         .create(true)
                         .append(true)
                         .open(target)
-                        .and_then(|mut f| f.write_all(&buf))
+                        .and_then(|mut f| {
+                            f.write_all(&buf[..cut])?;
+                            f.flush()?;
+                            f.write_all(&buf[cut..])
+                        })
                         .unwrap_or_else(|e| panic!("writer: {}: {e}", target.display()));
                     next += n;
                     *thread_written.0.lock().unwrap_or_else(|e| e.into_inner()) = next;
@@ -511,12 +523,24 @@ impl Process {
 /// is reported rather than a panic. The rest of the event is checked by
 /// comparing it with the line written.
 fn seq(event: &[u8]) -> Option<usize> {
-    let rest = event.strip_prefix(br#"{"seq":"#)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || rest.get(digits) != Some(&b',') {
-        return None;
+    let digits_of = |s: &[u8]| -> Option<usize> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    if let Some(rest) = event.strip_prefix(br#"{"seq":"#) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if rest.get(digits) != Some(&b',') {
+            return None;
+        }
+        return digits_of(&rest[..digits]);
     }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    // Wallarm-shaped: `…,"seq":N}`.
+    let body = event.strip_suffix(b"}")?;
+    let key = br#","seq":"#;
+    let at = body.windows(key.len()).rposition(|w| w == key)?;
+    digits_of(&body[at + key.len()..])
 }
 
 /// Complete lines of the dead-letter file (a line being appended right now
@@ -951,6 +975,8 @@ enum Fault {
 struct Plan {
     events: usize,
     copytruncate: bool,
+    /// Wallarm-shaped lines that all start alike, instead of `{"seq":N,…`.
+    alike: bool,
 }
 
 /// The faults in a seeded random order, calm steps first and last.
@@ -996,7 +1022,11 @@ fn run_combined(name: &str, plan: Plan) {
 
     let setup = Setup::new();
     let log = setup.log("app.log");
-    let lines = Arc::new(hits(0, plan.events, EVENT_BYTES));
+    let lines = Arc::new(if plan.alike {
+        wallarm_hits(0, plan.events)
+    } else {
+        hits(0, plan.events, EVENT_BYTES)
+    });
     let mut collectors = Collectors::start();
     let config = config_text(&setup, "app.log*", &collectors.url(), 2, 500);
     let mut writer = Writer::spawn(vec![log.clone()], lines.clone(), seed);
@@ -1163,6 +1193,21 @@ fn combined_chaos_loses_nothing() {
         Plan {
             events: 100_000,
             copytruncate: true,
+            alike: false,
+        },
+    );
+}
+
+/// The same faults over lines whose first ~1 KiB is the same everywhere:
+/// file identity cannot lean on first bytes.
+#[test]
+fn combined_chaos_with_lines_that_start_alike_loses_nothing() {
+    run_combined(
+        "combined chaos, lines that start alike",
+        Plan {
+            events: 30_000,
+            copytruncate: true,
+            alike: true,
         },
     );
 }
@@ -1176,6 +1221,7 @@ fn combined_chaos_without_copytruncate_loses_nothing() {
         Plan {
             events: 100_000,
             copytruncate: false,
+            alike: false,
         },
     );
 }

@@ -186,11 +186,18 @@ impl Tailer {
                     position,
                     truncated,
                 } => {
-                    if let Some(t) = truncated.and_then(|t| self.hand_to_copy(i, t)) {
-                        remember(&mut self.truncated, t);
-                        out.rescan = true;
-                    }
                     out.chunks.push(position);
+                    if let Some(t) = truncated {
+                        match self.hand_to_copy(i, t) {
+                            // The copy's start is recorded at once: read to
+                            // its end already, it may never send another.
+                            Ok(copy) => out.chunks.push(copy),
+                            Err(t) => {
+                                remember(&mut self.truncated, t);
+                                out.rescan = true;
+                            }
+                        }
+                    }
                 }
                 Step::Closed(chunk) => {
                     read += 1;
@@ -277,21 +284,21 @@ impl Tailer {
     }
 
     /// After `files[i]` was truncated: its waiting copy, if any, starts where
-    /// reading of the old content had got. Returns the truncation if no copy
-    /// took it, to remember for a copy found later.
-    fn hand_to_copy(&mut self, i: usize, t: Truncated) -> Option<Truncated> {
+    /// reading of the old content had got; returns the copy's position.
+    /// Otherwise returns the truncation, to remember for a copy found later.
+    fn hand_to_copy(&mut self, i: usize, t: Truncated) -> Result<Chunk, Truncated> {
         let id = self.files[i].tracked.id;
         for c in self.files.iter_mut().filter(|c| c.copy_of == Some(id)) {
             let verified = c.crc_of_prefix(t.offset).ok().flatten() == Some(t.crc);
             if verified && c.start_copy_at(t.offset, t.crc).is_ok() {
                 tracing::info!(path = %c.path.display(), offset = t.offset, "the original of this copy was truncated: reading the copy from where the original had been read");
-                return None;
+                return Ok(c.position());
             }
             // Not the content after all: read it whole (duplicates, never a loss).
             tracing::info!(path = %c.path.display(), "a file taken for a copy is not one: reading it whole");
             c.stop_being_a_copy();
         }
-        Some(t)
+        Err(t)
     }
 
     /// A file whose content started again (`cp` over it, or truncated and
