@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
-use crate::checkpoint::{Entry, FileId, Fingerprint};
+use crate::checkpoint::{Entry, FileId, Fingerprint, Truncated};
 use crate::config::{BatchConfig, Format};
 use crate::source::identity::Window;
 
@@ -19,9 +19,22 @@ pub struct TrackedFile {
     pub path: String,
     /// The source that reads it.
     pub source: String,
+    /// What a truncation took from it until a copy is found (see
+    /// [`Truncated`]): read when its checkpoint entry is made.
+    pub lost: std::sync::Mutex<Option<Truncated>>,
 }
 
 impl TrackedFile {
+    /// A file found at `path`, read by `source`.
+    pub fn new(id: FileId, path: String, source: String) -> TrackedFile {
+        TrackedFile {
+            id,
+            path,
+            source,
+            lost: std::sync::Mutex::new(None),
+        }
+    }
+
     /// The checkpoint entry saying that every byte before `offset` is
     /// delivered.
     pub fn entry(
@@ -39,7 +52,19 @@ impl TrackedFile {
             content_crc,
             offset,
             tail,
+            truncated: self.lost(),
         }
+    }
+
+    /// The content this file lost to a truncation, while no copy of it has
+    /// been found.
+    pub fn lost(&self) -> Option<Truncated> {
+        *self.lost.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records (or clears) the content this file lost to a truncation.
+    pub fn set_lost(&self, t: Option<Truncated>) {
+        *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = t;
     }
 }
 

@@ -42,6 +42,19 @@ impl Fingerprint {
     }
 }
 
+/// The content a truncation took away (copytruncate): a copy of it starts
+/// here. Kept in the truncated file's checkpoint entry until its copy is
+/// found, so a restart in between does not read the copy whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    /// The first bytes of the old content.
+    pub fingerprint: Fingerprint,
+    /// How far it had been read.
+    pub offset: u64,
+    /// CRC-32 of the old content before `offset`.
+    pub crc: u32,
+}
+
 /// Device and inode: which file, whatever its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileId {
@@ -75,6 +88,10 @@ pub struct Entry {
     /// holding a file that starts the same way is not taken for this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<Fingerprint>,
+    /// The content this file lost to a truncation, while its copy has not
+    /// been found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncated>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -227,6 +244,7 @@ mod tests {
             content_crc: Some(7),
             offset: 42,
             tail: Some(Fingerprint::of(b"bc")),
+            truncated: None,
         });
         cp.save().unwrap();
         let (back, err) = Checkpoints::load(dir.path(), "d");

@@ -697,14 +697,14 @@ mod tests {
             .unwrap();
         let (_, path) = segments(&Spool::dir_of(dir.path(), "s")).unwrap().remove(0);
         let meta = fs::metadata(&path).unwrap();
-        let file = TrackedFile {
-            id: FileId {
+        let file = TrackedFile::new(
+            FileId {
                 dev: meta.dev(),
                 ino: meta.ino(),
             },
-            path: path.to_string_lossy().into_owned(),
-            source: "s".into(),
-        };
+            path.to_string_lossy().into_owned(),
+            "s".into(),
+        );
         spool.acknowledge("d", "s", &file, meta.len());
         assert_eq!(spool.collect_once(&readers), 0);
         assert!(path.exists());

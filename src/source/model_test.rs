@@ -175,10 +175,6 @@ struct Harness {
     runs: Vec<Vec<u64>>,
     /// Lines delivered that are not a line written (torn, wrapped).
     bad: Vec<String>,
-    /// A restart came while a truncated content waited for its copy: what
-    /// the tailer knew of it was in memory only, so the copy may be read
-    /// whole (duplicates, as after a kill).
-    forgot_truncation: bool,
     writer: Writer,
     budget: Arc<OpenBudget>,
 }
@@ -233,7 +229,6 @@ impl Harness {
             saved: None,
             runs: vec![Vec::new()],
             bad: Vec::new(),
-            forgot_truncation: false,
             writer,
             budget,
         }
@@ -424,7 +419,6 @@ impl Harness {
             Action::Wait { secs } => self.now += Duration::from_secs(secs),
             Action::Save => self.saved = Some(self.acked.clone()),
             Action::Restart => {
-                self.forgot_truncation |= !self.tailer.truncated.is_empty();
                 self.saved = Some(self.acked.clone());
                 let entries = self.acked.clone();
                 self.restart_from(entries);
@@ -447,7 +441,7 @@ impl Harness {
             "torn or foreign events: {:?}",
             self.bad
         );
-        let killed = actions.iter().any(|a| matches!(a, Action::Kill)) || self.forgot_truncation;
+        let killed = actions.iter().any(|a| matches!(a, Action::Kill));
         let mut count: BTreeMap<u64, usize> = BTreeMap::new();
         for (i, run) in self.runs.iter().enumerate() {
             let mut in_run: BTreeMap<u64, usize> = BTreeMap::new();

@@ -38,16 +38,7 @@ pub const ORPHAN_AFTER_SCANS: u32 = 2;
 /// How many truncated contents are remembered, waiting for their copy.
 const TRUNCATED_KEPT: usize = 64;
 
-/// The content a truncation took away: a copy of it starts here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Truncated {
-    /// The first bytes of the old content.
-    pub fingerprint: Fingerprint,
-    /// How far it had been read.
-    pub offset: u64,
-    /// CRC-32 of the old content before `offset`.
-    pub crc: u32,
-}
+pub use crate::checkpoint::Truncated;
 
 /// Remembers a truncated content, keeping the list bounded.
 pub fn remember(list: &mut Vec<Truncated>, t: Truncated) {
@@ -245,7 +236,7 @@ impl Tailer {
 
         if complete && !self.recovered {
             self.recovered = true;
-            self.recover_entries(&seen, &found, now, &mut chunks);
+            self.recover_entries(&seen, now, &mut chunks);
         }
         let skip_existing = self.initial && self.read_from_end;
         self.initial = false;
@@ -267,16 +258,26 @@ impl Tailer {
                 checkpoint: true,
                 skip_existing,
             };
-            let start = match self.dormant.remove(&id) {
+            let dormant = self.dormant.remove(&id);
+            let known = dormant
+                .as_ref()
+                .map(|d| &d.entry)
+                .or_else(|| self.start.entries.get(&id))
+                .cloned();
+            let lost = known
+                .as_ref()
+                .and_then(|e| self.lost_at_open(&candidate, e));
+            let start = match &dormant {
                 Some(d) => self.start_after_close(&candidate, &d.entry),
                 None => self.start_of(&candidate),
             };
             let file = Arc::new(file);
-            let tracked = Arc::new(TrackedFile {
+            let tracked = Arc::new(TrackedFile::new(
                 id,
-                path: path.display().to_string(),
-                source: source.clone(),
-            });
+                path.display().to_string(),
+                source.clone(),
+            ));
+            tracked.set_lost(lost);
             let (offset, crc) = match &start {
                 Start::At { offset, crc } => (*offset, *crc),
                 Start::CopyOf { .. } => (0, None),
@@ -308,6 +309,29 @@ impl Tailer {
         chunks
     }
 
+    /// What a known file (a checkpoint entry, or a file closed while idle)
+    /// lost while it was not open: its old content if it was truncated or
+    /// rewritten meanwhile, else what its entry still kept of an earlier
+    /// truncation. Remembered for its copy, and kept in its entry until the
+    /// copy is found.
+    fn lost_at_open(&mut self, c: &Candidate<'_>, entry: &Entry) -> Option<Truncated> {
+        let now_lost = match entry.content_crc {
+            Some(crc) if entry.offset > 0 && !matches_entry(c.file, c.size, entry) => {
+                Some(Truncated {
+                    fingerprint: entry.fingerprint,
+                    offset: entry.offset,
+                    crc,
+                })
+            }
+            _ => None,
+        };
+        let lost = now_lost.or(entry.truncated);
+        if let Some(t) = lost {
+            remember(&mut self.truncated, t);
+        }
+        lost
+    }
+
     /// Where to start in a file closed while it was idle, now reopened
     /// because it changed: where it was, if it still holds what was read;
     /// else (truncated or rewritten meanwhile) as a new content.
@@ -326,16 +350,6 @@ impl Tailer {
             };
         }
         tracing::warn!(path = %c.path.display(), "file shrank or was rewritten while it was closed: reading it again from the start");
-        if let Some(crc) = entry.content_crc {
-            remember(
-                &mut self.truncated,
-                Truncated {
-                    fingerprint: entry.fingerprint,
-                    offset: entry.offset,
-                    crc,
-                },
-            );
-        }
         self.start_of(&Candidate {
             checkpoint: false,
             ..*c
@@ -400,11 +414,11 @@ impl Tailer {
         now: Instant,
     ) -> Option<OpenFile> {
         let file = Arc::new(file);
-        let tracked = Arc::new(TrackedFile {
-            id: entry.id,
-            path: path.display().to_string(),
-            source: self.source.clone(),
-        });
+        let tracked = Arc::new(TrackedFile::new(
+            entry.id,
+            path.display().to_string(),
+            self.source.clone(),
+        ));
         match OpenFile::open(file, path.clone(), tracked, offset, crc, now) {
             Ok(mut f) => {
                 tracing::info!(source = %self.source, old = %entry.path, path = %path.display(), offset, "file was renamed out of the globs while it was closed: reading the rest of it");
@@ -415,6 +429,16 @@ impl Tailer {
             Err(e) => {
                 tracing::warn!(path = %path.display(), "cannot read file: {e}");
                 None
+            }
+        }
+    }
+
+    /// The copy of a truncated content was found: its original need not
+    /// keep it in its checkpoint entry any more.
+    pub(super) fn copy_found(&self, t: &Truncated) {
+        for f in &self.files {
+            if f.tracked.lost().as_ref() == Some(t) {
+                f.tracked.set_lost(None);
             }
         }
     }
@@ -449,6 +473,7 @@ impl Tailer {
             });
             if let Some(i) = pick {
                 let t = self.truncated.remove(i);
+                self.copy_found(&t);
                 tracing::info!(path = %c.path.display(), offset = t.offset, "file is a copy of a truncated file (copytruncate): reading it from where the original had been read");
                 return at(t.offset, Some(t.crc));
             }
@@ -503,6 +528,10 @@ impl Tailer {
         for o in originals {
             let Some(crc) = o.content_crc() else { continue };
             let (at, fp, original) = (o.framed_to(), o.fingerprint(), o.file());
+            if at == 0 {
+                // Nothing read from it: nothing a copy could spare.
+                continue;
+            }
             // Compare contents only where the first bytes already agree: with
             // those read from the original, or, for a copy shorter than them,
             // with the original's first bytes now.
@@ -565,7 +594,6 @@ impl Tailer {
     fn recover_entries(
         &mut self,
         seen: &HashMap<FileId, PathBuf>,
-        found: &[Found],
         now: Instant,
         chunks: &mut Vec<Chunk>,
     ) {
@@ -579,18 +607,15 @@ impl Tailer {
             if !entry.source.is_empty() && entry.source != self.source {
                 continue;
             }
+            if let Some(t) = entry.truncated {
+                // Its copy had not been found when tailhook stopped.
+                remember(&mut self.truncated, t);
+            }
             if self.files.iter().any(|f| f.tracked.id == entry.id) {
                 continue;
             }
             if seen.contains_key(&entry.id) {
-                // Found, but truncated or replaced while stopped? Its old
-                // content may have a copy.
-                let f = found.iter().find(|f| f.id == entry.id);
-                if let (Some(f), Some(_)) = (f, entry.content_crc) {
-                    if !matches_entry(&f.file, f.size, entry) {
-                        remember(&mut self.truncated, gone(entry));
-                    }
-                }
+                // Opened from its entry (see `lost_at_open`).
                 continue;
             }
             match find_by_inode(entry) {
@@ -635,11 +660,11 @@ impl Tailer {
 /// The position that drops a file's checkpoint entry: it is gone.
 fn forget(entry: &Entry, source: &str) -> Chunk {
     Chunk {
-        file: Arc::new(TrackedFile {
-            id: entry.id,
-            path: entry.path.clone(),
-            source: source.to_string(),
-        }),
+        file: Arc::new(TrackedFile::new(
+            entry.id,
+            entry.path.clone(),
+            source.to_string(),
+        )),
         events: Vec::new(),
         dead_letters: Vec::new(),
         end: entry.offset,

@@ -194,6 +194,7 @@ impl Tailer {
                             Ok(copy) => out.chunks.push(copy),
                             Err(t) => {
                                 remember(&mut self.truncated, t);
+                                self.files[i].tracked.set_lost(Some(t));
                                 out.rescan = true;
                             }
                         }
