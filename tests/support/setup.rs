@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// One test's files; removed when dropped.
 pub struct Setup {
@@ -76,6 +77,31 @@ impl Setup {
             .join("checkpoints")
             .join(format!("{destination}.json"))
     }
+
+    /// Waits until the destination's checkpoint file records `offset` for
+    /// `file`, or `timeout`; returns how long that took. Polls the file
+    /// every 10 ms: nothing else tells when tailhook has written it.
+    pub fn wait_checkpointed(
+        &self,
+        destination: &str,
+        file: &Path,
+        offset: u64,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            let on_disk = self
+                .read_checkpoint(destination)
+                .and_then(|c| checkpointed_offset(&c, file));
+            if on_disk == Some(offset) {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A destination block with fast test timings (batch timeout 100 ms, retry
@@ -125,7 +151,41 @@ pub fn hits(from: usize, n: usize, size: usize) -> Vec<String> {
         .collect()
 }
 
-/// The `seq` field of an event made by [`hits`].
+/// `n` Wallarm hit events (about 720 bytes each) shaped like the hit in
+/// `examples/sample-events.ndjson`, as one object a line, starting at
+/// `from`; their fields vary with the number, which is also their last key,
+/// `"seq":i`.
+pub fn wallarm_hits(from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                concat!(
+                    r#"{{"anomality":0.9806949806949808,"domain":"shop{}.example.com","#,
+                    r#""heur_distance":36.28571421111111,"method":"GET","parameter":"GET_id_value","#,
+                    r#""path":"/catalog/{}","payloads":["'or 1=1--"],"point":["get","id"],"#,
+                    r#""probability":36.11111118571429,"remote_country":null,"remote_port":{},"#,
+                    r#""remote_addr4":"111.17.{}.{}","remote_addr6":null,"datacenter":"unknown","#,
+                    r#""tor":"none","request_time":{},"create_time":{},"response_len":345,"#,
+                    r#""response_status":404,"response_time":257,"stamps":[1173],"regex":[],"#,
+                    r#""stamps_hash":-1888294073,"regex_hash":-2147483648,"type":"sqli","#,
+                    r#""block_status":"monitored","id":["hits_production_6396_202006_v_1","hit{:016x}"],"#,
+                    r#""object_type":"hit","seq":{}}}"#
+                ),
+                i % 7,
+                i % 1000,
+                1024 + i % 60000,
+                i / 256 % 256,
+                i % 256,
+                1_591_261_367 + i,
+                1_591_261_381 + i,
+                (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                i
+            )
+        })
+        .collect()
+}
+
+/// The `seq` field of an event made by [`hits`] or [`wallarm_hits`].
 pub fn seq_of(event: &[u8]) -> u64 {
     // Fast path for `hits()` events, which start with `{"seq":N,`.
     if let Some(rest) = event.strip_prefix(br#"{"seq":"#) {
