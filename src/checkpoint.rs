@@ -198,14 +198,9 @@ impl Checkpoints {
         self.entries.remove(&id);
     }
 
-    /// Writes the checkpoint atomically: temp file, fsync, rename, fsync of the directory.
-    pub fn save(&self) -> Result<(), CheckpointError> {
-        let io = |source| CheckpointError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().expect("checkpoint path has a parent");
-        std::fs::create_dir_all(dir).map_err(io)?;
+    /// The checkpoint as it is now, serialised: cheap to take on the async
+    /// loop, written later (on a blocking thread) by [`Snapshot::write`].
+    pub fn snapshot(&self) -> Snapshot {
         let mut files: Vec<Entry> = self.entries.values().cloned().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let body = serde_json::to_vec_pretty(&OnDisk {
@@ -214,9 +209,39 @@ impl Checkpoints {
             files,
         })
         .expect("checkpoint serialises");
+        Snapshot {
+            path: self.path.clone(),
+            body,
+        }
+    }
+
+    /// Writes the checkpoint atomically now (see [`Snapshot::write`]).
+    pub fn save(&self) -> Result<(), CheckpointError> {
+        self.snapshot().write()
+    }
+}
+
+/// A destination's checkpoint as it was at one moment, ready to be written.
+#[derive(Debug)]
+pub struct Snapshot {
+    path: PathBuf,
+    body: Vec<u8>,
+}
+
+impl Snapshot {
+    /// Writes it atomically: temp file, fsync, rename, fsync of the
+    /// directory. Two writes of one checkpoint must not run at once: they
+    /// would share the temp file.
+    pub fn write(&self) -> Result<(), CheckpointError> {
+        let io = |source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self.path.parent().expect("checkpoint path has a parent");
+        std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = self.path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
+        f.write_all(&self.body).map_err(io)?;
         f.sync_all().map_err(io)?;
         drop(f);
         std::fs::rename(&tmp, &self.path).map_err(io)?;

@@ -1,6 +1,9 @@
 //! One destination's pipeline: its sources read and select, a batcher builds
 //! bodies, the sender delivers them and applies acknowledgements, in send
-//! order, to the destination's checkpoint.
+//! order, to the destination's checkpoint, which is written after every
+//! acknowledgement (group commit: see [`group_commit`]).
+
+mod group_commit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{Batch, BatchBuilder};
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, DestinationConfig, Input};
-use crate::metrics::{DestMetrics, ReadMetrics, Readiness};
+use crate::metrics::{ReadMetrics, Readiness};
 use crate::shutdown::Shutdown;
 use crate::sink::client::Webhook;
 use crate::sink::dead_letter::DeadLetter;
@@ -24,13 +27,14 @@ use crate::source::file::{FileSource, StartPositions, Tail};
 use crate::source::reader::{FrameContext, RateLimit};
 use crate::source::{Chunk, TailMode};
 use crate::spool::Spool;
+use group_commit::GroupCommit;
 
 /// How many read chunks may wait for the batcher: with the batch channel and
 /// `concurrency`, this bounds a pipeline's memory whatever the backlog.
 const CHUNK_QUEUE: usize = 4;
 
-/// How often acknowledged positions are written, at most.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often each source's lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// A destination's pipeline, set up and ready to run.
 pub struct Pipeline {
@@ -157,9 +161,10 @@ impl Pipeline {
             destination: &dest.name,
             lags,
         };
-        send_loop(&dest, sender.clone(), batches, acks, &shutdown).await;
+        let mut commit = GroupCommit::new(&dest.name, sender.metrics());
+        send_loop(&dest, sender.clone(), batches, acks, &mut commit, &shutdown).await;
         tasks.wait().await;
-        if save(&dest.name, &checkpoints, sender.metrics()) {
+        if commit.finish(&checkpoints).await {
             tracing::info!(destination = %dest.name, "checkpoint saved");
         }
     }
@@ -232,18 +237,18 @@ async fn batcher(
 
 /// Keeps up to `concurrency` deliveries in flight and applies their
 /// acknowledgements in send order, so a checkpoint never passes a batch that
-/// is not acknowledged.
+/// is not acknowledged; hands each change to `commit` to be written.
 async fn send_loop(
     dest: &DestinationConfig,
     sender: Arc<Sender>,
     mut batches: mpsc::Receiver<Batch>,
     mut acks: Acks<'_>,
+    commit: &mut GroupCommit,
     shutdown: &Shutdown,
 ) {
     let mut inflight = FuturesOrdered::new();
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    let mut tick = tokio::time::interval(LAG_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
     let mut abandoned = false;
     let mut open = true;
     let mut buffered = 0u64;
@@ -258,9 +263,10 @@ async fn send_loop(
                 abandoned |= outcome == Outcome::Abandoned;
                 if !abandoned {
                     acks.apply(&batch);
-                    dirty = true;
+                    commit.changed(acks.checkpoints);
                 }
             }
+            wake = commit.wake(), if commit.waiting() => commit.woke(wake, acks.checkpoints),
             next = batches.recv(), if open && inflight.len() < dest.concurrency => match next {
                 Some(batch) => {
                     buffered += batch.events as u64;
@@ -271,12 +277,7 @@ async fn send_loop(
                 }
                 None => open = false,
             },
-            _ = tick.tick() => {
-                if dirty && save(&dest.name, acks.checkpoints, m) {
-                    dirty = false;
-                }
-                acks.measure_lag();
-            }
+            _ = tick.tick() => acks.measure_lag(),
         }
     }
 }
@@ -332,19 +333,5 @@ fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
             continue;
         }
         checkpoints.set(p.entry());
-    }
-}
-
-fn save(destination: &str, checkpoints: &Checkpoints, m: &DestMetrics) -> bool {
-    match checkpoints.save() {
-        Ok(()) => {
-            m.checkpoint_writes.increment(1);
-            true
-        }
-        Err(e) => {
-            m.checkpoint_failures.increment(1);
-            tracing::error!(destination, "cannot save checkpoint: {e}; will try again (nothing is lost, but a restart now would re-send)");
-            false
-        }
     }
 }

@@ -19,8 +19,11 @@ use support::check::{
     assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_for_all_seqs,
 };
 use support::collector::{Collector, Options};
+use support::metrics::{metrics_addr, wait_for_page};
 use support::process::Tailhook;
-use support::setup::{append, bytes_of, checkpointed_offset, destination, hits, seq_of, Setup};
+use support::setup::{
+    append, bytes_of, checkpointed_offset, destination, hits, seq_of, wallarm_hits, Setup,
+};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(20);
@@ -416,6 +419,183 @@ fn kill_9_then_restart_loses_nothing() {
         .chain(bytes_of(&second))
         .collect();
     assert!(collector.events().iter().all(|e| written.contains(e)));
+}
+
+/// A destination with small batches, for counting what `kill -9` re-sends
+/// in batches.
+const BATCH: usize = 50;
+
+/// The destination's `concurrency` in the kill -9 bounds below.
+const CONCURRENCY: usize = 2;
+
+fn small_batches(setup: &Setup, collector: &Collector) -> PathBuf {
+    config(
+        setup,
+        "",
+        "",
+        &collector.url("/wallarm.events"),
+        &format!("concurrency = {CONCURRENCY}"),
+        &format!("[destination.batch]\nmax_events = {BATCH}\ntimeout = \"100ms\"\n"),
+    )
+}
+
+/// The checkpoint is written after every acknowledgement, without waiting
+/// for a further one: once the collector has everything and the file says
+/// so, `kill -9` re-sends nothing.
+#[test]
+fn kill_9_after_the_last_acknowledgement_is_saved_sends_nothing_again() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let log = setup.log("a.ndjson");
+    let first = wallarm_hits(0, 2000);
+    append(&log, &first);
+    let cfg = small_batches(&setup, &collector);
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(first.len(), WAIT),
+        "only {} of {} events arrived",
+        collector.event_count(),
+        first.len()
+    );
+    let took = setup
+        .wait_checkpointed(DEST, &log, file_len(&log), WAIT)
+        .unwrap_or_else(|| {
+            panic!(
+                "the checkpoint never recorded the last acknowledgement: {:?}\n{}",
+                setup.read_checkpoint(DEST),
+                tailhook.stderr()
+            )
+        });
+    eprintln!("checkpoint on disk {took:?} after the collector had every event");
+    let killed = tailhook.kill9();
+    assert_eq!(killed.signal, Some(9), "{}", killed.output());
+
+    // Events written after the restart show that it reads on from the end.
+    let second = wallarm_hits(2000, 10);
+    append(&log, &second);
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(first.len() + second.len(), WAIT),
+        "the events appended after the restart did not arrive ({} events)",
+        collector.event_count()
+    );
+    assert_clean_exit(&tailhook.terminate());
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_each_exactly_once(&collector, &all, "kill -9 once the checkpoint was saved");
+}
+
+/// Killed while batches are being acknowledged, tailhook re-sends at most
+/// the batches in flight and the one acknowledged while the checkpoint was
+/// being written. The collector answers slowly (a quarter of a second), so
+/// each acknowledgement's write is long done when the next one comes; the
+/// kill comes within the first second, before a checkpoint written only
+/// once a second would hold anything.
+#[test]
+fn kill_9_during_delivery_re_sends_at_most_the_batches_in_flight_and_one_more() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.set_delay(Duration::from_millis(250));
+    let log = setup.log("a.ndjson");
+    let lines = wallarm_hits(0, 1000);
+    append(&log, &lines);
+    let cfg = small_batches(&setup, &collector);
+
+    let tailhook = Tailhook::start(&cfg);
+    assert!(
+        collector.wait_for_events(2 * CONCURRENCY * BATCH, WAIT),
+        "only {} events arrived",
+        collector.event_count()
+    );
+    let killed = tailhook.kill9();
+    assert_eq!(killed.signal, Some(9), "{}", killed.output());
+    let before = collector.event_count();
+    assert!(before < lines.len(), "everything arrived before the kill");
+
+    collector.set_delay(Duration::ZERO);
+    let tailhook = Tailhook::start(&cfg);
+    let want: BTreeSet<u64> = (0..lines.len() as u64).collect();
+    assert!(
+        wait_for_all_seqs(&collector, &want, WAIT),
+        "after kill -9 and a restart, seqs are missing"
+    );
+    assert_clean_exit(&tailhook.terminate());
+
+    let counts = seq_counts(&collector);
+    assert!(
+        counts.keys().eq(want.iter()),
+        "lost or unexpected seqs: {:?}",
+        want.symmetric_difference(&counts.keys().copied().collect())
+            .take(20)
+            .collect::<Vec<_>>()
+    );
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!("kill -9 after {before} events accepted: {duplicates} sent again");
+    let bound = (CONCURRENCY + 1) * BATCH;
+    assert!(
+        duplicates <= bound,
+        "{duplicates} events were sent again after kill -9; at most {bound} \
+         (concurrency {CONCURRENCY} + 1 batches of {BATCH}) may be"
+    );
+}
+
+/// A checkpoint that cannot be written: counted, logged once rather than
+/// once per acknowledgement, tried again every second rather than in a
+/// loop, and written as soon as it can be.
+#[test]
+fn a_checkpoint_that_cannot_be_written_is_retried_and_logged_once() {
+    const FAILURES: &str = "tailhook_checkpoint_write_failures_total";
+    const WRITES: &str = "tailhook_checkpoint_writes_total";
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    // Its temp file cannot be created, even by root: a directory is in the way.
+    let blocker = setup.checkpoint(DEST).with_extension("json.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let log = setup.log("a.ndjson");
+    let lines = wallarm_hits(0, 500);
+    append(&log, &lines);
+    let cfg = small_batches(&setup, &collector);
+
+    let tailhook = Tailhook::start(&cfg);
+    let addr = metrics_addr(&tailhook);
+    let started = std::time::Instant::now();
+    assert!(collector.wait_for_events(lines.len(), WAIT));
+    let d = ("destination", DEST);
+    let page = wait_for_page(addr, &tailhook, WAIT, "a retried write", &[FAILURES], |p| {
+        p.value(FAILURES, &[d]) >= 2.0
+    });
+    let failures = page.value(FAILURES, &[d]);
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        failures <= seconds + 2.0,
+        "{failures} failed writes in {seconds:.1} s: failed writes should be retried about once a second"
+    );
+    assert_eq!(page.value(WRITES, &[d]), 0.0);
+    assert_eq!(
+        tailhook.stderr().matches("cannot save checkpoint").count(),
+        1,
+        "a write that keeps failing is logged once, not once per try:\n{}",
+        tailhook.stderr()
+    );
+    assert!(!setup.checkpoint(DEST).exists());
+
+    std::fs::remove_dir(&blocker).unwrap();
+    assert!(
+        tailhook.wait_for_log("checkpoint saved again after", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    assert!(
+        setup
+            .wait_checkpointed(DEST, &log, file_len(&log), WAIT)
+            .is_some(),
+        "{:?}",
+        setup.read_checkpoint(DEST)
+    );
+    let exit = tailhook.terminate();
+    assert_clean_exit(&exit);
+    assert_eq!(exit.stderr.matches("cannot save checkpoint").count(), 1);
+    assert_each_exactly_once(&collector, &lines, "");
 }
 
 // ---- 4. SIGTERM flushes ------------------------------------------------------------

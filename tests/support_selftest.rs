@@ -340,6 +340,25 @@ fn fail_next_then_success() {
 }
 
 #[test]
+fn set_delay_answers_late_and_records_the_batch() {
+    let collector = Collector::start(Options::fluentd());
+    let delay = Duration::from_millis(300);
+    collector.set_delay(delay);
+    let mut conn = connect(collector.addr());
+    let started = std::time::Instant::now();
+    let r = conn.call("POST", "/t", &[JSON], br#"[{"n":1}]"#);
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+    collector.set_delay(Duration::ZERO);
+    let r = conn.call("POST", "/t", &[JSON], br#"[{"n":2}]"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        collector.events(),
+        vec![br#"{"n":1}"#.to_vec(), br#"{"n":2}"#.to_vec()]
+    );
+}
+
+#[test]
 fn respond_with_body_override_until_cleared() {
     let collector = Collector::start(Options::logstash());
     let mut conn = connect(collector.addr());

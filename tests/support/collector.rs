@@ -7,7 +7,7 @@
 //! answer's status, and lets a test inject faults ([`Collector::fail_next`],
 //! [`Collector::set_busy`], [`Collector::set_hang`],
 //! [`Collector::hang_next`] with [`Collector::release`],
-//! [`Collector::respond_with_body`]).
+//! [`Collector::respond_with_body`], [`Collector::set_delay`]).
 //!
 //! Where the real collector silently loses data that tailhook sent (malformed
 //! JSON answered `200`, a non-JSON content type turned into one plain-text
@@ -21,7 +21,8 @@
 //! 3. [`Collector::set_hang`]: the request is counted and never answered;
 //!    else, while [`Collector::hang_next`] holds are left, the request is
 //!    counted and held until [`Collector::release`], then goes on to step 4
-//!    (it is not counted a second time);
+//!    (it is not counted a second time); then [`Collector::set_delay`]
+//!    makes it wait;
 //! 4. [`Collector::respond_with_body`] override, else the next
 //!    [`Collector::fail_next`] status, else (Logstash) `429` while busy;
 //! 5. the flavor's own handling of the body.
@@ -208,6 +209,8 @@ struct State {
     hold_next: usize,
     /// Requests held by [`Collector::hang_next`] and not yet released.
     held: usize,
+    /// How long each request waits before it is handled ([`Collector::set_delay`]).
+    delay: Duration,
     override_answer: Option<(u16, String)>,
 }
 
@@ -477,6 +480,12 @@ impl Collector {
         self.shared.wait_until(timeout, |s| s.held >= n)
     }
 
+    /// Makes each later request wait `delay` before it is handled (recorded
+    /// and answered): a slow collector. `Duration::ZERO` ends it.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
+    }
+
     /// Answers every later request with this status and body (text/plain)
     /// until [`Collector::clear_override`].
     pub fn respond_with_body(&self, status: u16, body: &str) {
@@ -730,6 +739,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
         let _unhold = Unhold(shared);
         // The sender lives in `shared`, so this only returns on a release.
         let _ = release.changed().await;
+    }
+
+    // 3c. A slow collector.
+    let delay = shared.lock().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 
     // 4. Faults.

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// One test's files; removed when dropped.
 pub struct Setup {
@@ -75,6 +76,31 @@ impl Setup {
         self.data
             .join("checkpoints")
             .join(format!("{destination}.json"))
+    }
+
+    /// Waits until the destination's checkpoint file records `offset` for
+    /// `file`, or `timeout`; returns how long that took. Polls the file
+    /// every 10 ms: nothing else tells when tailhook has written it.
+    pub fn wait_checkpointed(
+        &self,
+        destination: &str,
+        file: &Path,
+        offset: u64,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            let on_disk = self
+                .read_checkpoint(destination)
+                .and_then(|c| checkpointed_offset(&c, file));
+            if on_disk == Some(offset) {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -160,7 +186,7 @@ pub fn wallarm_hits(from: usize, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The `seq` field of an event made by [`hits`].
+/// The `seq` field of an event made by [`hits`] or [`wallarm_hits`].
 pub fn seq_of(event: &[u8]) -> u64 {
     // Fast path for `hits()` events, which start with `{"seq":N,`.
     if let Some(rest) = event.strip_prefix(br#"{"seq":"#) {
