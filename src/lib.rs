@@ -252,7 +252,7 @@ async fn start_inputs(
     for (src, b) in bound {
         let cancel = shutdown.soft.clone();
         let (writer, handle) = spool
-            .writer(&src.name, cancel.clone())
+            .writer(&src.name, shutdown.hard.clone())
             .map_err(|e| anyhow::anyhow!("cannot write the spool of source `{}`: {e}", src.name))?;
         writers.push(handle);
         let (name, max_line) = (src.name.clone(), src.max_line_bytes);

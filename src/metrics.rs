@@ -43,6 +43,8 @@ pub const SOURCE_LAG_BYTES: &str = "tailhook_source_lag_bytes";
 pub const INPUT_BYTES: &str = "tailhook_input_bytes_total";
 /// Datagrams a `udp` source dropped because the spool was full.
 pub const INPUT_DATAGRAMS_DROPPED: &str = "tailhook_input_datagrams_dropped_total";
+/// 1 while a source takes no input because its spool cannot be written.
+pub const INPUT_BLOCKED: &str = "tailhook_input_blocked";
 /// Requests to an `http` source, by the status it answered.
 pub const INPUT_HTTP_REQUESTS: &str = "tailhook_input_http_requests_total";
 /// Events a destination's collector acknowledged.
@@ -141,7 +143,11 @@ fn describe() {
     describe_counter!(
         INPUT_DATAGRAMS_DROPPED,
         C,
-        "Datagrams a udp source dropped because the spool was full"
+        "Datagrams a udp source dropped because the spool was full or could not be written"
+    );
+    describe_gauge!(
+        INPUT_BLOCKED,
+        "1 while a source takes no input because its spool cannot be written (disk full), else 0"
     );
     describe_counter!(
         INPUT_HTTP_REQUESTS,

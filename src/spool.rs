@@ -8,7 +8,7 @@
 //! writers reserve room before they write and wait (or refuse) when it is
 //! full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::TrackedFile;
@@ -43,6 +43,9 @@ const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
 /// Appends queued for a writer, at most (each is at most a read chunk or a body).
 const WRITE_QUEUE: usize = 16;
+
+/// How long a writer that cannot write waits before it tries again.
+const RETRY_WRITE: Duration = Duration::from_secs(1);
 
 /// The spool of one process: its room, shared by every spooled source.
 pub struct Spool {
@@ -77,6 +80,9 @@ pub enum SpoolError {
     /// The segment could not be written or synced.
     #[error("cannot write the spool: {0}")]
     Io(#[from] io::Error),
+    /// The writer cannot write (a full disk): the input is held.
+    #[error("the spool cannot be written now ({0})")]
+    Blocked(String),
     /// The writer has stopped (shutdown).
     #[error("the spool is closed (shutting down)")]
     Closed,
@@ -94,6 +100,8 @@ struct Append {
 pub struct SpoolWriter {
     spool: Arc<Spool>,
     tx: mpsc::Sender<Append>,
+    /// Why the spool cannot be written now (None while it can).
+    writable: watch::Receiver<Option<String>>,
 }
 
 impl Spool {
@@ -240,11 +248,12 @@ impl Spool {
     }
 
     /// Starts the writer of one source. It runs on the blocking pool until
-    /// every [`SpoolWriter`] clone is dropped; the returned future ends then.
+    /// every [`SpoolWriter`] clone is dropped and what they handed over is
+    /// written (or `hard` fires); the returned future ends then.
     pub fn writer(
         self: &Arc<Self>,
         source: &str,
-        cancel: CancellationToken,
+        hard: CancellationToken,
     ) -> io::Result<(SpoolWriter, tokio::task::JoinHandle<()>)> {
         let dir = self.root.join(source);
         let next = segments(&dir)?.last().map_or(1, |(seq, _)| seq + 1);
@@ -255,17 +264,24 @@ impl Spool {
             .expect("spool lock")
             .insert(source.to_string(), next);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (blocked, writable) = watch::channel(None);
         let spool = self.clone();
         let name = source.to_string();
+        let blocked_gauge = ::metrics::gauge!(metrics::INPUT_BLOCKED, "source" => name.clone());
+        blocked_gauge.set(0.0);
+        let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
             let mut w = Writer {
                 input_bytes: ::metrics::counter!(metrics::INPUT_BYTES, "source" => name.clone()),
+                blocked_gauge,
+                blocked,
                 spool: spool.clone(),
                 source: name.clone(),
                 dir,
                 seq: next,
                 segment: None,
-                cancel,
+                hard,
+                runtime,
             };
             w.run(rx);
             spool.active.lock().expect("spool lock").remove(&name);
@@ -275,6 +291,7 @@ impl Spool {
             SpoolWriter {
                 spool: self.clone(),
                 tx,
+                writable,
             },
             task,
         ))
@@ -402,10 +419,25 @@ impl SpoolWriter {
             && self.queue(lines, None).await.is_ok()
     }
 
+    /// Waits while the spool cannot be written, so that a reader takes no
+    /// more from its sender than is already queued: the sender keeps the
+    /// rest (its writes block). False if `cancel` fired first.
+    pub async fn wait_writable(&self, cancel: &CancellationToken) -> bool {
+        let mut writable = self.writable.clone();
+        tokio::select! {
+            r = writable.wait_for(|why| why.is_none()) => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+
     /// Appends if the spool has room now, without waiting for room (for
-    /// datagrams, which are dropped when it is full). It may still wait
-    /// for the writer's queue: meanwhile datagrams wait in the socket.
+    /// datagrams, which are dropped when it is full or cannot be written).
+    /// It may still wait for the writer's queue: meanwhile datagrams wait
+    /// in the socket.
     pub async fn append_if_room(&self, lines: Bytes) -> Result<(), SpoolError> {
+        if let Some(why) = self.writable.borrow().clone() {
+            return Err(SpoolError::Blocked(why));
+        }
         if !self.spool.try_reserve(lines.len() as u64) {
             return Err(self.spool.full());
         }
@@ -458,84 +490,137 @@ struct Segment {
 
 struct Writer {
     input_bytes: ::metrics::Counter,
+    blocked_gauge: ::metrics::Gauge,
+    /// Why the source's spool cannot be written now; None while it can.
+    blocked: watch::Sender<Option<String>>,
     spool: Arc<Spool>,
     source: String,
     dir: PathBuf,
     seq: u64,
     segment: Option<Segment>,
-    cancel: CancellationToken,
+    hard: CancellationToken,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Writer {
+    /// Writes appends in arrival order until every [`SpoolWriter`] is gone
+    /// and all they handed over is on disk, or until `hard` fires.
+    ///
+    /// A write that fails (a full disk, usually) blocks the source: what
+    /// it had read stays queued and is tried again every second, not only
+    /// when more arrives; its readers stop reading meanwhile (see
+    /// [`SpoolWriter::wait_writable`]), and a sender waiting for an answer
+    /// is told (HTTP: 503). Shutdown waits for the queue to be written;
+    /// only `hard` (the second signal, or `shutdown_timeout`) gives it up.
     fn run(&mut self, mut rx: mpsc::Receiver<Append>) {
-        let mut last_error: Option<Instant> = None;
-        let mut queue: std::collections::VecDeque<Append> = Default::default();
-        while let Some(first) = rx.blocking_recv() {
+        let mut queue: VecDeque<Append> = VecDeque::new();
+        let mut blocked: Option<Instant> = None;
+        loop {
+            if queue.is_empty() {
+                match rx.blocking_recv() {
+                    Some(a) => queue.push_back(a),
+                    None => break,
+                }
+            }
             // Group commit: everything queued goes in before one sync.
-            queue.push_back(first);
             while queue.len() < WRITE_QUEUE {
                 match rx.try_recv() {
                     Ok(a) => queue.push_back(a),
                     Err(_) => break,
                 }
             }
-            let mut written = Vec::new();
-            let mut failed = None;
-            while let Some(a) = queue.pop_front() {
-                match self.write(&a) {
-                    Ok(()) => written.push(a),
-                    Err(e) => {
-                        queue.push_front(a);
-                        failed = Some(e);
-                        break;
-                    }
+            let Err(e) = self.write_all(&mut queue) else {
+                if let Some(since) = blocked.take() {
+                    self.set_blocked(None);
+                    tracing::warn!(source = %self.source, dir = %self.dir.display(), "the spool can be written again after {:.0?}: input resumes", since.elapsed());
                 }
-            }
-            let synced = self.sync();
-            for a in written {
-                if let Some(ack) = a.durable {
-                    let _ = ack.send(match &synced {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                    });
-                }
-            }
-            let Some(e) = failed.or(synced.err()) else {
-                last_error = None;
                 continue;
             };
-            // A sender waiting for an answer is told (it sends again
-            // later); lines already read from a socket are kept and
-            // written again once the disk takes them.
-            queue.retain_mut(|a| match a.durable.take() {
-                Some(ack) => {
-                    self.spool.release(a.lines.len() as u64);
-                    let _ = ack.send(Err(io::Error::new(e.kind(), e.to_string())));
-                    false
-                }
-                None => true,
-            });
-            if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                tracing::error!(source = %self.source, dir = %self.dir.display(), "cannot write the spool: {e}; holding the input and trying again every second");
-                last_error = Some(Instant::now());
+            if blocked.is_none() {
+                blocked = Some(Instant::now());
+                let why = format!("{e}; {}", free_space(&self.dir));
+                tracing::error!(source = %self.source, dir = %self.dir.display(), "cannot write the spool: {why}; the input is held (sockets and stdin are not read, HTTP requests are answered 503) and the write is tried again every second");
+                self.set_blocked(Some(why));
             }
             if queue.is_empty() {
+                // Only answered appends failed: the next one tries again.
                 continue;
             }
-            if self.cancel.is_cancelled() {
+            if !self.pause(RETRY_WRITE) {
                 let lost: usize = queue.iter().map(|a| a.lines.len()).sum();
-                tracing::error!(source = %self.source, "shutting down with {lost} bytes of input that could not be written to the spool: {e}");
+                tracing::error!(source = %self.source, dir = %self.dir.display(), "stopping with {lost} bytes read from the input that could not be written to the spool (lost): {e}");
+                for a in queue.drain(..) {
+                    self.spool.release(a.lines.len() as u64);
+                }
                 return;
             }
-            std::thread::sleep(Duration::from_secs(1));
         }
         if let Err(e) = self.sync() {
             tracing::warn!(source = %self.source, "cannot sync the spool at shutdown: {e}");
         }
     }
 
-    /// Appends one run of lines, closing the segment when it is full.
+    /// Writes the queue in order and syncs once, answering the appends that
+    /// wait for the disk. On an error, what was not written stays queued,
+    /// except appends with a waiting sender: they are told, and their room
+    /// given back (the sender sends again).
+    fn write_all(&mut self, queue: &mut VecDeque<Append>) -> io::Result<()> {
+        let mut written = Vec::new();
+        let mut failed = None;
+        while let Some(a) = queue.pop_front() {
+            match self.write(&a) {
+                Ok(()) => written.push(a),
+                Err(e) => {
+                    queue.push_front(a);
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let synced = self.sync();
+        for a in written {
+            if let Some(ack) = a.durable {
+                let _ = ack.send(match &synced {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                });
+            }
+        }
+        let Some(e) = failed.or(synced.err()) else {
+            return Ok(());
+        };
+        queue.retain_mut(|a| match a.durable.take() {
+            Some(ack) => {
+                self.spool.release(a.lines.len() as u64);
+                let _ = ack.send(Err(io::Error::new(e.kind(), e.to_string())));
+                false
+            }
+            None => true,
+        });
+        Err(e)
+    }
+
+    /// Waits `d`; false if `hard` fired first.
+    fn pause(&self, d: Duration) -> bool {
+        let hard = self.hard.clone();
+        self.runtime.block_on(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => true,
+                _ = hard.cancelled() => false,
+            }
+        })
+    }
+
+    fn set_blocked(&self, why: Option<String>) {
+        self.blocked_gauge
+            .set(if why.is_some() { 1.0 } else { 0.0 });
+        self.blocked.send_replace(why);
+    }
+
+    /// Appends one run of lines (closing the segment first if it is full).
+    /// On an error nothing of `a` is left in the segment.
     fn write(&mut self, a: &Append) -> io::Result<()> {
+        self.close_if_full()?;
         let seg = match &mut self.segment {
             Some(s) => s,
             None => {
@@ -571,22 +656,36 @@ impl Writer {
         // Only what is acknowledged to a sender waits for the disk; socket
         // lines are safe from a crash of tailhook in the page cache.
         seg.unsynced |= a.durable.is_some();
-        if seg.len >= self.spool.segment_bytes {
-            // A closed segment is on disk whole, whatever its appends asked.
-            seg.file.sync_data()?;
-            self.segment = None;
-            self.seq += 1;
-            // Only now may the closed one be collected.
-            self.spool
-                .active
-                .lock()
-                .expect("spool lock")
-                .insert(self.source.clone(), self.seq);
+        // The lines are in: a failure to close the segment now must not
+        // queue them again. The close is tried again before the next
+        // write and at the next sync.
+        let _ = self.close_if_full();
+        Ok(())
+    }
+
+    /// Closes the segment once it has reached its size: synced whole first,
+    /// whatever its appends asked, and only then handed to the collector.
+    fn close_if_full(&mut self) -> io::Result<()> {
+        let Some(seg) = &mut self.segment else {
+            return Ok(());
+        };
+        if seg.len < self.spool.segment_bytes {
+            return Ok(());
         }
+        seg.file.sync_data()?;
+        self.segment = None;
+        self.seq += 1;
+        // Only now may the closed one be collected.
+        self.spool
+            .active
+            .lock()
+            .expect("spool lock")
+            .insert(self.source.clone(), self.seq);
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        self.close_if_full()?;
         match &mut self.segment {
             Some(seg) if seg.unsynced => {
                 seg.file.sync_data()?;
@@ -595,6 +694,17 @@ impl Writer {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Free space on the disk holding `dir`, in words for a log line.
+fn free_space(dir: &Path) -> String {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(v) => format!(
+            "{} bytes free on its file system",
+            v.blocks_available().saturating_mul(v.fragment_size())
+        ),
+        Err(e) => format!("free space unknown: {e}"),
     }
 }
 

@@ -286,7 +286,9 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Answer {
                     .spool()
                     .log_full("webhook requests are answered 503");
             } else {
-                tracing::error!(source = %ctx.source, "refused a webhook request: {e}");
+                // The spool writer logs when it cannot write, and again
+                // when it can: not once per request.
+                tracing::debug!(source = %ctx.source, "answered 503: {e}");
             }
             r
         }

@@ -221,6 +221,11 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     let mut lines = LineBuffer::new(max_line);
     let mut ended = false;
     loop {
+        // While the spool cannot be written (a full disk), take nothing
+        // more: the sender keeps what it has not written yet.
+        if !writer.wait_writable(cancel).await {
+            break;
+        }
         let read = tokio::select! {
             r = stream.read_buf(lines.space()) => r,
             _ = cancel.cancelled() => break,
@@ -291,17 +296,25 @@ async fn receive(
         if data.is_empty() {
             continue;
         }
-        if let Err(SpoolError::Full { .. }) = writer.append_if_room(data.into()).await {
-            dropped += 1;
-            writer.spool().count_dropped_datagram(source);
-            writer.spool().log_full("datagrams are dropped");
+        match writer.append_if_room(data.into()).await {
+            Err(SpoolError::Full { .. }) => {
+                dropped += 1;
+                writer.spool().count_dropped_datagram(source);
+                writer.spool().log_full("datagrams are dropped");
+            }
+            // Logged by the writer when it became blocked.
+            Err(SpoolError::Blocked(_)) => {
+                dropped += 1;
+                writer.spool().count_dropped_datagram(source);
+            }
+            _ => {}
         }
     }
     if dropped > 0 {
         tracing::warn!(
             source,
             dropped,
-            "datagrams dropped because the spool was full"
+            "datagrams dropped because the spool was full or could not be written"
         );
     }
 }

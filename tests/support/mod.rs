@@ -6,6 +6,7 @@
 //! - [`collector`]: HTTP collector emulators (Fluentd `in_http`, Logstash
 //!   `http` input) running on their own thread, with recording and fault
 //!   injection;
+//! - [`http_client`]: a hand-written HTTP/1.1 client for the `http` input;
 //! - [`process`]: running the real `tailhook` binary with bounded waits;
 //! - [`metrics`]: tailhook's `/metrics`, `/health` and `/ready` listener:
 //!   GETs, a parser of the Prometheus text format, `promtool check metrics`;
@@ -20,6 +21,7 @@
 
 pub mod check;
 pub mod collector;
+pub mod http_client;
 pub mod inputs;
 pub mod metrics;
 pub mod process;
