@@ -19,6 +19,16 @@ pub fn expand_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<(usize, String)>> {
+    expand(text, lookup).map(|(out, _)| out)
+}
+
+/// The expanded text and every value put in; or each problem with its line.
+type Expanded = Result<(String, Vec<String>), Vec<(usize, String)>>;
+
+/// [`expand_env`], also returning every value it put in (to be masked
+/// wherever config text is printed).
+pub(crate) fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Expanded {
+    let mut values = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut state = Lexical::Bare;
@@ -52,8 +62,11 @@ pub fn expand_env(
                 let inner = &rest[2..end];
                 rest = &rest[end + 1..];
                 match expansion(inner, &lookup) {
-                    Ok(value) => write_value(state, inner, &value, &mut out)
-                        .unwrap_or_else(|e| errors.push((line, e))),
+                    Ok(value) => {
+                        write_value(state, inner, &value, &mut out)
+                            .unwrap_or_else(|e| errors.push((line, e)));
+                        values.push(value);
+                    }
                     Err(e) => errors.push((line, e)),
                 }
                 continue;
@@ -84,7 +97,7 @@ pub fn expand_env(
         rest = &rest[take..];
     }
     if errors.is_empty() {
-        Ok(out)
+        Ok((out, values))
     } else {
         Err(errors)
     }

@@ -11,10 +11,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod env;
+pub(crate) mod redact;
 mod source;
 mod units;
 
 pub use env::expand_env;
+use redact::Secrets;
 use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};
 pub use source::{FileInput, HttpInput, Input, ServerTls, SourceConfig, SpoolConfig};
 pub use units::{humanize_duration, parse_duration, parse_size, Dur, Size};
@@ -365,6 +367,10 @@ fn locate(text: &str, offset: usize) -> (usize, usize) {
 pub(crate) struct Problems<'a> {
     path: &'a Path,
     text: &'a str,
+    /// The lines to echo: as written when expansion kept the lines where
+    /// they were (it does, unless a value holds a line break), so a
+    /// `${VAR}` shows as itself; else the expanded text.
+    echo: &'a str,
     list: Vec<String>,
 }
 
@@ -373,7 +379,7 @@ impl Problems<'_> {
     /// key is named even when the message only speaks of the value.
     pub(crate) fn at(&mut self, span: std::ops::Range<usize>, msg: impl fmt::Display) {
         let (line, col) = locate(self.text, span.start);
-        let source = self.text.lines().nth(line - 1).unwrap_or("").trim_end();
+        let source = self.echo.lines().nth(line - 1).unwrap_or("").trim_end();
         self.list.push(format!(
             "{}:{line}:{col}: {msg}\n    | {source}",
             self.path.display()
@@ -405,36 +411,45 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let expanded = expand_env(text, env).map_err(|errs| {
+        let (expanded, substituted) = env::expand(text, env).map_err(|errs| {
             ConfigError::Invalid(
                 errs.into_iter()
                     .map(|(line, m)| format!("{}:{line}: {m}", path.display()))
                     .collect(),
             )
         })?;
-        let raw: RawConfig = toml::from_str(&expanded).map_err(|e| {
-            let mut p = Problems {
-                path,
-                text: &expanded,
-                list: Vec::new(),
-            };
-            let msg = e.message().trim_end().to_string();
-            match e.span() {
-                Some(span) => p.at(span, msg),
-                None => p.list.push(format!("{}: {msg}", path.display())),
-            }
-            ConfigError::Invalid(p.list)
-        })?;
+        // Nothing printed about the config shows a credential.
+        let secrets = Secrets::find(text, &expanded, &substituted);
+        let masked = |list: Vec<String>| {
+            ConfigError::Invalid(list.iter().map(|m| secrets.mask(m)).collect())
+        };
+        let echo = if text.lines().count() == expanded.lines().count() {
+            text
+        } else {
+            &expanded
+        };
         let mut p = Problems {
             path,
             text: &expanded,
+            echo,
             list: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(&expanded) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let msg = e.message().trim_end().to_string();
+                match e.span() {
+                    Some(span) => p.at(span, msg),
+                    None => p.list.push(format!("{}: {msg}", path.display())),
+                }
+                return Err(masked(p.list));
+            }
         };
         let config = validate(raw, &mut p);
         if p.list.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid(p.list))
+            Err(masked(p.list))
         }
     }
 

@@ -319,7 +319,8 @@ impl Webhook {
         } else {
             joined
         };
-        SendError::Other(detail)
+        // reqwest's messages may quote the URL: never with its password.
+        SendError::Other(crate::config::redact::mask_url_passwords(&detail))
     }
 }
 

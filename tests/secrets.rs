@@ -1,0 +1,138 @@
+//! Secrets never printed, through the real binary: a config holds known
+//! secrets — a header value from `${VAR}`, a literal `Authorization` header,
+//! a URL password, an `http` input's `auth_value` — and every output of
+//! `check` (a valid and an invalid config), `test`, `run` (with a reload
+//! that fails, and one that applies), `/metrics` and `dead-letter resend`
+//! is scanned for them.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::check::{assert_clean_exit, dead_port};
+use support::collector::{Collector, Options};
+use support::inputs::input;
+use support::metrics::{metrics_addr, scrape};
+use support::process::{run_cmd, Tailhook};
+use support::setup::{append, wallarm_hits, Setup};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const API_KEY: &str = "key-5ecret-2288";
+const BEARER: &str = "hdr-5ecret-7788";
+const URL_PASSWORD: &str = "pw-5ecret-4411";
+const INPUT_TOKEN: &str = "tok-5ecret-9931";
+const SECRETS: [&str; 4] = [API_KEY, BEARER, URL_PASSWORD, INPUT_TOKEN];
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![("SIEM_API_KEY", API_KEY), ("HOOK_TOKEN", INPUT_TOKEN)]
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "{what} shows the secret {s}:\n{text}");
+    }
+}
+
+/// A config with a file source, an `http` input and one destination at
+/// `port`; `broken` adds an error on the line that holds the headers.
+fn config(setup: &Setup, port: u16, broken: bool) -> PathBuf {
+    let extra = if broken { ", Retries = 3" } else { "" };
+    let text = format!(
+        "shutdown_timeout = \"2s\"\n\n{}{}\
+         [[destination]]\nname = \"siem\"\nurl = \"http://siem:{URL_PASSWORD}@127.0.0.1:{port}/t\"\n\
+         headers = {{ Authorization = \"Bearer {BEARER}\", X-Api-Key = \"${{SIEM_API_KEY}}\"{extra} }}\n\
+         sources = [\"app\", \"hook\"]\n\n[destination.retry]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n",
+        setup.source("app", "*.ndjson", ""),
+        input(
+            "hook",
+            "http",
+            "auth_header = \"X-Token\"\nauth_value = \"Bearer ${HOOK_TOKEN}\"\n"
+        ),
+    );
+    setup.config(&text)
+}
+
+#[test]
+fn no_output_of_any_command_shows_a_secret() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let cfg = config(&setup, collector.port(), false);
+    let path = cfg.to_str().unwrap();
+
+    let check = run_cmd(&["check", "-c", path], &env());
+    assert!(check.success(), "{}", check.output());
+    assert_no_secret("check of a valid config", &check.output());
+
+    let bad_setup = Setup::new();
+    let bad = config(&bad_setup, collector.port(), true);
+    let check = run_cmd(&["check", "-c", bad.to_str().unwrap()], &env());
+    assert_eq!(check.code, Some(1), "{}", check.output());
+    assert!(
+        check.stderr.contains("Authorization = \"***\""),
+        "the offending line is echoed with its secrets masked:\n{}",
+        check.output()
+    );
+    assert!(
+        check.stderr.contains("X-Api-Key = \"${SIEM_API_KEY}\""),
+        "a ${{VAR}} is echoed as written:\n{}",
+        check.output()
+    );
+    assert_no_secret("check of an invalid config", &check.output());
+
+    let test = run_cmd(&["test", "-c", path], &env());
+    assert!(test.success(), "{}", test.output());
+    assert_no_secret("test", &test.output());
+
+    // run: one batch rejected (a dead letter), a reload that fails on the
+    // headers line, then one that applies.
+    let events = wallarm_hits(0, 20);
+    append(&setup.log("app.ndjson"), &events);
+    collector.fail_next(&[400]);
+    let tailhook = Tailhook::start_with_env(&cfg, &env());
+    assert!(
+        tailhook.wait_for_log("its events go to the dead-letter file", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::copy(&bad, &cfg).unwrap();
+    tailhook.signal(Signal::SIGHUP);
+    assert!(
+        tailhook.wait_for_log("config reload failed", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    std::fs::write(&cfg, good).unwrap();
+    tailhook.signal(Signal::SIGHUP);
+    assert!(
+        tailhook.wait_for_log_count("tailhook running", 2, WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    let page = scrape(metrics_addr(&tailhook)).matching("tailhook_");
+    assert_no_secret("/metrics", &page);
+    let exit = tailhook.terminate();
+    assert_clean_exit(&exit);
+    assert_no_secret("run", &exit.output());
+
+    // dead-letter resend, to a collector that is down and then up.
+    let dead = dead_port();
+    let down = config(&bad_setup, dead.port, false);
+    std::fs::create_dir_all(bad_setup.data.join("dead-letter")).unwrap();
+    std::fs::copy(setup.dead_letter("siem"), bad_setup.dead_letter("siem")).unwrap();
+    let resend = run_cmd(
+        &["dead-letter", "resend", "-c", down.to_str().unwrap()],
+        &env(),
+    );
+    assert_eq!(resend.code, Some(1), "{}", resend.output());
+    assert_no_secret(
+        "dead-letter resend to a collector that is down",
+        &resend.output(),
+    );
+    let resend = run_cmd(&["dead-letter", "resend", "-c", path], &env());
+    assert!(resend.success(), "{}", resend.output());
+    assert_no_secret("dead-letter resend", &resend.output());
+}
