@@ -61,6 +61,14 @@ impl ExampleEnv {
             ("TAILHOOK_CLIENT_CA_FILE".to_string(), s(&client_ca)),
             ("TAILHOOK_CLIENT_CERT".to_string(), s(&client_cert_path)),
             ("TAILHOOK_CLIENT_KEY".to_string(), s(&client_key_path)),
+            // The examples have no default tokens: they refuse to start
+            // without these.
+            ("FLUENTD_TOKEN".to_string(), "fl-6f1d0c9e2b7a".to_string()),
+            ("TAILHOOK_TOKEN".to_string(), "th-93b7e1a4c2d8".to_string()),
+            (
+                "LOGSTASH_BASIC_AUTH".to_string(),
+                "dGFpbGhvb2s6czNjcmV0".to_string(),
+            ),
         ];
         ExampleEnv { _dir: dir, vars }
     }
@@ -118,6 +126,36 @@ fn every_example_config_passes_check() {
         assert!(checked.iter().any(|c| c == name), "{name} in {checked:?}");
     }
     assert!(checked.len() >= 7, "found {checked:?}");
+}
+
+/// No example has a default token: without its variable, `check` (and so
+/// `run`) refuses the config and names the variable.
+#[test]
+fn examples_refuse_to_start_without_their_token() {
+    let env = ExampleEnv::new();
+    for (name, var) in [
+        ("fluentd.toml", "FLUENTD_TOKEN"),
+        ("relay.toml", "TAILHOOK_TOKEN"),
+        ("relay.toml", "FLUENTD_TOKEN"),
+        ("logstash.toml", "LOGSTASH_BASIC_AUTH"),
+        ("full.toml", "TAILHOOK_TOKEN"),
+    ] {
+        let without: Vec<(&str, &str)> =
+            env.pairs().into_iter().filter(|(k, _)| *k != var).collect();
+        let mut cmd = bin();
+        cmd.args(["check", "-c", examples().join(name).to_str().unwrap()])
+            .env_remove(var);
+        for (k, v) in &without {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name} without {var}: {err}");
+        assert!(
+            err.contains(&format!("environment variable `{var}` is not set")),
+            "{name} without {var}: {err}"
+        );
+    }
 }
 
 #[test]

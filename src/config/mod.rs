@@ -470,6 +470,21 @@ impl Config {
                 ));
             }
         }
+        for s in &self.sources {
+            let Input::Http(h) = &s.input else { continue };
+            match &h.auth {
+                None if !h.listen.ip().is_loopback() => w.push(format!(
+                    "source `{}` listens on {} without auth_header: anyone who can reach that address can send it events",
+                    s.name, h.listen
+                )),
+                Some((header, value)) if is_placeholder(value) => w.push(format!(
+                    "source `{}`: auth_value is a placeholder (`{}`): anyone who reads the example knows it; set a real token in {header}",
+                    s.name,
+                    value.trim()
+                )),
+                _ => {}
+            }
+        }
         for d in &self.destinations {
             if d.events.is_empty() {
                 w.push(format!(
@@ -483,6 +498,29 @@ impl Config {
                     d.name,
                     redact_url(&d.url)
                 ));
+            }
+            if d.url.scheme() == "http" && !is_loopback(&d.url) {
+                let credential = d
+                    .headers
+                    .iter()
+                    .find(|(k, _)| is_credential_header(k))
+                    .map(|(k, _)| format!("an {k} header"))
+                    .or_else(|| d.url.password().map(|_| "a URL password".to_string()));
+                if let Some(what) = credential {
+                    w.push(format!(
+                        "destination `{}` sends {what} over plain http://: anyone on the path can read it; use https://",
+                        d.name
+                    ));
+                }
+            }
+            for (k, v) in &d.headers {
+                if is_credential_header(k) && is_placeholder(v) {
+                    w.push(format!(
+                        "destination `{}`: the {k} header is empty or a placeholder (`{}`): set the real credential (is its environment variable set?)",
+                        d.name,
+                        v.trim()
+                    ));
+                }
             }
             if d.url.scheme() == "http" && (d.ca_file.is_some() || d.client_cert_file.is_some()) {
                 w.push(format!(
@@ -568,6 +606,56 @@ impl Config {
         }
         o
     }
+}
+
+/// Whether a URL's host is this machine (nothing on a network path).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a request header carries a credential.
+fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "token",
+        "api-key",
+        "apikey",
+        "api_key",
+        "secret",
+    ]
+    .iter()
+    .any(|c| n.contains(c))
+}
+
+/// Whether a credential is empty or a well-known placeholder (after an
+/// auth scheme such as `Bearer`).
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim();
+    let token = v
+        .split_once(' ')
+        .filter(|(scheme, _)| {
+            ["bearer", "basic", "token", "apikey"].contains(&scheme.to_ascii_lowercase().as_str())
+        })
+        .map_or(v, |(_, t)| t.trim());
+    let t = token.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    t.is_empty()
+        || [
+            "changeme",
+            "replaceme",
+            "yourtoken",
+            "token",
+            "secret",
+            "password",
+            "xxx",
+            "todo",
+        ]
+        .contains(&t.as_str())
 }
 
 /// A URL with any password replaced, for printing.
@@ -821,6 +909,32 @@ headers = { Authorization = "Bearer ${TOKEN}" }
             c.warnings(),
             ["source `net` is in no destination's `sources`: what it receives is discarded"]
         );
+    }
+
+    #[test]
+    fn credentials_in_the_clear_and_placeholders_are_warned_about() {
+        let text = MIN
+            .replace("http://127.0.0.1:9880", "http://fluentd.example.com:9880")
+            .replace("${TOKEN}", "change-me")
+            .replace(
+                "[[destination]]",
+                "[[source]]\nname = \"hook\"\ntype = \"http\"\nlisten = \"0.0.0.0:8443\"\n\
+                 [[source]]\nname = \"hook2\"\ntype = \"http\"\nlisten = \"127.0.0.1:8444\"\n\
+                 auth_header = \"X-Token\"\nauth_value = \"CHANGE_ME\"\n\
+                 [[destination]]\nsources = [\"w\", \"hook\", \"hook2\"]",
+            );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.warnings(),
+            [
+                "source `hook` listens on 0.0.0.0:8443 without auth_header: anyone who can reach that address can send it events",
+                "source `hook2`: auth_value is a placeholder (`CHANGE_ME`): anyone who reads the example knows it; set a real token in X-Token",
+                "destination `fluentd` sends an Authorization header over plain http://: anyone on the path can read it; use https://",
+                "destination `fluentd`: the Authorization header is empty or a placeholder (`Bearer change-me`): set the real credential (is its environment variable set?)",
+            ]
+        );
+        // A real token, to this machine: nothing to say.
+        assert!(parse(MIN).unwrap().warnings().is_empty());
     }
 
     #[test]
