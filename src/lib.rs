@@ -21,6 +21,9 @@ pub mod sink;
 pub mod source;
 pub mod spool;
 
+#[cfg(test)]
+mod props_test;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

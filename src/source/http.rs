@@ -309,7 +309,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// lines, one event a line, and counts the events. Newlines between JSON
 /// tokens become spaces; JSON strings cannot hold raw newlines, so the
 /// event's content is unchanged.
-fn spool_lines(body: &[u8]) -> Result<(Vec<u8>, usize), String> {
+pub(crate) fn spool_lines(body: &[u8]) -> Result<(Vec<u8>, usize), String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8 JSON: {e}"))?;
     let not_json = |e: serde_json::Error| format!("body is not valid JSON: {e}");
