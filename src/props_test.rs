@@ -205,7 +205,7 @@ proptest! {
         } else {
             serde_json::to_string(&elements).unwrap()
         };
-        let (lines, n) = crate::source::http::spool_lines(body.as_bytes()).unwrap();
+        let (lines, n) = crate::source::http::body_lines(body.as_bytes(), false, usize::MAX).unwrap();
         prop_assert_eq!(n, elements.len());
         let text = String::from_utf8(lines).unwrap();
         let got: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -216,7 +216,8 @@ proptest! {
             .map(|e| serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap())
             .collect();
         prop_assert_eq!(got, want);
-        let _ = crate::source::http::spool_lines(&noise);
+        let _ = crate::source::http::body_lines(&noise, false, 1 << 20);
+        let _ = crate::source::http::body_lines(&noise, true, 1 << 20);
     }
 
     /// The config loader, on text that is nearly a config: no panic, and

@@ -250,27 +250,10 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Answer {
             )
         }
     };
-    let body = if gzip {
-        let mut out = Vec::new();
-        let read = flate2::read::MultiGzDecoder::new(&body[..])
-            .take(cfg.max_body_bytes as u64 + 1)
-            .read_to_end(&mut out);
-        match read {
-            Ok(n) if n > cfg.max_body_bytes => return too_large(),
-            Ok(_) => Bytes::from(out),
-            Err(e) => {
-                return answer(
-                    StatusCode::BAD_REQUEST,
-                    format!("body is not valid gzip: {e}"),
-                )
-            }
-        }
-    } else {
-        body
-    };
-    let (lines, events) = match spool_lines(&body) {
+    let (lines, events) = match body_lines(&body, gzip, cfg.max_body_bytes) {
         Ok(x) => x,
-        Err(why) => return answer(StatusCode::BAD_REQUEST, why),
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Bad(why)) => return answer(StatusCode::BAD_REQUEST, why),
     };
     match ctx.writer.append_durable(lines.into()).await {
         Ok(()) => {
@@ -305,11 +288,41 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Why a webhook body was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over `max_body_bytes` once decompressed (413).
+    TooLarge,
+    /// Not gzip, not JSON, or not objects (400), in words.
+    Bad(String),
+}
+
+/// A received body (gzip-compressed when `gzip`) as spool lines, one
+/// event a line, and the number of events.
+pub fn body_lines(
+    body: &[u8],
+    gzip: bool,
+    max_body_bytes: usize,
+) -> Result<(Vec<u8>, usize), BodyError> {
+    if !gzip {
+        return spool_lines(body).map_err(BodyError::Bad);
+    }
+    let mut out = Vec::new();
+    let read = flate2::read::MultiGzDecoder::new(body)
+        .take(max_body_bytes as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Ok(n) if n > max_body_bytes => Err(BodyError::TooLarge),
+        Ok(_) => spool_lines(&out).map_err(BodyError::Bad),
+        Err(e) => Err(BodyError::Bad(format!("body is not valid gzip: {e}"))),
+    }
+}
+
 /// Turns a webhook body (one object, or an array of objects) into spool
 /// lines, one event a line, and counts the events. Newlines between JSON
 /// tokens become spaces; JSON strings cannot hold raw newlines, so the
 /// event's content is unchanged.
-pub(crate) fn spool_lines(body: &[u8]) -> Result<(Vec<u8>, usize), String> {
+fn spool_lines(body: &[u8]) -> Result<(Vec<u8>, usize), String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8 JSON: {e}"))?;
     let not_json = |e: serde_json::Error| format!("body is not valid JSON: {e}");
