@@ -19,6 +19,7 @@ use bytes::Bytes;
 use super::client::Webhook;
 use super::{backoff, verdict, Verdict};
 use crate::batch::{events_of, BatchBuilder};
+use crate::checkpoint::{create_dir_synced, sync_dir};
 use crate::config::DestinationConfig;
 
 /// An append-only NDJSON file of events set aside for one destination.
@@ -51,11 +52,15 @@ impl DeadLetter {
             buf.push(b'\n');
         }
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            create_dir_synced(dir)?;
         }
-        let mut file = self.open_locked()?;
+        let (mut file, created) = self.open_locked()?;
         let before = drop_torn_tail(&file)?;
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        let mut written = file.write_all(&buf).and_then(|()| file.sync_data());
+        if written.is_ok() && created {
+            // The new file's name must survive a crash too.
+            written = self.path.parent().map_or(Ok(()), sync_dir);
+        }
         if written.is_err() {
             let _ = file.set_len(before);
         }
@@ -63,19 +68,28 @@ impl DeadLetter {
     }
 
     /// Opens the live file for appending, locked, even if `resend` renamed
-    /// it away between the open and the lock.
-    fn open_locked(&self) -> std::io::Result<File> {
+    /// it away between the open and the lock. True when this created it.
+    fn open_locked(&self) -> std::io::Result<(File, bool)> {
         loop {
-            let file = OpenOptions::new()
-                .create(true)
-                .read(true)
-                .append(true)
-                .open(&self.path)?;
+            let mut options = OpenOptions::new();
+            options.read(true).append(true);
+            let (file, created) = match options.clone().create_new(true).open(&self.path) {
+                Ok(f) => (f, true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match options.open(&self.path) {
+                        Ok(f) => (f, false),
+                        // Renamed away in between: try again.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             file.lock()?;
             let held = file.metadata()?;
             match std::fs::metadata(&self.path) {
                 Ok(live) if live.ino() == held.ino() && live.dev() == held.dev() => {
-                    return Ok(file)
+                    return Ok((file, created))
                 }
                 // Renamed away while we waited for the lock: open the new one.
                 _ => continue,
@@ -162,7 +176,7 @@ fn take_files(dl: &DeadLetter) -> std::io::Result<Vec<PathBuf>> {
     };
     files.sort();
     if dl.path.exists() {
-        let file = dl.open_locked()?;
+        let (file, _) = dl.open_locked()?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
