@@ -10,10 +10,13 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod delivery;
 mod env;
 mod source;
 mod units;
 
+use delivery::{validate_status_policy, write_status_policy};
+pub use delivery::{StatusAction, StatusMatch, StatusPolicy};
 pub use env::expand_env;
 use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};
 pub use source::{FileInput, HttpInput, Input, ServerTls, SourceConfig, SpoolConfig};
@@ -189,6 +192,8 @@ pub struct DestinationConfig {
     pub format: Format,
     /// Body encoding on the wire.
     pub compression: Compression,
+    /// Which answers are retried and which are dead-lettered.
+    pub status_policy: StatusPolicy,
 }
 
 /// A config that could not be loaded: every message names the file and line.
@@ -255,6 +260,8 @@ struct RawDestination {
     format: Format,
     #[serde(default = "no_compression")]
     compression: Compression,
+    retry_on: Option<Spanned<Vec<StatusMatch>>>,
+    dead_letter_on: Option<Spanned<Vec<StatusMatch>>>,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +550,7 @@ impl Config {
                 Compression::Gzip => "gzip",
             };
             let _ = writeln!(o, "compression = \"{compression}\"");
+            write_status_policy(&mut o, &dst.status_policy);
             let _ = writeln!(o, "\n[destination.batch]");
             let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
             let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);
@@ -702,6 +710,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
                 format!("destination `{name}`: batch.max_bytes must be at least 2 bytes"),
             );
         }
+        let status_policy = validate_status_policy(&name, d.retry_on, d.dead_letter_on, p);
         destinations.push(DestinationConfig {
             name,
             url,
@@ -728,6 +737,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
             },
             format: d.format,
             compression: d.compression,
+            status_policy,
         });
     }
     if destinations.is_empty() {

@@ -245,7 +245,8 @@ pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<
 }
 
 /// Sends one body, retrying a transient failure a few times. `Err((true, _))`
-/// is a rejection (4xx), `Err((false, _))` a collector that cannot be reached.
+/// is a rejection, `Err((false, _))` a collector that cannot be reached or
+/// keeps failing.
 async fn send_with_retries(
     webhook: &Webhook,
     cfg: &DestinationConfig,
@@ -259,12 +260,17 @@ async fn send_with_retries(
             tokio::time::sleep(wait).await;
         }
         match webhook.send(body.clone()).await {
-            Ok(a) => match verdict(a.status) {
+            Ok(a) => match verdict(a.status, &cfg.status_policy) {
                 Verdict::Delivered => return Ok(()),
                 Verdict::Reject => {
                     return Err((true, format!("HTTP {}: {}", a.status, a.body_start)))
                 }
-                Verdict::Retry => last = format!("HTTP {}: {}", a.status, a.body_start),
+                Verdict::Retry => {
+                    last = format!("HTTP {}: {}", a.status, a.body_start);
+                    if let Some(h) = super::hint(a.status) {
+                        last += &format!("; {h}");
+                    }
+                }
             },
             Err(e) => last = e.to_string(),
         }
