@@ -268,3 +268,109 @@ fn retry_on_and_dead_letter_on_move_statuses_both_ways() {
     assert_eq!(two.events(), bytes_of(&lines[5..]));
     assert_eq!(dead_letters(&setup, "two"), ndjson(&lines[..5]));
 }
+
+// ---- 4. the dead-letter file's bound ---------------------------------------------
+
+/// `[destination.dead_letter] max_bytes`: a rejected batch that would pass
+/// it waits (the destination pauses: nothing is dropped, nothing more is
+/// sent) until `tailhook dead-letter resend` empties the file; then it is
+/// written and delivery goes on. Every event ends up delivered or in the
+/// file, exactly once.
+#[test]
+fn a_full_dead_letter_file_pauses_the_destination_until_resend_makes_room() {
+    const BYTES: &str = "tailhook_destination_dead_letter_bytes";
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    collector.respond_with_body(400, "refused");
+    // 201 bytes a line: a batch of five is 1005 bytes of dead letters, so
+    // two fit in 2 KiB and the third would not.
+    let lines = hits(0, 40, 200);
+    assert!(lines.iter().all(|l| l.len() == 200));
+    append(&setup.log("a.ndjson"), &lines);
+    let cfg = config(
+        &setup,
+        &[destination(
+            DEST,
+            &collector.url("/wallarm.events"),
+            ONE_AT_A_TIME,
+            &format!("{FIVE_A_BATCH}[destination.dead_letter]\nmax_bytes = \"2KiB\"\n"),
+        )],
+    );
+    let tailhook = Tailhook::start(&cfg);
+    let addr = metrics_addr(&tailhook);
+
+    wait_log(&tailhook, "is full");
+    let path = setup.dead_letter(DEST);
+    let stderr = tailhook.stderr();
+    let line = stderr.lines().find(|l| l.contains("is full")).unwrap();
+    for words in [
+        format!("the dead-letter file {} is full", path.display()),
+        "it holds 2010 bytes and 1005 more would pass dead_letter.max_bytes (2048)".to_string(),
+        "nothing is dropped".to_string(),
+        "tailhook dead-letter resend".to_string(),
+    ] {
+        assert!(
+            line.contains(&words),
+            "{words:?} not in the log line: {line}"
+        );
+    }
+    assert_eq!(dead_letters(&setup, DEST), ndjson(&lines[..10]));
+    assert_eq!(collector.statuses(), [400, 400, 400]);
+    let d = ("destination", DEST);
+    wait_for_page(
+        addr,
+        &tailhook,
+        WAIT,
+        "2010 dead-letter bytes",
+        &[BYTES],
+        |p| p.get(BYTES, &[d]) == Some(2010.0),
+    );
+
+    // The collector takes events again, but the destination stays paused on
+    // the third batch until resend makes room.
+    collector.clear_override();
+    let cfg_arg = cfg.display().to_string();
+    let exit = support::process::run_cmd(&["dead-letter", "resend", "-c", &cfg_arg], &[]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stdout.contains("resent 10 event(s) in 2 batch(es)"),
+        "{}",
+        exit.output()
+    );
+    // Paused, the daemon sent nothing meanwhile: the first events the
+    // collector took are resend's (the daemon may resume as soon as resend
+    // is done).
+    assert_eq!(
+        collector.events()[..10],
+        bytes_of(&lines[..10])[..],
+        "while paused, only resend delivered"
+    );
+
+    wait_events(&collector, &tailhook, 10 + 25);
+    wait_log(&tailhook, "has room again");
+    let exit = stop(tailhook);
+    assert_eq!(
+        collector.statuses(),
+        [400, 400, 400, 200, 200, 200, 200, 200, 200, 200],
+        "the third batch was not sent again: it waited to be written\n{}",
+        exit.stderr
+    );
+    let after: Vec<String> = lines[..10].iter().chain(&lines[15..]).cloned().collect();
+    assert_eq!(collector.events(), bytes_of(&after));
+    assert_eq!(
+        dead_letters(&setup, DEST),
+        ndjson(&lines[10..15]),
+        "the third batch, written once there was room"
+    );
+
+    // And a last resend delivers it: every event, once.
+    let exit = support::process::run_cmd(&["dead-letter", "resend", "-c", &cfg_arg], &[]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let mut seqs: Vec<u64> = collector
+        .events()
+        .iter()
+        .map(|e| support::setup::seq_of(e))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..40).collect::<Vec<u64>>());
+}

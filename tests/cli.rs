@@ -232,6 +232,7 @@ fn check_prints_the_resolved_config_with_defaults_and_no_secret() {
     assert_eq!(i(batch, "max_events"), 500);
     assert_eq!(i(batch, "max_bytes"), 1_048_576);
     assert_eq!(s(batch, "timeout"), "1s");
+    assert_eq!(i(&dest["dead_letter"], "max_bytes"), 1 << 30);
     let headers = dest["headers"].as_table().expect("headers table");
     assert_eq!(headers.len(), 2, "{headers:?}");
     assert_eq!(headers["Authorization"].as_str(), Some("<redacted>"));
@@ -340,6 +341,18 @@ fn check_rejects_bad_values_naming_the_value_and_the_line() {
             "concurrency = 0",
             "concurrency",
             &["must be at least 1, not 0"],
+        ),
+        (
+            "",
+            "[destination.dead_letter]\nmax_bytes = 0",
+            "max_bytes",
+            &["destination `fluentd`: dead_letter.max_bytes must be more than 0"],
+        ),
+        (
+            "",
+            "[destination.dead_letter]\nmax_bytes = \"a lot\"",
+            "max_bytes",
+            &["invalid size `a lot`"],
         ),
         (
             "",

@@ -1,4 +1,5 @@
-//! A destination's answers policy: `retry_on` and `dead_letter_on`.
+//! A destination's answers policy (`retry_on`, `dead_letter_on`) and its
+//! `[destination.dead_letter]` table.
 
 use std::fmt::{self, Write as _};
 
@@ -6,7 +7,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Problems;
+use super::{Problems, Size};
 
 /// What a destination does with an answer that is not 2xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +131,32 @@ impl StatusPolicy {
     }
 }
 
+/// The `[destination.dead_letter]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterConfig {
+    /// The most bytes the destination's dead-letter files may hold; an
+    /// append that would pass it waits (the destination pauses).
+    pub max_bytes: u64,
+}
+
 // ---- raw --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeadLetter {
+    #[serde(default = "gib1")]
+    max_bytes: Spanned<Size>,
+}
+
+impl Default for RawDeadLetter {
+    fn default() -> Self {
+        RawDeadLetter { max_bytes: gib1() }
+    }
+}
+
+fn gib1() -> Spanned<Size> {
+    Spanned::new(0..0, Size(1 << 30))
+}
 
 /// Checks `retry_on` and `dead_letter_on` together.
 pub(super) fn validate_status_policy(
@@ -155,6 +181,21 @@ pub(super) fn validate_status_policy(
         retry_on: retry_on.map(Spanned::into_inner).unwrap_or_default(),
         dead_letter_on: dead_letter_on.map(Spanned::into_inner).unwrap_or_default(),
     }
+}
+
+pub(super) fn validate_dead_letter(
+    name: &str,
+    raw: RawDeadLetter,
+    p: &mut Problems<'_>,
+) -> DeadLetterConfig {
+    let max_bytes = raw.max_bytes.get_ref().0;
+    if max_bytes == 0 {
+        p.at(
+            raw.max_bytes.span(),
+            format!("destination `{name}`: dead_letter.max_bytes must be more than 0"),
+        );
+    }
+    DeadLetterConfig { max_bytes }
 }
 
 /// Writes the policy as resolved TOML keys of the destination (for `check`).
@@ -269,19 +310,26 @@ url = "http://127.0.0.1:9880/wallarm.events"
     }
 
     #[test]
-    fn overrides_are_read() {
+    fn overrides_and_the_dead_letter_bound_are_read() {
         let c = parse(MIN).unwrap();
-        assert!(c.destinations[0].status_policy.is_default());
+        let d = &c.destinations[0];
+        assert!(d.status_policy.is_default());
+        assert_eq!(d.dead_letter.max_bytes, 1 << 30);
         let c = parse(&format!(
-            "{MIN}retry_on = [\"4xx\"]\ndead_letter_on = [404]\n"
+            "{MIN}retry_on = [\"4xx\"]\ndead_letter_on = [404]\n[destination.dead_letter]\nmax_bytes = \"10MiB\"\n"
         ))
         .unwrap();
         let d = &c.destinations[0];
         assert_eq!(d.status_policy.action(404), StatusAction::DeadLetter);
         assert_eq!(d.status_policy.action(400), StatusAction::Retry);
+        assert_eq!(d.dead_letter.max_bytes, 10 << 20);
         let shown = c.to_redacted_toml();
         assert!(
             shown.contains("retry_on = [\"4xx\"]\ndead_letter_on = [404]\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("[destination.dead_letter]\nmax_bytes = 10485760\n"),
             "{shown}"
         );
         let again = parse(&shown).unwrap();
@@ -306,5 +354,14 @@ url = "http://127.0.0.1:9880/wallarm.events"
         );
         let e = parse(&format!("{MIN}dead_letter_on = [\"2xx\"]\n")).unwrap_err();
         assert!(e.contains("class \"2xx\" means delivered"), "{e}");
+        let e = parse(&format!("{MIN}[destination.dead_letter]\nmax_bytes = 0\n")).unwrap_err();
+        assert!(
+            e.contains(
+                "t.toml:10:13: destination `fluentd`: dead_letter.max_bytes must be more than 0"
+            ),
+            "{e}"
+        );
+        let e = parse(&format!("{MIN}[destination.dead_letter]\nmax_size = 1\n")).unwrap_err();
+        assert!(e.contains("unknown field `max_size`"), "{e}");
     }
 }

@@ -15,8 +15,8 @@ mod env;
 mod source;
 mod units;
 
-use delivery::{validate_status_policy, write_status_policy};
-pub use delivery::{StatusAction, StatusMatch, StatusPolicy};
+use delivery::{validate_dead_letter, validate_status_policy, write_status_policy, RawDeadLetter};
+pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 pub use env::expand_env;
 use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};
 pub use source::{FileInput, HttpInput, Input, ServerTls, SourceConfig, SpoolConfig};
@@ -194,6 +194,8 @@ pub struct DestinationConfig {
     pub compression: Compression,
     /// Which answers are retried and which are dead-lettered.
     pub status_policy: StatusPolicy,
+    /// The bound on its dead-letter file.
+    pub dead_letter: DeadLetterConfig,
 }
 
 /// A config that could not be loaded: every message names the file and line.
@@ -262,6 +264,8 @@ struct RawDestination {
     compression: Compression,
     retry_on: Option<Spanned<Vec<StatusMatch>>>,
     dead_letter_on: Option<Spanned<Vec<StatusMatch>>>,
+    #[serde(default)]
+    dead_letter: RawDeadLetter,
 }
 
 #[derive(Deserialize)]
@@ -558,6 +562,8 @@ impl Config {
             let _ = writeln!(o, "\n[destination.retry]");
             let _ = writeln!(o, "initial = {}", d(dst.retry.initial));
             let _ = writeln!(o, "max = {}", d(dst.retry.max));
+            let _ = writeln!(o, "\n[destination.dead_letter]");
+            let _ = writeln!(o, "max_bytes = {}", dst.dead_letter.max_bytes);
         }
         o
     }
@@ -711,6 +717,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
             );
         }
         let status_policy = validate_status_policy(&name, d.retry_on, d.dead_letter_on, p);
+        let dead_letter = validate_dead_letter(&name, d.dead_letter, p);
         destinations.push(DestinationConfig {
             name,
             url,
@@ -738,6 +745,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
             format: d.format,
             compression: d.compression,
             status_policy,
+            dead_letter,
         });
     }
     if destinations.is_empty() {

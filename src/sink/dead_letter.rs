@@ -7,6 +7,9 @@
 //! it, and an appender that finds its handle no longer names the live file
 //! (`resend` renamed it) opens the live one again. So no line is appended to
 //! a file that `resend` has already read.
+//!
+//! The daemon's appends are bounded by `dead_letter.max_bytes`, counting the
+//! live file and any file a `resend` is working through.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -21,6 +24,22 @@ use super::{backoff, verdict, Verdict};
 use crate::batch::{events_of, BatchBuilder};
 use crate::checkpoint::{create_dir_synced, sync_dir};
 use crate::config::DestinationConfig;
+
+/// Why [`DeadLetter::append_within`] did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The append would pass the bound; nothing was written.
+    #[error("the dead-letter files hold {held} bytes; {adding} more would pass their bound")]
+    Full {
+        /// Bytes in the dead-letter files now.
+        held: u64,
+        /// Bytes the append would add.
+        adding: u64,
+    },
+    /// The write failed (a full disk); nothing was left behind.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// An append-only NDJSON file of events set aside for one destination.
 #[derive(Debug)]
@@ -43,9 +62,26 @@ impl DeadLetter {
         &self.path
     }
 
-    /// Appends events, one a line, and syncs them to disk before returning.
+    /// Appends events, one a line, and syncs them to disk before returning,
+    /// whatever the bound (`resend` puts back what it took).
     /// A failed write leaves no half line behind (the caller retries it whole).
     pub fn append<'a>(&self, events: impl IntoIterator<Item = &'a [u8]>) -> std::io::Result<()> {
+        match self.append_within(events, u64::MAX) {
+            Ok(_) => Ok(()),
+            Err(AppendError::Io(e)) => Err(e),
+            Err(full @ AppendError::Full { .. }) => Err(std::io::Error::other(full)),
+        }
+    }
+
+    /// Appends events like [`DeadLetter::append`] unless the dead-letter
+    /// files would then hold more than `max_bytes`; returns the bytes they
+    /// hold after it. An append to empty files is always made, so one batch
+    /// larger than the bound cannot wait forever.
+    pub fn append_within<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a [u8]>,
+        max_bytes: u64,
+    ) -> Result<u64, AppendError> {
         let mut buf = Vec::new();
         for e in events {
             buf.extend_from_slice(e);
@@ -56,15 +92,68 @@ impl DeadLetter {
         }
         let (mut file, created) = self.open_locked()?;
         let before = drop_torn_tail(&file)?;
+        let held = before + self.taken_bytes()?;
+        let adding = buf.len() as u64;
+        if held > 0 && held.saturating_add(adding) > max_bytes {
+            return Err(AppendError::Full { held, adding });
+        }
         let mut written = file.write_all(&buf).and_then(|()| file.sync_data());
         if written.is_ok() && created {
             // The new file's name must survive a crash too.
             written = self.path.parent().map_or(Ok(()), sync_dir);
         }
-        if written.is_err() {
+        if let Err(e) = written {
             let _ = file.set_len(before);
+            return Err(e.into());
         }
-        written
+        Ok(held + adding)
+    }
+
+    /// Bytes in the dead-letter files: the live one and those a `resend`
+    /// is working through.
+    pub fn bytes(&self) -> std::io::Result<u64> {
+        let live = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(live + self.taken_bytes()?)
+    }
+
+    /// Bytes in the files a `resend` took and has not finished.
+    fn taken_bytes(&self) -> std::io::Result<u64> {
+        let mut total = 0;
+        for path in self.taken()? {
+            match std::fs::metadata(&path) {
+                Ok(m) => total += m.len(),
+                // Finished meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Files a `resend` took (renamed away) and has not finished, oldest first.
+    fn taken(&self) -> std::io::Result<Vec<PathBuf>> {
+        let dir = self.path.parent().expect("dead-letter path has a parent");
+        let prefix = self.taken_prefix();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        files.sort();
+        Ok(files)
+    }
+
+    fn taken_prefix(&self) -> String {
+        let name = self.path.file_name().expect("file name").to_string_lossy();
+        format!("{name}.resending-")
     }
 
     /// Opens the live file for appending, locked, even if `resend` renamed
@@ -158,23 +247,8 @@ impl ResendReport {
 /// then the live file, renamed under the lock so appends go to a new one.
 fn take_files(dl: &DeadLetter) -> std::io::Result<Vec<PathBuf>> {
     let dir = dl.path.parent().expect("dead-letter path has a parent");
-    let name = dl
-        .path
-        .file_name()
-        .expect("file name")
-        .to_string_lossy()
-        .to_string();
-    let prefix = format!("{name}.resending-");
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .map(|e| e.path())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    files.sort();
+    let prefix = dl.taken_prefix();
+    let mut files = dl.taken()?;
     if dl.path.exists() {
         let (file, _) = dl.open_locked()?;
         let stamp = std::time::SystemTime::now()
@@ -299,6 +373,33 @@ mod tests {
         std::fs::write(dl.path(), b"{\"x\"").unwrap();
         dl.append([&b"{}"[..]]).unwrap();
         assert_eq!(std::fs::read(dl.path()).unwrap(), b"{}\n");
+    }
+
+    #[test]
+    fn the_bound_counts_the_live_file_and_those_being_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path(), "d");
+        // Empty files take any append, even one larger than the bound.
+        assert_eq!(dl.append_within([&b"0123456789"[..]], 5).unwrap(), 11);
+        assert_eq!(dl.append_within([&b"abc"[..]], 15).unwrap(), 15);
+        match dl.append_within([&b"x"[..]], 16) {
+            Err(AppendError::Full { held, adding }) => assert_eq!((held, adding), (15, 2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(dl.path()).unwrap(), b"0123456789\nabc\n");
+        // A file `resend` took still counts until it is done with it.
+        let taken = take_files(&dl).unwrap();
+        assert_eq!(dl.bytes().unwrap(), 15);
+        assert!(matches!(
+            dl.append_within([&b"x"[..]], 16),
+            Err(AppendError::Full { held: 15, .. })
+        ));
+        std::fs::remove_file(&taken[0]).unwrap();
+        assert_eq!(dl.append_within([&b"x"[..]], 16).unwrap(), 2);
+        assert_eq!(dl.bytes().unwrap(), 2);
+        // `resend` putting back what it took is not bounded.
+        dl.append([&b"0123456789abcdef"[..]]).unwrap();
+        assert_eq!(dl.bytes().unwrap(), 19);
     }
 
     #[test]

@@ -15,7 +15,11 @@ use crate::batch::{events_of, Batch};
 use crate::config::{DestinationConfig, Format, RetryConfig, StatusAction, StatusPolicy};
 use crate::metrics::{DestMetrics, Readiness};
 use client::Webhook;
-use dead_letter::DeadLetter;
+use dead_letter::{AppendError, DeadLetter};
+
+/// While the dead-letter file is full, it is looked at again at least this
+/// often, so delivery resumes soon after `resend` made room.
+const FULL_RECHECK: Duration = Duration::from_secs(5);
 
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +111,9 @@ pub struct Sender {
     /// The collector's URL without credentials, for logs.
     url: String,
     dead_letter: DeadLetter,
+    dead_letter_max: u64,
     health: Health,
+    full: FullLog,
     metrics: DestMetrics,
     ready: Arc<Readiness>,
 }
@@ -128,7 +134,9 @@ impl Sender {
             policy: cfg.status_policy.clone(),
             url: url_for_logs(&cfg.url),
             dead_letter,
+            dead_letter_max: cfg.dead_letter.max_bytes,
             health: Health::default(),
+            full: FullLog::default(),
             metrics: DestMetrics::new(&cfg.name),
             ready,
         }
@@ -137,6 +145,14 @@ impl Sender {
     /// The destination's metric handles.
     pub fn metrics(&self) -> &DestMetrics {
         &self.metrics
+    }
+
+    /// Sets the dead-letter gauge from the files on disk (`resend` may have
+    /// shrunk them meanwhile).
+    pub fn measure_dead_letter(&self) {
+        if let Ok(bytes) = self.dead_letter.bytes() {
+            self.metrics.dead_letter_bytes.set(bytes as f64);
+        }
     }
 
     /// Opens (and drops) a connection to the collector, so `/ready` can
@@ -237,7 +253,9 @@ impl Sender {
     }
 
     /// Appends to the dead-letter file, retrying a failed write (a full disk)
-    /// with backoff. False when `hard` fired first.
+    /// with backoff, and waiting while the file is at `dead_letter.max_bytes`
+    /// (the destination pauses: this batch, and so reading, waits). False
+    /// when `hard` fired first.
     async fn write_dead_letters(
         &self,
         lines: &[Bytes],
@@ -246,17 +264,26 @@ impl Sender {
     ) -> bool {
         loop {
             let dl = &self.dead_letter;
-            let result = dl
-                .append(lines.iter().map(|b| &b[..]))
-                .map_err(|e| format!("cannot write dead-letter file {}: {e}", dl.path().display()));
+            let result = dl.append_within(lines.iter().map(|b| &b[..]), self.dead_letter_max);
+            let mut wait = backoff(&self.retry, *attempt);
             match result {
-                Ok(()) => {
+                Ok(bytes) => {
                     self.metrics.dead_lettered.increment(lines.len() as u64);
+                    self.metrics.dead_letter_bytes.set(bytes as f64);
+                    self.full.room(&self.name, dl, bytes);
                     return true;
                 }
-                Err(msg) => self.health.failed(&self.name, &msg),
+                Err(AppendError::Full { held, adding }) => {
+                    self.metrics.dead_letter_bytes.set(held as f64);
+                    self.full
+                        .full(&self.name, dl, held, adding, self.dead_letter_max);
+                    wait = wait.min(FULL_RECHECK);
+                }
+                Err(AppendError::Io(e)) => self.health.failed(
+                    &self.name,
+                    &format!("cannot write dead-letter file {}: {e}", dl.path().display()),
+                ),
             }
-            let wait = backoff(&self.retry, *attempt);
             *attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -303,6 +330,44 @@ impl Health {
             tracing::info!(
                 destination = name,
                 "delivering again after {n} failed attempts"
+            );
+        }
+    }
+}
+
+/// Logs that the dead-letter file is full when it fills, then at most once
+/// a minute, and when there is room again.
+#[derive(Default)]
+struct FullLog {
+    state: Mutex<Option<Instant>>,
+}
+
+impl FullLog {
+    fn full(&self, name: &str, dl: &DeadLetter, held: u64, adding: u64, max: u64) {
+        let mut last = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            destination = name,
+            path = %dl.path().display(),
+            bytes = held,
+            max_bytes = max,
+            "the dead-letter file {} is full: it holds {held} bytes and {adding} more would pass dead_letter.max_bytes ({max}); delivery to `{name}` pauses (nothing is dropped, nothing more is read) until `tailhook dead-letter resend` or an operator makes room",
+            dl.path().display()
+        );
+    }
+
+    fn room(&self, name: &str, dl: &DeadLetter, bytes: u64) {
+        let mut last = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if last.take().is_some() {
+            tracing::info!(
+                destination = name,
+                path = %dl.path().display(),
+                bytes,
+                "the dead-letter file {} has room again ({bytes} bytes now): delivery resumes",
+                dl.path().display()
             );
         }
     }
