@@ -9,7 +9,8 @@
 //! a file that `resend` has already read.
 //!
 //! The daemon's appends are bounded by `dead_letter.max_bytes`, counting the
-//! live file and any file a `resend` is working through.
+//! live file and any file a `resend` is working through; `resend` reads a
+//! file in batches, so its memory does not grow with the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +22,7 @@ use bytes::Bytes;
 
 use super::client::Webhook;
 use super::{backoff, verdict, Verdict};
-use crate::batch::{events_of, BatchBuilder};
+use crate::batch::BatchBuilder;
 use crate::checkpoint::{create_dir_synced, sync_dir};
 use crate::config::DestinationConfig;
 
@@ -263,44 +264,50 @@ fn take_files(dl: &DeadLetter) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// How much of a dead-letter file `resend` reads at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Delivers a destination's dead letters again, in batches, with its method,
 /// headers, TLS settings and batch bounds. What is delivered leaves the
 /// file; what is rejected again, or could not be sent because the collector
-/// is unreachable, stays.
+/// is unreachable, stays. The file is read a batch at a time and what stays
+/// is written back as each batch is settled, so memory holds about one
+/// batch whatever the file's size.
 pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
     let webhook = Webhook::new(cfg)?;
     let dl = DeadLetter::new(data_dir, &cfg.name);
     let mut report = ResendReport::default();
     for taken in take_files(&dl)? {
-        let whole = File::options().read(true).write(true).open(&taken)?;
-        drop_torn_tail(&whole)?;
-        let lines: Vec<Bytes> = BufReader::new(whole)
-            .split(b'\n')
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|l| Bytes::from(l.trim_ascii().to_vec()))
-            .filter(|l| !l.is_empty())
-            .collect();
-        let mut keep: Vec<Bytes> = Vec::new();
+        let file = File::options().read(true).write(true).open(&taken)?;
+        drop_torn_tail(&file)?;
+        let mut lines = Lines {
+            lines: BufReader::with_capacity(READ_CHUNK, file).split(b'\n'),
+            held: None,
+        };
         let mut builder = BatchBuilder::new(cfg.batch, cfg.format);
-        let mut pending = lines.into_iter().peekable();
-        while pending.peek().is_some() {
-            while let Some(line) = pending.next_if(|l| builder.fits(l.len())) {
+        loop {
+            let mut batch_lines: Vec<Bytes> = Vec::new();
+            while let Some(line) = lines.next_if(|l| builder.fits(l.len()))? {
                 builder.push(&line);
+                batch_lines.push(line);
+                if builder.is_full() {
+                    break;
+                }
             }
             let Some(batch) = builder.take() else { break };
-            if report.problem.is_some() && report.unsent > 0 {
-                keep.extend(events_of(&batch.body, cfg.format));
+            if report.unsent > 0 {
+                // The collector could not be reached: the rest stays unsent.
+                dl.append(batch_lines.iter().map(|b| &b[..]))?;
                 report.unsent += batch.events;
                 continue;
             }
-            match send_with_retries(&webhook, cfg, batch.body.clone()).await {
+            match send_with_retries(&webhook, cfg, batch.body).await {
                 Ok(()) => {
                     report.delivered += batch.events;
                     report.batches += 1;
                 }
                 Err((rejected, why)) => {
-                    keep.extend(events_of(&batch.body, cfg.format));
+                    dl.append(batch_lines.iter().map(|b| &b[..]))?;
                     if rejected {
                         report.rejected += batch.events;
                     } else {
@@ -310,12 +317,38 @@ pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<
                 }
             }
         }
-        if !keep.is_empty() {
-            dl.append(keep.iter().map(|b| &b[..]))?;
-        }
         std::fs::remove_file(&taken)?;
     }
     Ok(report)
+}
+
+/// The non-blank lines of a dead-letter file, trimmed, one at a time, with
+/// one line of lookahead.
+struct Lines<R> {
+    lines: std::io::Split<R>,
+    held: Option<Bytes>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line if `want` takes it; otherwise it waits for the next call.
+    fn next_if(&mut self, want: impl Fn(&Bytes) -> bool) -> std::io::Result<Option<Bytes>> {
+        let line = match self.held.take() {
+            Some(l) => l,
+            None => loop {
+                match self.lines.next().transpose()? {
+                    None => return Ok(None),
+                    Some(l) if l.trim_ascii().is_empty() => continue,
+                    Some(l) => break Bytes::copy_from_slice(l.trim_ascii()),
+                }
+            },
+        };
+        if want(&line) {
+            Ok(Some(line))
+        } else {
+            self.held = Some(line);
+            Ok(None)
+        }
+    }
 }
 
 /// Sends one body, retrying a transient failure a few times. `Err((true, _))`
