@@ -198,21 +198,19 @@ pub(super) fn validate_dead_letter(
     DeadLetterConfig { max_bytes }
 }
 
-/// Writes the policy as resolved TOML keys of the destination (for `check`).
+/// Writes the policy as resolved TOML keys of the destination (for `check`):
+/// the lists as written, empty when nothing overrides the defaults.
 pub(super) fn write_status_policy(o: &mut String, policy: &StatusPolicy) {
-    if policy.is_default() {
-        let _ = writeln!(
-            o,
-            "# retry_on, dead_letter_on: the defaults (400, 413, 415, 422 are dead-lettered; any other failure is retried)"
-        );
-        return;
-    }
     let list = |l: &[StatusMatch]| {
         l.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let _ = writeln!(
+        o,
+        "# besides these, 400, 413, 415, 422 are dead-lettered and any other failure is retried"
+    );
     let _ = writeln!(o, "retry_on = [{}]", list(&policy.retry_on));
     let _ = writeln!(o, "dead_letter_on = [{}]", list(&policy.dead_letter_on));
 }
@@ -314,6 +312,11 @@ url = "http://127.0.0.1:9880/wallarm.events"
         let c = parse(MIN).unwrap();
         let d = &c.destinations[0];
         assert!(d.status_policy.is_default());
+        let shown = c.to_redacted_toml();
+        assert!(
+            shown.contains("retry_on = []\ndead_letter_on = []\n"),
+            "{shown}"
+        );
         assert_eq!(d.dead_letter.max_bytes, 1 << 30);
         let c = parse(&format!(
             "{MIN}retry_on = [\"4xx\"]\ndead_letter_on = [404]\n[destination.dead_letter]\nmax_bytes = \"10MiB\"\n"
