@@ -238,23 +238,70 @@ impl Snapshot {
             source,
         };
         let dir = self.path.parent().expect("checkpoint path has a parent");
-        std::fs::create_dir_all(dir).map_err(io)?;
+        create_dir_synced(dir).map_err(io)?;
+        let first = !self.path.exists();
         let tmp = self.path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(&self.body).map_err(io)?;
         f.sync_all().map_err(io)?;
         drop(f);
         std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        // The rename is durable only once the directory is: without this a
+        // crash could bring back the previous checkpoint, or none at all.
+        sync_dir(dir).map_err(io)?;
+        if first {
+            // The `checkpoints/` entry itself, made at start.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(io)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Flushes a directory's entries (a file created, renamed or removed in it)
+/// to disk. A filesystem that cannot sync a directory (EINVAL) is taken as
+/// one that needs no such sync.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates a directory (and its parents) if missing, and syncs the parent
+/// of each one created so the new entries survive a crash.
+pub(crate) fn create_dir_synced(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_synced(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        other => other?,
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_created_with_their_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("data").join("checkpoints");
+        create_dir_synced(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_synced(&deep).unwrap();
+        sync_dir(&deep).unwrap();
+        assert!(sync_dir(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn round_trip_and_corruption() {

@@ -65,6 +65,8 @@ pub const DEST_RETRIES: &str = "tailhook_destination_retries_total";
 pub const DEST_REQUEST_DURATION: &str = "tailhook_destination_request_duration_seconds";
 /// Events written to the destination's dead-letter file.
 pub const DEST_DEAD_LETTERED: &str = "tailhook_destination_events_dead_lettered_total";
+/// Bytes in the destination's dead-letter files.
+pub const DEST_DEAD_LETTER_BYTES: &str = "tailhook_destination_dead_letter_bytes";
 /// 1 while the last request to the destination succeeded, else 0.
 pub const DEST_UP: &str = "tailhook_destination_up";
 /// Unix time of the destination's last successful delivery.
@@ -182,6 +184,11 @@ fn describe() {
         DEST_DEAD_LETTERED,
         C,
         "Events written to the dead-letter file"
+    );
+    describe_gauge!(
+        DEST_DEAD_LETTER_BYTES,
+        B,
+        "Bytes in the destination's dead-letter files (bounded by dead_letter.max_bytes)"
     );
     describe_gauge!(
         DEST_UP,
@@ -415,6 +422,8 @@ pub struct DestMetrics {
     pub retries: Counter,
     /// Events written to the dead-letter file.
     pub dead_lettered: Counter,
+    /// Bytes in the dead-letter files.
+    pub dead_letter_bytes: Gauge,
     /// 1 while deliveries go through.
     pub up: Gauge,
     /// Unix time of the last 2xx.
@@ -440,6 +449,7 @@ impl DestMetrics {
             bytes_sent: ::metrics::counter!(DEST_BYTES_SENT, &[d()]),
             retries: ::metrics::counter!(DEST_RETRIES, &[d()]),
             dead_lettered: ::metrics::counter!(DEST_DEAD_LETTERED, &[d()]),
+            dead_letter_bytes: ::metrics::gauge!(DEST_DEAD_LETTER_BYTES, &[d()]),
             up: ::metrics::gauge!(DEST_UP, &[d()]),
             last_success: ::metrics::gauge!(DEST_LAST_SUCCESS, &[d()]),
             buffered: ::metrics::gauge!(DEST_EVENTS_BUFFERED, &[d()]),

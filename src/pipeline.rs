@@ -277,7 +277,10 @@ async fn send_loop(
                 }
                 None => open = false,
             },
-            _ = tick.tick() => acks.measure_lag(),
+            _ = tick.tick() => {
+                acks.measure_lag();
+                sender.measure_dead_letter();
+            }
         }
     }
 }

@@ -52,7 +52,7 @@ pub async fn probe(dest: &DestinationConfig) -> ProbeReport {
         Err(e) => Err(e.to_string()),
         Ok(webhook) => match webhook.send(test_body(dest.format)).await {
             Err(e) => Err(e.to_string()),
-            Ok(a) => match verdict(a.status) {
+            Ok(a) => match verdict(a.status, &dest.status_policy) {
                 Verdict::Delivered => Ok((a.status, a.latency)),
                 _ => {
                     let reason = reqwest::StatusCode::from_u16(a.status)
@@ -64,7 +64,10 @@ pub async fn probe(dest: &DestinationConfig) -> ProbeReport {
                     } else {
                         format!("body starts: {}", a.body_start)
                     };
-                    Err(format!("HTTP {} {reason}: {body}", a.status))
+                    let hint = crate::sink::hint(a.status)
+                        .map(|h| format!("; {h}"))
+                        .unwrap_or_default();
+                    Err(format!("HTTP {} {reason}: {body}{hint}", a.status))
                 }
             },
         },

@@ -232,6 +232,7 @@ fn check_prints_the_resolved_config_with_defaults_and_no_secret() {
     assert_eq!(i(batch, "max_events"), 500);
     assert_eq!(i(batch, "max_bytes"), 1_048_576);
     assert_eq!(s(batch, "timeout"), "1s");
+    assert_eq!(i(&dest["dead_letter"], "max_bytes"), 1 << 30);
     let headers = dest["headers"].as_table().expect("headers table");
     assert_eq!(headers.len(), 2, "{headers:?}");
     assert_eq!(headers["Authorization"].as_str(), Some("<redacted>"));
@@ -341,6 +342,45 @@ fn check_rejects_bad_values_naming_the_value_and_the_line() {
             "concurrency",
             &["must be at least 1, not 0"],
         ),
+        (
+            "",
+            "[destination.dead_letter]\nmax_bytes = 0",
+            "max_bytes",
+            &["destination `fluentd`: dead_letter.max_bytes must be more than 0"],
+        ),
+        (
+            "",
+            "[destination.dead_letter]\nmax_bytes = \"a lot\"",
+            "max_bytes",
+            &["invalid size `a lot`"],
+        ),
+        (
+            "",
+            "retry_on = [204]",
+            "retry_on",
+            &["status 204 is a 2xx", "means delivered"],
+        ),
+        (
+            "",
+            "dead_letter_on = [\"2xx\"]",
+            "dead_letter_on",
+            &["class \"2xx\" means delivered"],
+        ),
+        (
+            "",
+            "retry_on = [\"soon\"]",
+            "retry_on",
+            &["`soon` is not a status class", "\"4xx\""],
+        ),
+        (
+            "",
+            "retry_on = [\"4xx\", 404]\ndead_letter_on = [404, 422]",
+            "dead_letter_on",
+            &[
+                "destination `fluentd`: 404 is in both retry_on and dead_letter_on",
+                "name it in one of them",
+            ],
+        ),
     ];
     for (source_extra, dest_extra, key, words) in cases {
         let text = config_text(&setup, url, source_extra, dest_extra);
@@ -378,6 +418,34 @@ fn check_rejects_bad_values_naming_the_value_and_the_line() {
         exit.stderr.contains("must be http:// or https://"),
         "{}",
         exit.output()
+    );
+}
+
+#[test]
+fn check_prints_retry_on_and_dead_letter_on_as_written() {
+    let setup = Setup::new();
+    let text = config_text(
+        &setup,
+        "http://127.0.0.1:9880/e",
+        "",
+        "retry_on = [\"4xx\"]\ndead_letter_on = [404, \"5xx\"]",
+    );
+    let config = write_config(&setup, &text);
+    let exit = check(&config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let resolved: toml::Table = toml::from_str(&exit.stdout).unwrap();
+    let dest = &resolved["destination"].as_array().unwrap()[0];
+    assert_eq!(
+        dest["retry_on"],
+        toml::Value::Array(vec!["4xx".into()]),
+        "{}",
+        exit.stdout
+    );
+    assert_eq!(
+        dest["dead_letter_on"],
+        toml::Value::Array(vec![404.into(), "5xx".into()]),
+        "{}",
+        exit.stdout
     );
 }
 
@@ -637,6 +705,31 @@ fn test_http_400_shows_the_status_and_the_start_of_the_body() {
     );
     assert_eq!(collector.statuses(), [400]);
     assert_eq!(collector.event_count(), 0);
+}
+
+#[test]
+fn test_http_401_or_404_says_what_to_check() {
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let config = write_config(
+        &setup,
+        &config_text(&setup, &collector.url("/wallarm.events"), "", ""),
+    );
+    for (status, words) in [
+        (401, "check the destination's `headers`"),
+        (404, "check the URL path"),
+    ] {
+        collector.respond_with_body(status, "nope");
+        let exit = tailhook(&["test", "-c", &path_str(&config)]);
+        assert_eq!(exit.code, Some(1), "{}", exit.output());
+        let lines = report_lines(&exit);
+        assert!(
+            lines[0].starts_with(&format!("fluentd: FAILED: HTTP {status} ")),
+            "{}",
+            exit.output()
+        );
+        assert!(lines[0].contains(words), "{words:?} not in {}", lines[0]);
+    }
 }
 
 #[test]

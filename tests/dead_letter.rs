@@ -558,3 +558,145 @@ fn resend_uses_the_destination_batch_bounds() {
     assert_eq!(collector.events(), bytes_of(&lines));
     assert!(dead_letter_bytes(&setup, DEST).is_empty());
 }
+
+// ---- 7. a file many batches long ----------------------------------------------------
+
+/// How many requests greedy batching needs for `lines` as one JSON array
+/// per request of at most `max_bytes` (`[` + events joined by `,` + `]`).
+fn json_batches(lines: &[String], max_bytes: usize) -> usize {
+    let mut batches = 0;
+    let mut body = 0;
+    for l in lines {
+        if body > 0 && body + 1 + l.len() > max_bytes {
+            batches += 1;
+            body = 0;
+        }
+        body = if body == 0 {
+            2 + l.len()
+        } else {
+            body + 1 + l.len()
+        };
+    }
+    batches + usize::from(body > 0)
+}
+
+/// A dead-letter file of 3,000 events, 56 batches long: every event is
+/// delivered in file order, in as few requests as the batch bounds allow,
+/// none larger than `batch.max_bytes`.
+#[test]
+fn resend_streams_a_long_file_in_batches_in_order() {
+    const MAX_BYTES: usize = 16 * 1024;
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let lines = hits(0, 3000, 300);
+    write_dead_letters(&setup, DEST, &lines);
+    let cfg = config(
+        &setup,
+        &[destination(
+            DEST,
+            &collector.url("/wallarm.events"),
+            "",
+            &format!("[destination.batch]\nmax_bytes = {MAX_BYTES}\n"),
+        )],
+    );
+
+    let exit = resend(&cfg, &[]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let batches = collector.batches();
+    let expected = json_batches(&lines, MAX_BYTES);
+    assert_eq!(expected, 56, "the test's own arithmetic");
+    assert_eq!(
+        batches.len(),
+        expected,
+        "as few requests as the bounds allow"
+    );
+    assert_eq!(
+        exit.stdout.trim(),
+        format!("{DEST}: resent 3000 event(s) in {expected} batch(es); the dead-letter file is now empty")
+    );
+    for b in &batches {
+        assert!(
+            b.body.len() <= MAX_BYTES,
+            "a body of {} bytes",
+            b.body.len()
+        );
+    }
+    assert_eq!(
+        collector.events(),
+        bytes_of(&lines),
+        "every event, in order"
+    );
+    assert!(dead_letter_bytes(&setup, DEST).is_empty());
+    assert_eq!(leftovers(&setup), Vec::<String>::new());
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A 120 MB dead-letter file: while the collector holds the first request,
+/// `resend` has read about one batch (1 MiB), not the file — its peak
+/// resident memory is far below the file's size. Then the collector goes
+/// away: everything stays in the file, byte for byte, in order.
+#[test]
+fn resend_memory_does_not_grow_with_the_file() {
+    const LIMIT_KIB: u64 = 48 * 1024;
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let port = collector.port();
+    let lines = hits(0, 120_000, 1000);
+    let path = write_dead_letters(&setup, DEST, &lines);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        size > 2 * LIMIT_KIB * 1024,
+        "the file is much larger than the limit"
+    );
+    let cfg = config(
+        &setup,
+        &[destination(
+            DEST,
+            &format!("http://127.0.0.1:{port}/wallarm.events"),
+            "",
+            "",
+        )],
+    );
+
+    collector.hang_next(1);
+    let mut cmd = support::process::bin();
+    cmd.args(["dead-letter", "resend", "-c"]).arg(&cfg);
+    let running = Tailhook::spawn(cmd);
+    assert!(
+        collector.wait_for_held(1, WAIT),
+        "no request\n{}",
+        running.stderr()
+    );
+    let peak = status_kib(running.pid(), "VmHWM:");
+    eprintln!("resend of a {size}-byte file, first request held: peak {peak} KiB");
+    assert!(
+        peak < LIMIT_KIB,
+        "resend holds {peak} KiB with one request in flight: it read the file whole"
+    );
+
+    collector.stop();
+    let exit = running.wait_exit(WAIT);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        exit.stdout
+            .contains("resent 0 event(s) in 0 batch(es); 120000 not sent"),
+        "{}",
+        exit.output()
+    );
+    let kept = std::fs::read(&path).unwrap();
+    assert!(kept == ndjson(&lines), "the file is not what it was");
+    assert_eq!(leftovers(&setup), Vec::<String>::new());
+}

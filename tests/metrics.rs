@@ -53,6 +53,7 @@ const ERRORS: &str = "tailhook_destination_errors_total";
 const RETRIES: &str = "tailhook_destination_retries_total";
 const DURATION: &str = "tailhook_destination_request_duration_seconds";
 const DEAD_LETTERED: &str = "tailhook_destination_events_dead_lettered_total";
+const DEAD_LETTER_BYTES: &str = "tailhook_destination_dead_letter_bytes";
 const UP: &str = "tailhook_destination_up";
 const LAST_SUCCESS: &str = "tailhook_destination_last_success_timestamp_seconds";
 const BUFFERED: &str = "tailhook_destination_events_buffered";
@@ -431,12 +432,13 @@ fn a_rejected_batch_is_counted_as_dead_lettered_events() {
         &tailhook,
         WAIT,
         "every event sent or dead-lettered",
-        &[SENT, DEAD_LETTERED, BUFFERED],
+        &[SENT, DEAD_LETTERED, BUFFERED, DEAD_LETTER_BYTES],
         |p| {
             p.get(SENT, &[d]).unwrap_or(0.0) + p.get(DEAD_LETTERED, &[d]).unwrap_or(0.0)
                 == 30.0 + 2.0
                 && p.get(SENT, &[d]) == Some(collector.event_count() as f64)
                 && p.get(BUFFERED, &[d]) == Some(0.0)
+                && p.get(DEAD_LETTER_BYTES, &[d]) == Some(file_size(&setup.dead_letter("fluentd")))
         },
     );
 
@@ -472,7 +474,6 @@ fn a_rejected_batch_is_counted_as_dead_lettered_events() {
     assert_eq!(page.value(RETRIES, &[d]), 0.0, "a 400 is not retried");
     assert_eq!(page.value(UP, &[d]), 1.0);
     assert_promtool_clean(&page.text);
-    stop(tailhook);
 
     // Nothing lost, nothing twice.
     let mut all: Vec<u64> = collector
@@ -483,6 +484,20 @@ fn a_rejected_batch_is_counted_as_dead_lettered_events() {
         .collect();
     all.sort();
     assert_eq!(all, (0..30).collect::<Vec<u64>>());
+
+    // `resend` empties the file; the gauge, measured every second, follows.
+    let cfg = setup.dir.path().join("config.toml").display().to_string();
+    let exit = run_cmd(&["dead-letter", "resend", "-c", &cfg], &[]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    wait_for_page(
+        addr,
+        &tailhook,
+        WAIT,
+        "no dead-letter bytes after resend",
+        &[DEAD_LETTER_BYTES],
+        |p| p.get(DEAD_LETTER_BYTES, &[d]) == Some(0.0),
+    );
+    stop(tailhook);
 }
 
 // ---- 4. the spool -----------------------------------------------------------

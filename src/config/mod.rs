@@ -10,11 +10,14 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod delivery;
 mod env;
 pub(crate) mod redact;
 mod source;
 mod units;
 
+use delivery::{validate_dead_letter, validate_status_policy, write_status_policy, RawDeadLetter};
+pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 pub use env::expand_env;
 use redact::Secrets;
 use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};
@@ -191,6 +194,10 @@ pub struct DestinationConfig {
     pub format: Format,
     /// Body encoding on the wire.
     pub compression: Compression,
+    /// Which answers are retried and which are dead-lettered.
+    pub status_policy: StatusPolicy,
+    /// The bound on its dead-letter file.
+    pub dead_letter: DeadLetterConfig,
 }
 
 /// A config that could not be loaded: every message names the file and line.
@@ -257,6 +264,10 @@ struct RawDestination {
     format: Format,
     #[serde(default = "no_compression")]
     compression: Compression,
+    retry_on: Option<Spanned<Vec<StatusMatch>>>,
+    dead_letter_on: Option<Spanned<Vec<StatusMatch>>>,
+    #[serde(default)]
+    dead_letter: RawDeadLetter,
 }
 
 #[derive(Deserialize)]
@@ -596,6 +607,7 @@ impl Config {
                 Compression::Gzip => "gzip",
             };
             let _ = writeln!(o, "compression = \"{compression}\"");
+            write_status_policy(&mut o, &dst.status_policy);
             let _ = writeln!(o, "\n[destination.batch]");
             let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
             let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);
@@ -603,6 +615,8 @@ impl Config {
             let _ = writeln!(o, "\n[destination.retry]");
             let _ = writeln!(o, "initial = {}", d(dst.retry.initial));
             let _ = writeln!(o, "max = {}", d(dst.retry.max));
+            let _ = writeln!(o, "\n[destination.dead_letter]");
+            let _ = writeln!(o, "max_bytes = {}", dst.dead_letter.max_bytes);
         }
         o
     }
@@ -805,6 +819,8 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
                 format!("destination `{name}`: batch.max_bytes must be at least 2 bytes"),
             );
         }
+        let status_policy = validate_status_policy(&name, d.retry_on, d.dead_letter_on, p);
+        let dead_letter = validate_dead_letter(&name, d.dead_letter, p);
         destinations.push(DestinationConfig {
             name,
             url,
@@ -831,6 +847,8 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
             },
             format: d.format,
             compression: d.compression,
+            status_policy,
+            dead_letter,
         });
     }
     if destinations.is_empty() {

@@ -7,6 +7,10 @@
 //! it, and an appender that finds its handle no longer names the live file
 //! (`resend` renamed it) opens the live one again. So no line is appended to
 //! a file that `resend` has already read.
+//!
+//! The daemon's appends are bounded by `dead_letter.max_bytes`, counting the
+//! live file and any file a `resend` is working through; `resend` reads a
+//! file in batches, so its memory does not grow with the file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -18,8 +22,25 @@ use bytes::Bytes;
 
 use super::client::Webhook;
 use super::{backoff, verdict, Verdict};
-use crate::batch::{events_of, BatchBuilder};
+use crate::batch::BatchBuilder;
+use crate::checkpoint::{create_dir_synced, sync_dir};
 use crate::config::DestinationConfig;
+
+/// Why [`DeadLetter::append_within`] did not append.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The append would pass the bound; nothing was written.
+    #[error("the dead-letter files hold {held} bytes; {adding} more would pass their bound")]
+    Full {
+        /// Bytes in the dead-letter files now.
+        held: u64,
+        /// Bytes the append would add.
+        adding: u64,
+    },
+    /// The write failed (a full disk); nothing was left behind.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// An append-only NDJSON file of events set aside for one destination.
 #[derive(Debug)]
@@ -42,40 +63,123 @@ impl DeadLetter {
         &self.path
     }
 
-    /// Appends events, one a line, and syncs them to disk before returning.
+    /// Appends events, one a line, and syncs them to disk before returning,
+    /// whatever the bound (`resend` puts back what it took).
     /// A failed write leaves no half line behind (the caller retries it whole).
     pub fn append<'a>(&self, events: impl IntoIterator<Item = &'a [u8]>) -> std::io::Result<()> {
+        match self.append_within(events, u64::MAX) {
+            Ok(_) => Ok(()),
+            Err(AppendError::Io(e)) => Err(e),
+            Err(full @ AppendError::Full { .. }) => Err(std::io::Error::other(full)),
+        }
+    }
+
+    /// Appends events like [`DeadLetter::append`] unless the dead-letter
+    /// files would then hold more than `max_bytes`; returns the bytes they
+    /// hold after it. An append to empty files is always made, so one batch
+    /// larger than the bound cannot wait forever.
+    pub fn append_within<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a [u8]>,
+        max_bytes: u64,
+    ) -> Result<u64, AppendError> {
         let mut buf = Vec::new();
         for e in events {
             buf.extend_from_slice(e);
             buf.push(b'\n');
         }
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            create_dir_synced(dir)?;
         }
-        let mut file = self.open_locked()?;
+        let (mut file, created) = self.open_locked()?;
         let before = drop_torn_tail(&file)?;
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
-        if written.is_err() {
-            let _ = file.set_len(before);
+        let held = before + self.taken_bytes()?;
+        let adding = buf.len() as u64;
+        if held > 0 && held.saturating_add(adding) > max_bytes {
+            return Err(AppendError::Full { held, adding });
         }
-        written
+        let mut written = file.write_all(&buf).and_then(|()| file.sync_data());
+        if written.is_ok() && created {
+            // The new file's name must survive a crash too.
+            written = self.path.parent().map_or(Ok(()), sync_dir);
+        }
+        if let Err(e) = written {
+            let _ = file.set_len(before);
+            return Err(e.into());
+        }
+        Ok(held + adding)
+    }
+
+    /// Bytes in the dead-letter files: the live one and those a `resend`
+    /// is working through.
+    pub fn bytes(&self) -> std::io::Result<u64> {
+        let live = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(live + self.taken_bytes()?)
+    }
+
+    /// Bytes in the files a `resend` took and has not finished.
+    fn taken_bytes(&self) -> std::io::Result<u64> {
+        let mut total = 0;
+        for path in self.taken()? {
+            match std::fs::metadata(&path) {
+                Ok(m) => total += m.len(),
+                // Finished meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Files a `resend` took (renamed away) and has not finished, oldest first.
+    fn taken(&self) -> std::io::Result<Vec<PathBuf>> {
+        let dir = self.path.parent().expect("dead-letter path has a parent");
+        let prefix = self.taken_prefix();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        files.sort();
+        Ok(files)
+    }
+
+    fn taken_prefix(&self) -> String {
+        let name = self.path.file_name().expect("file name").to_string_lossy();
+        format!("{name}.resending-")
     }
 
     /// Opens the live file for appending, locked, even if `resend` renamed
-    /// it away between the open and the lock.
-    fn open_locked(&self) -> std::io::Result<File> {
+    /// it away between the open and the lock. True when this created it.
+    fn open_locked(&self) -> std::io::Result<(File, bool)> {
         loop {
-            let file = OpenOptions::new()
-                .create(true)
-                .read(true)
-                .append(true)
-                .open(&self.path)?;
+            let mut options = OpenOptions::new();
+            options.read(true).append(true);
+            let (file, created) = match options.clone().create_new(true).open(&self.path) {
+                Ok(f) => (f, true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match options.open(&self.path) {
+                        Ok(f) => (f, false),
+                        // Renamed away in between: try again.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             file.lock()?;
             let held = file.metadata()?;
             match std::fs::metadata(&self.path) {
                 Ok(live) if live.ino() == held.ino() && live.dev() == held.dev() => {
-                    return Ok(file)
+                    return Ok((file, created))
                 }
                 // Renamed away while we waited for the lock: open the new one.
                 _ => continue,
@@ -144,25 +248,10 @@ impl ResendReport {
 /// then the live file, renamed under the lock so appends go to a new one.
 fn take_files(dl: &DeadLetter) -> std::io::Result<Vec<PathBuf>> {
     let dir = dl.path.parent().expect("dead-letter path has a parent");
-    let name = dl
-        .path
-        .file_name()
-        .expect("file name")
-        .to_string_lossy()
-        .to_string();
-    let prefix = format!("{name}.resending-");
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .map(|e| e.path())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    files.sort();
+    let prefix = dl.taken_prefix();
+    let mut files = dl.taken()?;
     if dl.path.exists() {
-        let file = dl.open_locked()?;
+        let (file, _) = dl.open_locked()?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -175,44 +264,50 @@ fn take_files(dl: &DeadLetter) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// How much of a dead-letter file `resend` reads at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Delivers a destination's dead letters again, in batches, with its method,
 /// headers, TLS settings and batch bounds. What is delivered leaves the
 /// file; what is rejected again, or could not be sent because the collector
-/// is unreachable, stays.
+/// is unreachable, stays. The file is read a batch at a time and what stays
+/// is written back as each batch is settled, so memory holds about one
+/// batch whatever the file's size.
 pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
     let webhook = Webhook::new(cfg)?;
     let dl = DeadLetter::new(data_dir, &cfg.name);
     let mut report = ResendReport::default();
     for taken in take_files(&dl)? {
-        let whole = File::options().read(true).write(true).open(&taken)?;
-        drop_torn_tail(&whole)?;
-        let lines: Vec<Bytes> = BufReader::new(whole)
-            .split(b'\n')
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|l| Bytes::from(l.trim_ascii().to_vec()))
-            .filter(|l| !l.is_empty())
-            .collect();
-        let mut keep: Vec<Bytes> = Vec::new();
+        let file = File::options().read(true).write(true).open(&taken)?;
+        drop_torn_tail(&file)?;
+        let mut lines = Lines {
+            lines: BufReader::with_capacity(READ_CHUNK, file).split(b'\n'),
+            held: None,
+        };
         let mut builder = BatchBuilder::new(cfg.batch, cfg.format);
-        let mut pending = lines.into_iter().peekable();
-        while pending.peek().is_some() {
-            while let Some(line) = pending.next_if(|l| builder.fits(l.len())) {
+        loop {
+            let mut batch_lines: Vec<Bytes> = Vec::new();
+            while let Some(line) = lines.next_if(|l| builder.fits(l.len()))? {
                 builder.push(&line);
+                batch_lines.push(line);
+                if builder.is_full() {
+                    break;
+                }
             }
             let Some(batch) = builder.take() else { break };
-            if report.problem.is_some() && report.unsent > 0 {
-                keep.extend(events_of(&batch.body, cfg.format));
+            if report.unsent > 0 {
+                // The collector could not be reached: the rest stays unsent.
+                dl.append(batch_lines.iter().map(|b| &b[..]))?;
                 report.unsent += batch.events;
                 continue;
             }
-            match send_with_retries(&webhook, cfg, batch.body.clone()).await {
+            match send_with_retries(&webhook, cfg, batch.body).await {
                 Ok(()) => {
                     report.delivered += batch.events;
                     report.batches += 1;
                 }
                 Err((rejected, why)) => {
-                    keep.extend(events_of(&batch.body, cfg.format));
+                    dl.append(batch_lines.iter().map(|b| &b[..]))?;
                     if rejected {
                         report.rejected += batch.events;
                     } else {
@@ -222,16 +317,43 @@ pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<
                 }
             }
         }
-        if !keep.is_empty() {
-            dl.append(keep.iter().map(|b| &b[..]))?;
-        }
         std::fs::remove_file(&taken)?;
     }
     Ok(report)
 }
 
+/// The non-blank lines of a dead-letter file, trimmed, one at a time, with
+/// one line of lookahead.
+struct Lines<R> {
+    lines: std::io::Split<R>,
+    held: Option<Bytes>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line if `want` takes it; otherwise it waits for the next call.
+    fn next_if(&mut self, want: impl Fn(&Bytes) -> bool) -> std::io::Result<Option<Bytes>> {
+        let line = match self.held.take() {
+            Some(l) => l,
+            None => loop {
+                match self.lines.next().transpose()? {
+                    None => return Ok(None),
+                    Some(l) if l.trim_ascii().is_empty() => continue,
+                    Some(l) => break Bytes::copy_from_slice(l.trim_ascii()),
+                }
+            },
+        };
+        if want(&line) {
+            Ok(Some(line))
+        } else {
+            self.held = Some(line);
+            Ok(None)
+        }
+    }
+}
+
 /// Sends one body, retrying a transient failure a few times. `Err((true, _))`
-/// is a rejection (4xx), `Err((false, _))` a collector that cannot be reached.
+/// is a rejection, `Err((false, _))` a collector that cannot be reached or
+/// keeps failing.
 async fn send_with_retries(
     webhook: &Webhook,
     cfg: &DestinationConfig,
@@ -245,12 +367,17 @@ async fn send_with_retries(
             tokio::time::sleep(wait).await;
         }
         match webhook.send(body.clone()).await {
-            Ok(a) => match verdict(a.status) {
+            Ok(a) => match verdict(a.status, &cfg.status_policy) {
                 Verdict::Delivered => return Ok(()),
                 Verdict::Reject => {
                     return Err((true, format!("HTTP {}: {}", a.status, a.body_start)))
                 }
-                Verdict::Retry => last = format!("HTTP {}: {}", a.status, a.body_start),
+                Verdict::Retry => {
+                    last = format!("HTTP {}: {}", a.status, a.body_start);
+                    if let Some(h) = super::hint(a.status) {
+                        last += &format!("; {h}");
+                    }
+                }
             },
             Err(e) => last = e.to_string(),
         }
@@ -279,6 +406,33 @@ mod tests {
         std::fs::write(dl.path(), b"{\"x\"").unwrap();
         dl.append([&b"{}"[..]]).unwrap();
         assert_eq!(std::fs::read(dl.path()).unwrap(), b"{}\n");
+    }
+
+    #[test]
+    fn the_bound_counts_the_live_file_and_those_being_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path(), "d");
+        // Empty files take any append, even one larger than the bound.
+        assert_eq!(dl.append_within([&b"0123456789"[..]], 5).unwrap(), 11);
+        assert_eq!(dl.append_within([&b"abc"[..]], 15).unwrap(), 15);
+        match dl.append_within([&b"x"[..]], 16) {
+            Err(AppendError::Full { held, adding }) => assert_eq!((held, adding), (15, 2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(dl.path()).unwrap(), b"0123456789\nabc\n");
+        // A file `resend` took still counts until it is done with it.
+        let taken = take_files(&dl).unwrap();
+        assert_eq!(dl.bytes().unwrap(), 15);
+        assert!(matches!(
+            dl.append_within([&b"x"[..]], 16),
+            Err(AppendError::Full { held: 15, .. })
+        ));
+        std::fs::remove_file(&taken[0]).unwrap();
+        assert_eq!(dl.append_within([&b"x"[..]], 16).unwrap(), 2);
+        assert_eq!(dl.bytes().unwrap(), 2);
+        // `resend` putting back what it took is not bounded.
+        dl.append([&b"0123456789abcdef"[..]]).unwrap();
+        assert_eq!(dl.bytes().unwrap(), 19);
     }
 
     #[test]

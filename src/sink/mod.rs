@@ -12,10 +12,14 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{events_of, Batch};
-use crate::config::{DestinationConfig, Format, RetryConfig};
+use crate::config::{DestinationConfig, Format, RetryConfig, StatusAction, StatusPolicy};
 use crate::metrics::{DestMetrics, Readiness};
 use client::Webhook;
-use dead_letter::DeadLetter;
+use dead_letter::{AppendError, DeadLetter};
+
+/// While the dead-letter file is full, it is looked at again at least this
+/// often, so delivery resumes soon after `resend` made room.
+const FULL_RECHECK: Duration = Duration::from_secs(5);
 
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,20 +35,59 @@ pub enum Outcome {
 pub enum Verdict {
     /// Delivered.
     Delivered,
-    /// Try again later (408, 429, 5xx, and anything unexpected).
+    /// The collector or its configuration is wrong for now: try again later
+    /// (by default 401, 403, 404, 407, 408, 429, 5xx, and anything unexpected).
     Retry,
-    /// Never accepted as it is (any other 4xx): dead-letter it.
+    /// The collector refuses these events (by default 400, 413, 415, 422):
+    /// dead-letter them.
     Reject,
 }
 
-/// The verdict for a status code.
-pub fn verdict(status: u16) -> Verdict {
-    match status {
-        200..=299 => Verdict::Delivered,
-        408 | 429 => Verdict::Retry,
-        400..=499 => Verdict::Reject,
-        _ => Verdict::Retry,
+/// The verdict for a status code under a destination's `retry_on` and
+/// `dead_letter_on`.
+pub fn verdict(status: u16, policy: &StatusPolicy) -> Verdict {
+    if (200..=299).contains(&status) {
+        return Verdict::Delivered;
     }
+    match policy.action(status) {
+        StatusAction::Retry => Verdict::Retry,
+        StatusAction::DeadLetter => Verdict::Reject,
+    }
+}
+
+/// What to look at when a collector keeps answering `status`.
+pub fn hint(status: u16) -> Option<&'static str> {
+    match status {
+        401 | 403 => Some(
+            "check the destination's `headers` and any user:password in `url`: the collector refuses the credentials",
+        ),
+        404 => Some("check the URL path: the collector has nothing there"),
+        407 => Some(
+            "a proxy between tailhook and the collector asks for credentials (proxy authentication)",
+        ),
+        _ => None,
+    }
+}
+
+/// A collector's URL as logs show it: without user name or password.
+pub fn url_for_logs(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// A failed answer in words: status, URL, the start of the body and what
+/// to check.
+fn answer_problem(status: u16, url: &str, body_start: &str) -> String {
+    let mut s = format!("HTTP {status} from {url}");
+    if !body_start.is_empty() {
+        s += &format!(": {body_start}");
+    }
+    if let Some(h) = hint(status) {
+        s += &format!("; {h}");
+    }
+    s
 }
 
 /// Full-jitter exponential backoff: a random wait up to
@@ -64,8 +107,13 @@ pub struct Sender {
     webhook: Webhook,
     retry: RetryConfig,
     format: Format,
+    policy: StatusPolicy,
+    /// The collector's URL without credentials, for logs.
+    url: String,
     dead_letter: DeadLetter,
+    dead_letter_max: u64,
     health: Health,
+    full: FullLog,
     metrics: DestMetrics,
     ready: Arc<Readiness>,
 }
@@ -83,8 +131,12 @@ impl Sender {
             webhook,
             retry: cfg.retry,
             format: cfg.format,
+            policy: cfg.status_policy.clone(),
+            url: url_for_logs(&cfg.url),
             dead_letter,
+            dead_letter_max: cfg.dead_letter.max_bytes,
             health: Health::default(),
+            full: FullLog::default(),
             metrics: DestMetrics::new(&cfg.name),
             ready,
         }
@@ -93,6 +145,14 @@ impl Sender {
     /// The destination's metric handles.
     pub fn metrics(&self) -> &DestMetrics {
         &self.metrics
+    }
+
+    /// Sets the dead-letter gauge from the files on disk (`resend` may have
+    /// shrunk them meanwhile).
+    pub fn measure_dead_letter(&self) {
+        if let Ok(bytes) = self.dead_letter.bytes() {
+            self.metrics.dead_letter_bytes.set(bytes as f64);
+        }
     }
 
     /// Opens (and drops) a connection to the collector, so `/ready` can
@@ -139,7 +199,7 @@ impl Sender {
                 m.response(answer.status);
             }
             let (problem, retry_after) = match sent {
-                Ok(answer) => match verdict(answer.status) {
+                Ok(answer) => match verdict(answer.status, &self.policy) {
                     Verdict::Delivered => {
                         self.health.ok(&self.name);
                         m.up.set(1.0);
@@ -156,6 +216,7 @@ impl Sender {
                         tracing::error!(
                             destination = %self.name,
                             status = answer.status,
+                            url = %self.url,
                             body = %answer.body_start,
                             events = batch.events,
                             "collector rejected a batch (HTTP {}); it is not retried: its events go to the dead-letter file",
@@ -170,14 +231,14 @@ impl Sender {
                     Verdict::Retry => {
                         m.error("status");
                         (
-                            format!("HTTP {}: {}", answer.status, answer.body_start),
+                            answer_problem(answer.status, &self.url, &answer.body_start),
                             answer.retry_after,
                         )
                     }
                 },
                 Err(e) => {
                     m.error(e.reason());
-                    (e.to_string(), None)
+                    (format!("{e} ({})", self.url), None)
                 }
             };
             m.up.set(0.0);
@@ -192,7 +253,9 @@ impl Sender {
     }
 
     /// Appends to the dead-letter file, retrying a failed write (a full disk)
-    /// with backoff. False when `hard` fired first.
+    /// with backoff, and waiting while the file is at `dead_letter.max_bytes`
+    /// (the destination pauses: this batch, and so reading, waits). False
+    /// when `hard` fired first.
     async fn write_dead_letters(
         &self,
         lines: &[Bytes],
@@ -201,17 +264,26 @@ impl Sender {
     ) -> bool {
         loop {
             let dl = &self.dead_letter;
-            let result = dl
-                .append(lines.iter().map(|b| &b[..]))
-                .map_err(|e| format!("cannot write dead-letter file {}: {e}", dl.path().display()));
+            let result = dl.append_within(lines.iter().map(|b| &b[..]), self.dead_letter_max);
+            let mut wait = backoff(&self.retry, *attempt);
             match result {
-                Ok(()) => {
+                Ok(bytes) => {
                     self.metrics.dead_lettered.increment(lines.len() as u64);
+                    self.metrics.dead_letter_bytes.set(bytes as f64);
+                    self.full.room(&self.name, dl, bytes);
                     return true;
                 }
-                Err(msg) => self.health.failed(&self.name, &msg),
+                Err(AppendError::Full { held, adding }) => {
+                    self.metrics.dead_letter_bytes.set(held as f64);
+                    self.full
+                        .full(&self.name, dl, held, adding, self.dead_letter_max);
+                    wait = wait.min(FULL_RECHECK);
+                }
+                Err(AppendError::Io(e)) => self.health.failed(
+                    &self.name,
+                    &format!("cannot write dead-letter file {}: {e}", dl.path().display()),
+                ),
             }
-            let wait = backoff(&self.retry, *attempt);
             *attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -263,21 +335,87 @@ impl Health {
     }
 }
 
+/// Logs that the dead-letter file is full when it fills, then at most once
+/// a minute, and when there is room again.
+#[derive(Default)]
+struct FullLog {
+    state: Mutex<Option<Instant>>,
+}
+
+impl FullLog {
+    fn full(&self, name: &str, dl: &DeadLetter, held: u64, adding: u64, max: u64) {
+        let mut last = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            destination = name,
+            path = %dl.path().display(),
+            bytes = held,
+            max_bytes = max,
+            "the dead-letter file {} is full: it holds {held} bytes and {adding} more would pass dead_letter.max_bytes ({max}); delivery to `{name}` pauses (nothing is dropped, nothing more is read) until `tailhook dead-letter resend` or an operator makes room",
+            dl.path().display()
+        );
+    }
+
+    fn room(&self, name: &str, dl: &DeadLetter, bytes: u64) {
+        let mut last = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if last.take().is_some() {
+            tracing::info!(
+                destination = name,
+                path = %dl.path().display(),
+                bytes,
+                "the dead-letter file {} has room again ({bytes} bytes now): delivery resumes",
+                dl.path().display()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn statuses() {
+        let p = StatusPolicy::default();
         for s in [200, 201, 204] {
-            assert_eq!(verdict(s), Verdict::Delivered);
+            assert_eq!(verdict(s, &p), Verdict::Delivered);
         }
-        for s in [408, 429, 500, 502, 503, 504, 301] {
-            assert_eq!(verdict(s), Verdict::Retry, "{s}");
+        for s in [401, 403, 404, 407, 408, 429, 500, 502, 503, 504, 301] {
+            assert_eq!(verdict(s, &p), Verdict::Retry, "{s}");
         }
-        for s in [400, 401, 403, 404, 413] {
-            assert_eq!(verdict(s), Verdict::Reject, "{s}");
+        for s in [400, 413, 415, 422] {
+            assert_eq!(verdict(s, &p), Verdict::Reject, "{s}");
         }
+        let p = StatusPolicy {
+            retry_on: vec![crate::config::StatusMatch::Class(4)],
+            dead_letter_on: vec![crate::config::StatusMatch::Class(2)],
+        };
+        assert_eq!(
+            verdict(204, &p),
+            Verdict::Delivered,
+            "2xx is always delivered"
+        );
+        assert_eq!(verdict(400, &p), Verdict::Retry);
+    }
+
+    #[test]
+    fn problems_name_the_status_the_url_and_what_to_check() {
+        let url =
+            reqwest::Url::parse("https://user:pw@collector.example:9880/wallarm.events").unwrap();
+        let shown = url_for_logs(&url);
+        assert_eq!(shown, "https://collector.example:9880/wallarm.events");
+        let p = answer_problem(401, &shown, "bad token");
+        assert_eq!(p, "HTTP 401 from https://collector.example:9880/wallarm.events: bad token; check the destination's `headers` and any user:password in `url`: the collector refuses the credentials");
+        assert!(answer_problem(404, &shown, "")
+            .ends_with("/wallarm.events; check the URL path: the collector has nothing there"));
+        assert!(answer_problem(407, &shown, "").contains("proxy authentication"));
+        assert_eq!(
+            answer_problem(503, &shown, ""),
+            "HTTP 503 from https://collector.example:9880/wallarm.events"
+        );
     }
 
     #[test]
