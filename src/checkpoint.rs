@@ -241,7 +241,7 @@ impl Snapshot {
         create_dir_synced(dir).map_err(io)?;
         let first = !self.path.exists();
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut f = create_private(&tmp).map_err(io)?;
         f.write_all(&self.body).map_err(io)?;
         f.sync_all().map_err(io)?;
         drop(f);
@@ -259,6 +259,20 @@ impl Snapshot {
     }
 }
 
+/// Creates (or truncates) a file readable and writable by this user only,
+/// whatever the umask.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+    Ok(f)
+}
+
 /// Flushes a directory's entries (a file created, renamed or removed in it)
 /// to disk. A filesystem that cannot sync a directory (EINVAL) is taken as
 /// one that needs no such sync.
@@ -269,19 +283,30 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates a directory (and its parents) if missing, and syncs the parent
-/// of each one created so the new entries survive a crash.
+/// Mode of every directory tailhook creates: it holds attack payloads and
+/// request bodies, for its own user only.
+pub(crate) const PRIVATE_DIR: u32 = 0o700;
+
+/// Mode of every file tailhook creates under `data_dir`.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates a directory (and its parents) if missing, private to this user
+/// whatever the umask, and syncs the parent of each one created so the new
+/// entries survive a crash.
 pub(crate) fn create_dir_synced(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir_synced(parent)?;
     }
-    match std::fs::create_dir(dir) {
+    match std::fs::DirBuilder::new().mode(PRIVATE_DIR).create(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         other => other?,
     }
+    // The umask may have taken bits from the owner too.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR))?;
     match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => sync_dir(parent),
         None => Ok(()),

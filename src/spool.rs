@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::TrackedFile;
-use crate::checkpoint::FileId;
+use crate::checkpoint::{FileId, PRIVATE_FILE};
 use crate::config::{FileInput, ReadFrom, SpoolConfig};
 use crate::metrics;
 use crate::source::file::Tail;
@@ -625,7 +625,13 @@ impl Writer {
             Some(s) => s,
             None => {
                 let path = segment_path(&self.dir, self.seq);
-                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(PRIVATE_FILE)
+                    .open(&path)?;
+                // Attack payloads and request bodies: this user's only.
+                file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))?;
                 let mut len = file.metadata()?.len();
                 if len == 0 {
                     let header = segment_header(&self.source, self.seq);

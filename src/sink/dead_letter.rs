@@ -14,7 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::client::Webhook;
 use super::{backoff, verdict, Verdict};
 use crate::batch::BatchBuilder;
-use crate::checkpoint::{create_dir_synced, sync_dir};
+use crate::checkpoint::{create_dir_synced, sync_dir, PRIVATE_FILE};
 use crate::config::DestinationConfig;
 
 /// Why [`DeadLetter::append_within`] did not append.
@@ -163,8 +163,15 @@ impl DeadLetter {
         loop {
             let mut options = OpenOptions::new();
             options.read(true).append(true);
-            let (file, created) = match options.clone().create_new(true).open(&self.path) {
-                Ok(f) => (f, true),
+            let mut create = options.clone();
+            create.create_new(true).mode(PRIVATE_FILE);
+            let (file, created) = match create.open(&self.path) {
+                Ok(f) => {
+                    // Request bodies and attack payloads: this user's only,
+                    // whatever the umask.
+                    f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+                    (f, true)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     match options.open(&self.path) {
                         Ok(f) => (f, false),
