@@ -291,6 +291,7 @@ async fn start_inputs(
             readers.insert(src.name.clone(), dests);
         }
     }
-    tasks.spawn(spool.collect(readers, shutdown.soft.clone()));
+    spool.set_readers(readers);
+    tasks.spawn(spool.collect(shutdown.soft.clone()));
     Ok(())
 }
