@@ -5,14 +5,17 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port};
+use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, ndjson};
 use support::collector::{Collector, Options};
-use support::process::Tailhook;
-use support::setup::{append, destination, hits, Setup};
+use support::inputs::{input, listen_addr};
+use support::process::{bin, Tailhook};
+use support::setup::{append, destination, hits, wallarm_hits, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -229,4 +232,204 @@ fn events_pending_at_a_reload_while_the_collector_is_down_are_delivered_later() 
     );
     assert_clean_exit(&tailhook.terminate());
     assert_each_exactly_once(&a, &lines, "pending at the reload");
+}
+
+// ---- what a reload keeps -------------------------------------------------------
+
+/// A tcp source, optionally `extra` settings in it, for the tests below.
+fn tcp(extra: &str) -> String {
+    input("net", "tcp", extra)
+}
+
+/// Writes the config as [`Setup::config`] does, but atomically (a temp file
+/// renamed over it), so that a SIGHUP never reads half a file.
+fn write_config_atomically(setup: &Setup, blocks: &str) -> PathBuf {
+    let path = setup.dir.path().join("config.toml");
+    let next = setup.dir.path().join("config.toml.next");
+    let text = format!(
+        "data_dir = {:?}\n\n{blocks}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        setup.data.display().to_string()
+    );
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    path
+}
+
+fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// The log line the `nth` reload writes about what it kept and restarted
+/// (just before its `tailhook running`).
+fn reload_summary(tailhook: &Tailhook, nth: usize) -> String {
+    assert!(
+        tailhook.wait_for_log_count("tailhook running", nth + 1, WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    tailhook
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("reload: ") && l.contains(" destination `"))
+        .nth(nth - 1)
+        .unwrap_or_else(|| panic!("no reload summary #{nth}:\n{}", tailhook.stderr()))
+        .to_string()
+}
+
+/// A reload that changes one destination leaves the tcp input alone (the
+/// same connection goes on sending, and what it sends arrives) and does not
+/// stop the other destination's pipeline.
+#[test]
+fn a_reload_that_changes_one_destination_keeps_the_connections_and_the_other_destination() {
+    let setup = Setup::new();
+    let (a, b) = (fluentd(), fluentd());
+    let blocks = |b_extra: &str| {
+        format!(
+            "shutdown_timeout = \"5s\"\n\n{}{}{}",
+            tcp(""),
+            destination("a", &a.url("/t"), "", ""),
+            destination("b", &b.url("/t"), b_extra, "")
+        )
+    };
+    let cfg = write_config_atomically(&setup, &blocks(""));
+    let tailhook = Tailhook::start(&cfg);
+    started(&tailhook);
+    let addr = listen_addr(&tailhook, "net");
+    let mut conn = connect(addr);
+    let first = wallarm_hits(0, 100);
+    conn.write_all(&ndjson(&first)).unwrap();
+    assert!(a.wait_for_events(100, WAIT) && b.wait_for_events(100, WAIT));
+
+    write_config_atomically(&setup, &blocks("headers = { X-Reloaded = \"yes\" }"));
+    reload(&tailhook, 2);
+    let summary = reload_summary(&tailhook, 1);
+    assert!(
+        summary.contains("kept source `net`, kept destination `a`, restarted destination `b`"),
+        "{summary}"
+    );
+    // The same connection, after the reload.
+    let second = wallarm_hits(100, 100);
+    conn.write_all(&ndjson(&second)).unwrap();
+    assert!(a.wait_for_events(200, WAIT), "a: {}", a.event_count());
+    assert!(b.wait_for_events(200, WAIT), "b: {}", b.event_count());
+    let log = tailhook.stderr();
+    assert_eq!(
+        log.matches("tcp input listening").count(),
+        1,
+        "the listener was not bound again:\n{log}"
+    );
+    assert!(
+        log.contains("checkpoint saved destination=b"),
+        "b stopped and saved its checkpoint:\n{log}"
+    );
+    assert!(
+        !log.contains("checkpoint saved destination=a"),
+        "a's pipeline was not stopped:\n{log}"
+    );
+    drop(conn);
+    assert_clean_exit(&tailhook.terminate());
+    let all = [first, second].concat();
+    assert_each_exactly_once(&a, &all, "the destination kept");
+    assert_each_exactly_once(&b, &all, "the destination restarted");
+    assert!(b
+        .batches()
+        .iter()
+        .any(|batch| batch.header("x-reloaded") == Some("yes")));
+}
+
+/// A tcp input whose settings change stops listening, and a connection
+/// that is in the middle of a line finishes it: the sender completes the
+/// line after the SIGHUP, and it arrives whole; then the connection is
+/// closed, and the new listener takes new connections.
+#[test]
+fn a_changed_tcp_input_lets_the_line_in_progress_finish() {
+    let setup = Setup::new();
+    let a = fluentd();
+    let blocks = |extra: &str| format!("{}{}", tcp(extra), destination("a", &a.url("/t"), "", ""));
+    let cfg = write_config_atomically(&setup, &blocks(""));
+    let tailhook = Tailhook::start(&cfg);
+    started(&tailhook);
+    let mut conn = connect(listen_addr(&tailhook, "net"));
+    let lines = wallarm_hits(0, 20);
+    let head = ndjson(&lines[..10]);
+    let torn = lines[10].as_bytes();
+    let (start, rest) = torn.split_at(torn.len() / 2);
+    conn.write_all(&head).unwrap();
+    conn.write_all(start).unwrap();
+    assert!(a.wait_for_events(10, WAIT));
+
+    write_config_atomically(&setup, &blocks("max_line_bytes = \"2MiB\""));
+    tailhook.signal(Signal::SIGHUP);
+    assert!(
+        tailhook.wait_for_log("open connections finish their line, then close", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    conn.write_all(rest).unwrap();
+    conn.write_all(b"\n").unwrap();
+    // Then tailhook closes it: end of file.
+    let mut buf = [0u8; 16];
+    assert_eq!(conn.read(&mut buf).unwrap(), 0, "the connection is closed");
+    assert!(tailhook.wait_for_log_count("tailhook running", 2, WAIT));
+    let summary = reload_summary(&tailhook, 1);
+    assert!(
+        summary.contains("restarted source `net`, restarted destination `a`"),
+        "{summary}"
+    );
+    // The new listener (on a new port: the config says port 0).
+    let log = tailhook.stderr();
+    let new_addr: std::net::SocketAddr = log
+        .lines()
+        .filter(|l| l.contains("tcp input listening source=net"))
+        .nth(1)
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no second listener:\n{log}"))
+        .parse()
+        .unwrap();
+    let mut again = connect(new_addr);
+    again.write_all(&ndjson(&lines[11..])).unwrap();
+    drop(again);
+    assert!(a.wait_for_events(20, WAIT), "a: {}", a.event_count());
+    assert_clean_exit(&tailhook.terminate());
+    assert_each_exactly_once(&a, &lines, "through a reload that changed the tcp input");
+}
+
+/// A stdin source whose settings change is not cancelled: the read in
+/// progress at the SIGHUP is finished and its lines written, and the new
+/// reader goes on from there.
+#[test]
+fn a_changed_stdin_source_loses_nothing_of_the_read_in_progress() {
+    let setup = Setup::new();
+    let a = fluentd();
+    let blocks = |extra: &str| {
+        format!(
+            "{}{}",
+            input("in", "stdin", extra),
+            destination("a", &a.url("/t"), "", "")
+        )
+    };
+    let cfg = write_config_atomically(&setup, &blocks(""));
+    let mut cmd = bin();
+    cmd.arg("run").arg("-c").arg(&cfg);
+    let (tailhook, mut stdin) = Tailhook::spawn_with_stdin(cmd);
+    started(&tailhook);
+    let lines = wallarm_hits(0, 30);
+    stdin.write_all(&ndjson(&lines[..10])).unwrap();
+    assert!(a.wait_for_events(10, WAIT));
+
+    write_config_atomically(&setup, &blocks("max_line_bytes = \"2MiB\""));
+    reload(&tailhook, 2);
+    let summary = reload_summary(&tailhook, 1);
+    assert!(summary.contains("restarted source `in`"), "{summary}");
+    // Read by the reader the reload stopped: its read was in progress.
+    stdin.write_all(&ndjson(&lines[10..20])).unwrap();
+    assert!(a.wait_for_events(20, WAIT), "a: {}", a.event_count());
+    stdin.write_all(&ndjson(&lines[20..])).unwrap();
+    drop(stdin);
+    let exit = tailhook.wait_exit(WAIT);
+    assert_clean_exit(&exit);
+    assert_each_exactly_once(&a, &lines, "stdin through a reload that changed it");
 }
