@@ -17,6 +17,7 @@
 mod inputs;
 mod pipelines;
 mod plan;
+mod unacknowledged;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,7 +37,8 @@ use crate::source::budget::OpenBudget;
 use crate::source::socket::DRAIN;
 use crate::source::stdin;
 use crate::spool::{Spool, SpoolWriter};
-use plan::{readers, AsStarted, Changes, PipelineSettings};
+use plan::{readers, spooled_sources, AsStarted, Changes, PipelineSettings};
+use unacknowledged::{warn_stray_checkpoints, warn_unacknowledged};
 
 /// Runs `config` until `shutdown.soft` fires (or, with only a stdin source,
 /// until its input is delivered). Each message on `reloads` re-reads the
@@ -172,6 +174,7 @@ impl Daemon {
         for w in config.warnings() {
             tracing::warn!("{w}");
         }
+        let first = self.config.is_none();
         let mut everything = None;
         if let Some(old) = &self.config {
             everything = if old.data_dir != config.data_dir {
@@ -198,6 +201,9 @@ impl Daemon {
                 config.data_dir.display()
             )
         })?;
+        if first {
+            warn_stray_checkpoints(&config);
+        }
 
         // What changes, and checks that stop nothing.
         let spooled: HashMap<&str, &SourceConfig> = config
@@ -280,9 +286,21 @@ impl Daemon {
         let timeout = old
             .as_ref()
             .map_or(config.shutdown_timeout, |c| c.shutdown_timeout);
-        self.stop_pipelines(&stop_pipelines, timeout).await;
+        let removed = self.stop_pipelines(&stop_pipelines, timeout).await;
         if let Some(spool) = &spool {
             spool.set_readers(readers(&config));
+        }
+        for (name, read) in removed {
+            // What it no longer reads, the spool no longer keeps for it.
+            let (what, reads) = match config.destinations.iter().find(|d| d.name == name) {
+                None => (format!("destination `{name}` is removed"), Vec::new()),
+                Some(d) => (
+                    format!("destination `{name}` no longer reads this source"),
+                    spooled_sources(&config, d),
+                ),
+            };
+            let dropped: Vec<String> = read.into_iter().filter(|s| !reads.contains(s)).collect();
+            warn_unacknowledged(&what, &config.data_dir, &name, &dropped);
         }
         for (i, d) in config.destinations.iter().enumerate() {
             if !self.pipelines.contains_key(&d.name) {

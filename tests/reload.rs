@@ -13,7 +13,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, ndjson};
 use support::collector::{Collector, Options};
-use support::inputs::{input, listen_addr};
+use support::inputs::{input, listen_addr, spool_segments};
+use support::metrics::{metrics_addr, wait_for_page};
 use support::process::{bin, Tailhook};
 use support::setup::{append, destination, hits, wallarm_hits, Setup};
 
@@ -432,4 +433,135 @@ fn a_changed_stdin_source_loses_nothing_of_the_read_in_progress() {
     let exit = tailhook.wait_exit(WAIT);
     assert_clean_exit(&exit);
     assert_each_exactly_once(&a, &lines, "stdin through a reload that changed it");
+}
+
+/// The byte counts in the log lines that start with `prefix`, in order:
+/// `<prefix>: the spool holds <N> bytes of source ...`.
+fn bytes_logged(tailhook: &Tailhook, prefix: &str) -> Vec<u64> {
+    let needle = format!("{prefix}: the spool holds ");
+    tailhook
+        .stderr()
+        .lines()
+        .filter_map(|l| l.split(needle.as_str()).nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The lines of the spool segments of `source` (their header lines aside).
+fn spooled_lines(setup: &Setup, source: &str) -> Vec<String> {
+    spool_segments(setup, source)
+        .iter()
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().skip(1).map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A destination that a reload removes is told, per spooled source, how
+/// many bytes it has not acknowledged; they are not kept for it. Added back
+/// while its segment is still in the spool, it resumes where it was; added
+/// back after segments were deleted, it gets what is still in the spool
+/// and nothing of what was deleted. A checkpoint file that belongs to no
+/// destination at start gets the same warning, naming it.
+#[test]
+fn a_removed_destination_is_told_what_the_spool_no_longer_keeps_for_it() {
+    let setup = Setup::new();
+    let (a, b) = (fluentd(), fluentd());
+    let blocks = |with_b: bool| {
+        let b = if with_b {
+            destination("b", &b.url("/t"), "", "")
+        } else {
+            String::new()
+        };
+        format!(
+            "shutdown_timeout = \"1s\"\n\n[spool]\nmax_bytes = \"1MiB\"\n\n{}{}{b}",
+            tcp(""),
+            destination("a", &a.url("/t"), "", "")
+        )
+    };
+    let cfg = write_config_atomically(&setup, &blocks(true));
+    let tailhook = Tailhook::start(&cfg);
+    started(&tailhook);
+    let mut conn = connect(listen_addr(&tailhook, "net"));
+    let lines = hits(0, 810, 500);
+    let bytes = |ls: &[String]| ls.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+    let send = |conn: &mut TcpStream, ls: &[String]| conn.write_all(&ndjson(ls)).unwrap();
+    send(&mut conn, &lines[..10]);
+    assert!(a.wait_for_events(10, WAIT) && b.wait_for_events(10, WAIT));
+
+    // b's collector fails: b has not acknowledged the next 20 lines when
+    // a reload removes it.
+    b.respond_with_body(503, "down");
+    let tried = b.request_count();
+    send(&mut conn, &lines[10..30]);
+    assert!(a.wait_for_events(30, WAIT) && b.wait_for_requests(tried + 1, WAIT));
+    write_config_atomically(&setup, &blocks(false));
+    reload(&tailhook, 2);
+    let removed = "destination `b` is removed";
+    assert_eq!(bytes_logged(&tailhook, removed), [bytes(&lines[10..30])]);
+    assert!(reload_summary(&tailhook, 1).contains("removed destination `b`"));
+
+    // Added back at once: its segment is still in the spool, and it goes
+    // on from its checkpoint (the first 10 lines are not sent again).
+    b.clear_override();
+    write_config_atomically(&setup, &blocks(true));
+    reload(&tailhook, 3);
+    assert!(b.wait_for_events(30, WAIT), "b: {}", b.event_count());
+    assert_each_exactly_once(&b, &lines[..30], "b added back");
+
+    // Removed again, with nothing left to deliver; meanwhile segments fill
+    // up and are deleted once `a` has them.
+    write_config_atomically(&setup, &blocks(false));
+    reload(&tailhook, 4);
+    assert_eq!(bytes_logged(&tailhook, removed)[1], 0);
+    send(&mut conn, &lines[30..800]);
+    assert!(a.wait_for_events(800, WAIT), "a: {}", a.event_count());
+    let addr = metrics_addr(&tailhook);
+    wait_for_page(
+        addr,
+        &tailhook,
+        WAIT,
+        "only the segment being written left in the spool",
+        &["tailhook_spool_segments"],
+        |page| page.value("tailhook_spool_segments", &[]) == 1.0,
+    );
+    let kept = spooled_lines(&setup, "net");
+    assert!(
+        !kept.is_empty() && kept.len() < 770,
+        "{} lines in the spool",
+        kept.len()
+    );
+    assert_eq!(kept[..], lines[800 - kept.len()..800]);
+
+    // Added back: it gets what the spool still holds, not what was deleted.
+    write_config_atomically(&setup, &blocks(true));
+    reload(&tailhook, 5);
+    let expected_b = [&lines[..30], &kept[..]].concat();
+    assert!(
+        b.wait_for_events(expected_b.len(), WAIT),
+        "b: {} of {}",
+        b.event_count(),
+        expected_b.len()
+    );
+
+    // b fails again and misses the last 10 lines; then tailhook stops, and
+    // starts again without b.
+    b.respond_with_body(503, "down");
+    let tried = b.request_count();
+    send(&mut conn, &lines[800..]);
+    assert!(a.wait_for_events(810, WAIT) && b.wait_for_requests(tried + 1, WAIT));
+    drop(conn);
+    assert_clean_exit(&tailhook.terminate());
+    assert_each_exactly_once(&a, &lines, "a, through every reload");
+    assert_each_exactly_once(&b, &expected_b, "b, removed and added back twice");
+
+    let tailhook = Tailhook::start(&write_config_atomically(&setup, &blocks(false)));
+    started(&tailhook);
+    let stray = format!(
+        "checkpoint file {} belongs to no configured destination (`b`)",
+        setup.checkpoint("b").display()
+    );
+    assert_eq!(bytes_logged(&tailhook, &stray), [bytes(&lines[800..])]);
+    assert_clean_exit(&tailhook.terminate());
 }
