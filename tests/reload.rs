@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, ndjson};
+use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, ndjson, show};
 use support::collector::{Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments};
 use support::metrics::{metrics_addr, wait_for_page};
@@ -433,6 +433,111 @@ fn a_changed_stdin_source_loses_nothing_of_the_read_in_progress() {
     let exit = tailhook.wait_exit(WAIT);
     assert_clean_exit(&exit);
     assert_each_exactly_once(&a, &lines, "stdin through a reload that changed it");
+}
+
+/// The `seq` at the end of a [`wallarm_hits`] line, without parsing it.
+fn wallarm_seq(event: &[u8]) -> Option<usize> {
+    let at = memchr_last(event, b"\"seq\":")? + 6;
+    let digits = &event[at..event.len().checked_sub(1)?];
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn memchr_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// SIGHUP every 200 ms, each changing a destination that reads none of
+/// what is sent (only an empty directory), while a tcp sender and a stdin
+/// producer each stream 100,000 Wallarm hits: the inputs and the other
+/// destination are kept through every reload, and every line is delivered
+/// exactly once, whole.
+#[test]
+fn sighup_every_200_ms_loses_nothing_from_a_tcp_sender_and_stdin() {
+    const LINES: usize = 100_000;
+    const RELOADS: usize = 50;
+    let setup = Setup::new();
+    let (a, b) = (fluentd(), fluentd());
+    let blocks = |round: usize| {
+        format!(
+            "shutdown_timeout = \"10s\"\n\n{}{}{}{}{}",
+            tcp(""),
+            input("in", "stdin", ""),
+            setup.source("quiet", "none-*.ndjson", ""),
+            destination(
+                "a",
+                &a.url("/t"),
+                "sources = [\"net\", \"in\"]",
+                "[destination.batch]\nmax_events = 5000\nmax_bytes = \"8MiB\"\ntimeout = \"100ms\"\n"
+            ),
+            destination(
+                "b",
+                &b.url("/t"),
+                &format!("sources = [\"quiet\"]\nconcurrency = {}", 1 + round % 2),
+                ""
+            )
+        )
+    };
+    let cfg = write_config_atomically(&setup, &blocks(0));
+    let mut cmd = bin();
+    cmd.arg("run").arg("-c").arg(&cfg);
+    let (tailhook, mut stdin) = Tailhook::spawn_with_stdin(cmd);
+    started(&tailhook);
+    let addr = listen_addr(&tailhook, "net");
+    let sent = wallarm_hits(0, 2 * LINES);
+    let (by_tcp, by_stdin) = (sent[..LINES].to_vec(), sent[LINES..].to_vec());
+    let tcp_sender = std::thread::spawn(move || {
+        let mut conn = connect(addr);
+        for chunk in by_tcp.chunks(100) {
+            conn.write_all(&ndjson(chunk)).unwrap();
+        }
+    });
+    let producer = std::thread::spawn(move || {
+        for chunk in by_stdin.chunks(100) {
+            stdin.write_all(&ndjson(chunk)).unwrap();
+        }
+    });
+    let mut reloads = 0;
+    // While the lines are sent, and then while they are delivered.
+    while reloads < RELOADS && a.event_count() < 2 * LINES {
+        std::thread::sleep(Duration::from_millis(200));
+        reloads += 1;
+        write_config_atomically(&setup, &blocks(reloads));
+        tailhook.signal(Signal::SIGHUP);
+    }
+    tcp_sender.join().unwrap();
+    producer.join().unwrap();
+    assert!(
+        a.wait_for_events(2 * LINES, Duration::from_secs(120)),
+        "a: {} of {}",
+        a.event_count(),
+        2 * LINES
+    );
+    let log = tailhook.stderr();
+    assert!(
+        log.contains("reload: kept source `net`, kept source `in`, kept source `quiet`, kept destination `a`, restarted destination `b`"),
+        "no reload kept the inputs:\n{log}"
+    );
+    assert!(!log.contains("reload: restarted source"), "{log}");
+    assert!(!log.contains("checkpoint saved destination=a"), "{log}");
+    assert_clean_exit(&tailhook.terminate());
+    let mut seen = vec![0u32; sent.len()];
+    for event in a.events() {
+        let seq = wallarm_seq(&event)
+            .filter(|&s| s < sent.len() && event == sent[s].as_bytes())
+            .unwrap_or_else(|| panic!("not a line that was sent: {}", show(&event)));
+        seen[seq] += 1;
+    }
+    let missing: Vec<usize> = (0..sent.len()).filter(|&s| seen[s] == 0).collect();
+    let twice: Vec<usize> = (0..sent.len()).filter(|&s| seen[s] > 1).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "after {reloads} reloads: {} missing (first {:?}), {} more than once (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(20)],
+        twice.len(),
+        &twice[..twice.len().min(20)]
+    );
+    assert_eq!(b.event_count(), 0);
 }
 
 /// The byte counts in the log lines that start with `prefix`, in order:
