@@ -302,14 +302,14 @@ impl Daemon {
             let dropped: Vec<String> = read.into_iter().filter(|s| !reads.contains(s)).collect();
             warn_unacknowledged(&what, &config.data_dir, &name, &dropped);
         }
-        for (i, d) in config.destinations.iter().enumerate() {
-            if !self.pipelines.contains_key(&d.name) {
-                let started = started
-                    .remove(d.name.as_str())
-                    .expect("one per destination");
-                self.start_pipeline(&config, i, started)?;
-            }
-        }
+        let start = config
+            .destinations
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !self.pipelines.contains_key(&d.name))
+            .map(|(i, d)| (i, started.remove(d.name.as_str()).expect("one each")))
+            .collect();
+        self.start_pipelines(&config, start)?;
 
         self.ready
             .set_destinations(config.destinations.iter().map(|d| {

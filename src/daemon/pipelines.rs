@@ -1,4 +1,4 @@
-//! Starting and stopping destination pipelines, one destination at a time.
+//! Starting and stopping destination pipelines, each on its own.
 
 use std::time::Duration;
 
@@ -9,37 +9,43 @@ use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 
 impl Daemon {
-    /// Sets up the pipeline of `config.destinations[index]` (its client and
-    /// checkpoint; a bad TLS file fails here) and runs it.
-    pub(super) fn start_pipeline(
+    /// Sets up the pipelines of these destinations (clients and
+    /// checkpoints: a bad TLS file fails here, and then none starts), then
+    /// runs them all.
+    pub(super) fn start_pipelines(
         &mut self,
         config: &Config,
-        index: usize,
-        started: AsStarted<PipelineSettings>,
+        start: Vec<(usize, AsStarted<PipelineSettings>)>,
     ) -> anyhow::Result<()> {
-        let dest = &config.destinations[index];
-        let shutdown = Shutdown {
-            soft: self.process.soft.child_token(),
-            hard: self.process.hard.child_token(),
-        };
-        let pipeline = Pipeline::new(
-            config,
-            index,
-            self.spool.as_ref().map(|s| s.spool.clone()),
-            self.ready.clone(),
-            &self.budget,
-            &shutdown,
-        )?;
-        let done = self.tasks.spawn(pipeline.run(shutdown.clone()));
-        self.pipelines.insert(
-            dest.name.clone(),
-            RunningPipeline {
-                started,
-                spooled: spooled_sources(config, dest),
-                shutdown,
-                done,
-            },
-        );
+        let mut ready = Vec::new();
+        for (index, started) in start {
+            let shutdown = Shutdown {
+                soft: self.process.soft.child_token(),
+                hard: self.process.hard.child_token(),
+            };
+            let pipeline = Pipeline::new(
+                config,
+                index,
+                self.spool.as_ref().map(|s| s.spool.clone()),
+                self.ready.clone(),
+                &self.budget,
+                &shutdown,
+            )?;
+            ready.push((index, started, shutdown, pipeline));
+        }
+        for (index, started, shutdown, pipeline) in ready {
+            let dest = &config.destinations[index];
+            let done = self.tasks.spawn(pipeline.run(shutdown.clone()));
+            self.pipelines.insert(
+                dest.name.clone(),
+                RunningPipeline {
+                    started,
+                    spooled: spooled_sources(config, dest),
+                    shutdown,
+                    done,
+                },
+            );
+        }
         Ok(())
     }
 
