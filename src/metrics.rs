@@ -283,6 +283,18 @@ impl Readiness {
         s.tried = destinations.into_iter().map(|d| (d, false)).collect();
     }
 
+    /// After a reload: these destinations run, and those marked `true`
+    /// were kept running, so they keep what they had tried; the others
+    /// start over.
+    pub fn set_destinations<'a>(&self, destinations: impl IntoIterator<Item = (&'a str, bool)>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::take(&mut s.tried);
+        s.tried = destinations
+            .into_iter()
+            .map(|(d, kept)| (d.to_string(), kept && old.get(d) == Some(&true)))
+            .collect();
+    }
+
     /// Every source is open (listeners bound, files found).
     pub fn sources_opened(&self) {
         self.state

@@ -65,7 +65,12 @@ pub struct Spool {
     /// acknowledged to its end can go.
     acked: Mutex<HashMap<(String, FileId), (String, u64)>>,
     acked_changed: Notify,
-    sources: Vec<String>,
+    /// Spooled sources whose segments are counted in `used` (opened once).
+    sources: Mutex<std::collections::HashSet<String>>,
+    /// Each spooled source of the config in force, and the destinations
+    /// that read it: a segment goes once they all have it. Set at start and
+    /// at every reload.
+    readers: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// Why an append did not reach the spool.
@@ -109,34 +114,61 @@ impl Spool {
     /// cutting any line a crash left unfinished at a segment's end (it was
     /// never acknowledged) and counting what is waiting.
     pub fn open(data_dir: &Path, config: SpoolConfig, sources: &[&str]) -> io::Result<Arc<Spool>> {
-        let root = root_of(data_dir);
-        let mut used = 0;
-        for s in sources {
-            let dir = root.join(s);
-            fs::create_dir_all(&dir)?;
-            for (_, path) in segments(&dir)? {
-                let len = repair(&path)?;
-                if len == 0 {
-                    // Made by a crash before its header was written.
-                    fs::remove_file(&path)?;
-                }
-                used += len;
-            }
-        }
-        ::metrics::gauge!(metrics::SPOOL_BYTES).set(used as f64);
-        Ok(Arc::new(Spool {
-            root,
+        let spool = Arc::new(Spool {
+            root: root_of(data_dir),
             max_bytes: config.max_bytes,
             segment_bytes: config.segment_bytes(),
-            used: AtomicU64::new(used),
+            used: AtomicU64::new(0),
             space: Notify::new(),
             active: Mutex::new(HashMap::new()),
             finished: Mutex::new(Default::default()),
             full_log: RateLimit::new(Duration::from_secs(60)),
             acked: Mutex::new(HashMap::new()),
             acked_changed: Notify::new(),
-            sources: sources.iter().map(|s| s.to_string()).collect(),
-        }))
+            sources: Mutex::new(Default::default()),
+            readers: Mutex::new(HashMap::new()),
+        });
+        for s in sources {
+            spool.add_source(s)?;
+        }
+        spool.publish_used();
+        Ok(spool)
+    }
+
+    /// Takes a spooled source in (at start, or when a reload adds it): its
+    /// directory is created, a line a crash left unfinished at a segment's
+    /// end is cut (it was never acknowledged) and what waits is counted.
+    /// A source already taken in is left as it is.
+    pub fn add_source(&self, source: &str) -> io::Result<()> {
+        if self.sources.lock().expect("spool lock").contains(source) {
+            return Ok(());
+        }
+        let dir = self.root.join(source);
+        crate::checkpoint::create_dir_synced(&dir)?;
+        let mut used = 0;
+        for (_, path) in segments(&dir)? {
+            let len = repair(&path)?;
+            if len == 0 {
+                // Made by a crash before its header was written.
+                fs::remove_file(&path)?;
+            }
+            used += len;
+        }
+        self.used.fetch_add(used, Ordering::AcqRel);
+        self.publish_used();
+        self.sources
+            .lock()
+            .expect("spool lock")
+            .insert(source.to_string());
+        Ok(())
+    }
+
+    /// Sets which destinations read each spooled source (at start and at
+    /// every reload): [`Spool::collect`] deletes a segment once they all
+    /// have it. A destination that a reload removes is no longer waited for.
+    pub fn set_readers(&self, readers: HashMap<String, Vec<String>>) {
+        *self.readers.lock().expect("spool lock") = readers;
+        self.acked_changed.notify_one();
     }
 
     /// The directory of one source's segments.
@@ -263,6 +295,7 @@ impl Spool {
             .lock()
             .expect("spool lock")
             .insert(source.to_string(), next);
+        self.finished.lock().expect("spool lock").remove(source);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (blocked, writable) = watch::channel(None);
         let spool = self.clone();
@@ -300,7 +333,7 @@ impl Spool {
     /// Records that `destination` has delivered segment `id` up to `offset`
     /// (called as its pipeline applies acknowledgements).
     pub fn acknowledge(&self, destination: &str, source: &str, file: &TrackedFile, offset: u64) {
-        if !self.sources.iter().any(|s| s == source) {
+        if !self.sources.lock().expect("spool lock").contains(source) {
             return;
         }
         let mut acked = self.acked.lock().expect("spool lock");
@@ -318,24 +351,22 @@ impl Spool {
         }
     }
 
-    /// Deletes every closed segment that all of its source's readers have
-    /// acknowledged, as acknowledgements arrive (and every second), until
-    /// `cancel` fires. `readers` maps each spooled source to the
-    /// destinations that read it.
-    pub async fn collect(
-        self: Arc<Self>,
-        readers: HashMap<String, Vec<String>>,
-        cancel: CancellationToken,
-    ) {
-        let readers = Arc::new(readers);
+    /// Deletes every closed segment that all of its source's readers (as
+    /// [`Spool::set_readers`] last said) have acknowledged, as
+    /// acknowledgements arrive (and every second), until `cancel` fires.
+    pub async fn collect(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.acked_changed.notified() => {}
                 _ = tokio::time::sleep(COLLECT_EVERY) => {}
                 _ = cancel.cancelled() => return,
             }
-            let (spool, r) = (self.clone(), readers.clone());
-            let _ = tokio::task::spawn_blocking(move || spool.collect_once(&r)).await;
+            let spool = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let readers = spool.readers.lock().expect("spool lock").clone();
+                spool.collect_once(&readers)
+            })
+            .await;
         }
     }
 
@@ -743,7 +774,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 /// A source's segments in order.
-fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     let suffix = format!(".{SEGMENT_VERSION}.ndjson");
     for entry in fs::read_dir(dir)? {

@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// The `[metrics]` table.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricsConfig {
     /// False: no listener.
     pub enabled: bool,
@@ -136,7 +136,7 @@ pub enum Compression {
 }
 
 /// The batch bounds of a destination.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchConfig {
     /// Most events in one request.
     pub max_events: usize,
@@ -147,7 +147,7 @@ pub struct BatchConfig {
 }
 
 /// The retry backoff of a destination.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryConfig {
     /// The first backoff ceiling.
     pub initial: Duration,
@@ -156,7 +156,7 @@ pub struct RetryConfig {
 }
 
 /// One `[[destination]]` block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {
     /// Its name: checkpoint and dead-letter files are named after it.
     pub name: String,

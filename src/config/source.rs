@@ -13,7 +13,7 @@ use super::units::{humanize_duration, Dur, Size};
 use super::{valid_name, OnInvalid, Problems, ReadFrom};
 
 /// One `[[source]]` block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// Its name, used in logs, in a destination's `sources` and for its spool.
     pub name: String,
@@ -26,7 +26,7 @@ pub struct SourceConfig {
 }
 
 /// What a source reads, with the settings of its type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// Files matched by glob patterns (`type = "file"`).
     File(FileInput),
@@ -60,7 +60,7 @@ pub enum Input {
 }
 
 /// The settings of a `file` source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileInput {
     /// Glob patterns of files to tail.
     pub include: Vec<String>,
@@ -85,7 +85,7 @@ pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(300);
 pub const DEFAULT_CLOSE_INACTIVE: Duration = Duration::from_secs(300);
 
 /// The settings of an `http` source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpInput {
     /// The address to listen on.
     pub listen: SocketAddr,
@@ -101,7 +101,7 @@ pub struct HttpInput {
 
 /// The certificate a TLS listener presents, and optionally the CA its
 /// clients' certificates must be signed by.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerTls {
     /// PEM certificate chain.
     pub cert_file: PathBuf,
@@ -132,7 +132,7 @@ impl SourceConfig {
 
 /// The `[spool]` table: where socket, HTTP and stdin input waits for every
 /// destination, bounded on disk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpoolConfig {
     /// The most bytes the spool holds before senders are slowed.
     pub max_bytes: u64,

@@ -77,8 +77,15 @@ impl HttpSource {
         }))
     }
 
-    /// Serves until `cancel` fires, then lets requests in progress finish.
-    pub async fn run(self, source: String, writer: SpoolWriter, cancel: CancellationToken) {
+    /// Serves until `cancel` fires, then closes the listener and returns
+    /// the connections still open: they finish the request in progress
+    /// (for at most 5 s) and close.
+    pub async fn run(
+        self,
+        source: String,
+        writer: SpoolWriter,
+        cancel: CancellationToken,
+    ) -> TaskTracker {
         let ctx = Arc::new(Ctx {
             source,
             config: self.config,
@@ -114,8 +121,10 @@ impl HttpSource {
                 }
             });
         }
+        // Closed now, so a reloaded input can listen on the same address.
+        drop(self.listener);
         tasks.close();
-        tasks.wait().await;
+        tasks
     }
 }
 

@@ -72,6 +72,14 @@ impl LineBuffer {
         (!out.is_empty()).then(|| out.freeze())
     }
 
+    /// True when nothing of an unfinished line is held (after [`take`]):
+    /// what was read so far ended at a line boundary.
+    ///
+    /// [`take`]: LineBuffer::take
+    pub fn at_line_start(&self) -> bool {
+        self.buf.is_empty() && !self.skipping
+    }
+
     /// At the end of the stream: the unfinished last line, if it holds
     /// anything, as a line of its own (a sender that closes without a final
     /// newline still delivers its last line; a torn one is invalid and
@@ -117,7 +125,9 @@ mod tests {
         let mut lb = LineBuffer::new(100);
         assert_eq!(feed(&mut lb, b"{\"a\":1}\n{\"b\""), b"{\"a\":1}\n");
         assert_eq!(feed(&mut lb, b":2}\n"), b"{\"b\":2}\n");
+        assert!(lb.at_line_start());
         assert_eq!(feed(&mut lb, b"{\"c\":3}"), b"");
+        assert!(!lb.at_line_start());
         assert_eq!(lb.finish().unwrap().as_ref(), b"{\"c\":3}\n");
         assert!(lb.finish().is_none());
     }
@@ -128,6 +138,10 @@ mod tests {
         assert_eq!(feed(&mut lb, b"ab\n0123456789\ncd\n"), b"ab\n01234\ncd\n");
         assert_eq!(feed(&mut lb, b"0123456"), b"01234\n");
         assert_eq!(feed(&mut lb, b"789"), b"");
+        assert!(
+            !lb.at_line_start(),
+            "the rest of a long line is still to skip"
+        );
         assert_eq!(feed(&mut lb, b"9\nok\n"), b"ok\n");
         assert_eq!(lb.cut, 2);
         assert!(lb.finish().is_none());

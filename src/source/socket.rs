@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -95,15 +96,18 @@ impl SocketInput {
         }))
     }
 
-    /// Serves until `cancel` fires; every line read is in the spool (or, for
-    /// datagrams, counted as dropped) when this returns.
+    /// Serves until `stop.reading` fires, then closes the listener and
+    /// returns the connections still open: they finish the line in
+    /// progress (see [`read_lines`]) and close; wait for them to be sure
+    /// that every line read is in the spool (or, for datagrams, counted as
+    /// dropped).
     pub async fn run(
         self,
         source: String,
         max_line: usize,
         writer: SpoolWriter,
-        cancel: CancellationToken,
-    ) {
+        stop: Stop,
+    ) -> TaskTracker {
         let source: Arc<str> = source.into();
         match self {
             SocketInput::Tcp {
@@ -111,79 +115,133 @@ impl SocketInput {
                 tls,
                 max_connections,
             } => {
-                let accept = || async { listener.accept().await.map(|(s, a)| (s, a.to_string())) };
-                serve(accept, max_connections, &cancel, |stream, peer| {
-                    let (writer, cancel, source, tls) =
-                        (writer.clone(), cancel.clone(), source.clone(), tls.clone());
+                let listener = Listener::Tcp(listener);
+                serve(listener, max_connections, &stop, |conn, peer| {
+                    let (writer, stop, source, tls) =
+                        (writer.clone(), stop.clone(), source.clone(), tls.clone());
                     async move {
+                        let Conn::Tcp(stream) = conn else { return };
                         let _ = stream.set_nodelay(true);
                         match tls {
                             None => {
-                                read_lines(stream, &peer, &source, max_line, &writer, &cancel)
-                                    .await;
+                                read_lines(stream, &peer, &source, max_line, &writer, &stop).await;
                             }
                             Some(acceptor) => {
                                 if let Some(tls) =
                                     super::tls::handshake(&acceptor, stream, &source, &peer).await
                                 {
-                                    read_lines(tls, &peer, &source, max_line, &writer, &cancel)
-                                        .await;
+                                    read_lines(tls, &peer, &source, max_line, &writer, &stop).await;
                                 }
                             }
                         }
                     }
                 })
-                .await;
+                .await
             }
             SocketInput::Unix {
                 listener,
                 path,
                 max_connections,
             } => {
-                let accept = || async {
-                    listener
-                        .accept()
-                        .await
-                        .map(|(s, _)| (s, "unix".to_string()))
-                };
-                serve(accept, max_connections, &cancel, |stream, peer| {
-                    let (writer, cancel, source) = (writer.clone(), cancel.clone(), source.clone());
+                let listener = Listener::Unix(listener, path, source.clone());
+                serve(listener, max_connections, &stop, |conn, peer| {
+                    let (writer, stop, source) = (writer.clone(), stop.clone(), source.clone());
                     async move {
-                        read_lines(stream, &peer, &source, max_line, &writer, &cancel).await;
+                        let Conn::Unix(stream) = conn else { return };
+                        read_lines(stream, &peer, &source, max_line, &writer, &stop).await;
                     }
                 })
-                .await;
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(source = %source, path = %path.display(), "cannot remove the socket file: {e}");
-                }
+                .await
             }
-            SocketInput::Udp(socket) => receive(socket, &source, max_line, &writer, &cancel).await,
+            SocketInput::Udp(socket) => {
+                receive(socket, &source, max_line, &writer, &stop).await;
+                let none = TaskTracker::new();
+                none.close();
+                none
+            }
+        }
+    }
+}
+
+/// How long a connection that a reload closes gets to finish its line.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// How a reader of a stream is told to stop.
+#[derive(Clone)]
+pub struct Stop {
+    /// A reload stops this input: finish the line in progress (reading on
+    /// while what was read ends inside a line, for at most [`DRAIN`]),
+    /// write it, then close.
+    pub reading: CancellationToken,
+    /// Shutdown: stop at once.
+    pub shutdown: CancellationToken,
+    /// A read can be abandoned without losing what it would have read
+    /// (sockets). A read of stdin cannot: the one in progress is finished,
+    /// however long it takes, and no read is started once what was read
+    /// ends at a line boundary.
+    pub cancel_safe: bool,
+}
+
+/// A listening socket.
+enum Listener {
+    Tcp(TcpListener),
+    /// With its socket file and its source, to remove the file at close.
+    Unix(UnixListener, PathBuf, Arc<str>),
+}
+
+/// An accepted connection.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(Conn, String)> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Conn::Tcp(s), a.to_string())),
+            Listener::Unix(l, ..) => l
+                .accept()
+                .await
+                .map(|(s, _)| (Conn::Unix(s), "unix".into())),
+        }
+    }
+
+    /// Stops listening. A Unix socket file is removed now, so a successor
+    /// may bind the same path while this one's connections finish.
+    fn close(self) {
+        if let Listener::Unix(listener, path, source) = self {
+            drop(listener);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(source = %source, path = %path.display(), "cannot remove the socket file: {e}");
+            }
         }
     }
 }
 
 /// Accepts connections, at most `max_connections` at once (more wait in
-/// the listen backlog), and serves each in a tracked task.
-async fn serve<S, A, AF, H, HF>(
-    accept: A,
+/// the listen backlog), and serves each in a tracked task, until
+/// `stop.reading` fires; then closes the listener and returns the
+/// connections still open.
+async fn serve<H, HF>(
+    listener: Listener,
     max_connections: usize,
-    cancel: &CancellationToken,
+    stop: &Stop,
     handle: H,
-) where
-    A: Fn() -> AF,
-    AF: std::future::Future<Output = io::Result<(S, String)>>,
-    H: Fn(S, String) -> HF,
+) -> TaskTracker
+where
+    H: Fn(Conn, String) -> HF,
     HF: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections));
     let tasks = TaskTracker::new();
+    let cancel = &stop.reading;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = cancel.cancelled() => break,
         };
         let accepted = tokio::select! {
-            a = accept() => a,
+            a = listener.accept() => a,
             _ = cancel.cancelled() => break,
         };
         match accepted {
@@ -204,31 +262,93 @@ async fn serve<S, A, AF, H, HF>(
             }
         }
     }
+    if !stop.shutdown.is_cancelled() {
+        // A reload: connections the kernel has already accepted would be
+        // reset by the close, losing what their senders wrote. Take them
+        // too; they finish their line and close like the others.
+        while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+            tasks.spawn(handle(stream, peer));
+        }
+    }
+    listener.close();
     tasks.close();
-    tasks.wait().await;
+    tasks
 }
 
-/// Reads one stream's lines into the spool until it ends (true) or
-/// shutdown begins (false).
+/// Reads one stream's lines into the spool until it ends (true) or it is
+/// stopped (false). Stopped by a reload (`stop.reading`), it goes on
+/// while what was read ends inside a line, then closes as soon as nothing
+/// more is waiting, so a line the sender completes after the reload is
+/// written whole and nothing already in the socket is dropped; a sender
+/// that is still sending after [`DRAIN`] is closed on (an unfinished line
+/// is then written as it is). Stopped by shutdown, it stops at once.
 pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: &str,
     source: &str,
     max_line: usize,
     writer: &SpoolWriter,
-    cancel: &CancellationToken,
+    stop: &Stop,
 ) -> bool {
     let mut lines = LineBuffer::new(max_line);
     let mut ended = false;
+    let mut draining: Option<Drain> = None;
     loop {
         // While the spool cannot be written (a full disk), take nothing
         // more: the sender keeps what it has not written yet.
-        if !writer.wait_writable(cancel).await {
+        if draining.is_none() && !writer.wait_writable(&stop.shutdown).await {
             break;
         }
-        let read = tokio::select! {
-            r = stream.read_buf(lines.space()) => r,
-            _ = cancel.cancelled() => break,
+        let read = match &mut draining {
+            None if stop.reading.is_cancelled() => {
+                // No read is in progress: the last one completed.
+                draining = Some(Drain::new(false));
+                continue;
+            }
+            None => tokio::select! {
+                biased;
+                _ = stop.shutdown.cancelled() => break,
+                r = stream.read_buf(lines.space()) => r,
+                // The read above was polled and is waiting: for stdin it
+                // is in progress and cannot be abandoned.
+                _ = stop.reading.cancelled() => {
+                    draining = Some(Drain::new(!stop.cancel_safe));
+                    continue;
+                }
+            },
+            Some(d) if stop.cancel_safe && tokio::time::Instant::now() >= d.deadline => {
+                let unfinished = if lines.at_line_start() {
+                    ""
+                } else {
+                    "; what it sent of its last line is kept as a line of its own"
+                };
+                tracing::warn!(
+                    source,
+                    peer,
+                    "the connection was still sending {DRAIN:?} after the reload that stops this input: closing it{unfinished}"
+                );
+                break;
+            }
+            Some(d) if lines.at_line_start() && !d.read_pending => {
+                if !stop.cancel_safe {
+                    break;
+                }
+                // Close unless more has arrived already.
+                match stream.read_buf(lines.space()).now_or_never() {
+                    Some(r) => r,
+                    None => break,
+                }
+            }
+            Some(d) => {
+                d.read_pending = false;
+                let deadline = d.deadline;
+                tokio::select! {
+                    biased;
+                    _ = stop.shutdown.cancelled() => break,
+                    r = stream.read_buf(lines.space()) => r,
+                    _ = tokio::time::sleep_until(deadline), if stop.cancel_safe => continue,
+                }
+            }
         };
         match read {
             Ok(0) => {
@@ -237,7 +357,7 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
             }
             Ok(_) => {
                 if let Some(l) = lines.take() {
-                    if !writer.append(l, cancel).await {
+                    if !writer.append(l, &stop.shutdown).await {
                         return false;
                     }
                 }
@@ -252,7 +372,7 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     // What was read is kept, even a last line without its newline (a torn
     // one is then invalid, and on_invalid decides).
     if let Some(l) = lines.finish() {
-        writer.append(l, cancel).await;
+        writer.append(l, &stop.shutdown).await;
     }
     if lines.cut > 0 {
         tracing::warn!(
@@ -265,6 +385,22 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     ended
 }
 
+/// A reader finishing the line in progress before it closes.
+struct Drain {
+    deadline: tokio::time::Instant,
+    /// A read is in progress that must be finished (stdin).
+    read_pending: bool,
+}
+
+impl Drain {
+    fn new(read_pending: bool) -> Drain {
+        Drain {
+            deadline: tokio::time::Instant::now() + DRAIN,
+            read_pending,
+        }
+    }
+}
+
 /// Receives datagrams of one or more lines. A datagram that finds the
 /// spool full is dropped and counted: a sender of datagrams cannot wait.
 async fn receive(
@@ -272,20 +408,32 @@ async fn receive(
     source: &str,
     max_line: usize,
     writer: &SpoolWriter,
-    cancel: &CancellationToken,
+    stop: &Stop,
 ) {
     let mut buf = vec![0u8; 65536];
     let mut dropped = 0u64;
     loop {
-        let n = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, _)) => n,
-                Err(e) => {
-                    tracing::debug!(source, "udp receive error: {e}");
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => break,
+        let received = if stop.reading.is_cancelled() {
+            if stop.shutdown.is_cancelled() {
+                break;
+            }
+            // A reload: take the datagrams already waiting, then close.
+            match socket.recv_from(&mut buf).now_or_never() {
+                Some(r) => r,
+                None => break,
+            }
+        } else {
+            tokio::select! {
+                r = socket.recv_from(&mut buf) => r,
+                _ = stop.reading.cancelled() => continue,
+            }
+        };
+        let n = match received {
+            Ok((n, _)) => n,
+            Err(e) => {
+                tracing::debug!(source, "udp receive error: {e}");
+                continue;
+            }
         };
         let mut lines = LineBuffer::new(max_line);
         lines.space().extend_from_slice(&buf[..n]);
