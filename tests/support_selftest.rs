@@ -496,8 +496,47 @@ fn tls_pki_writes_ca() {
 
 #[test]
 fn run_cmd_is_bounded_and_collects_output() {
-    let exit = support::process::run_cmd(&["--version"], &[("TAILHOOK_SELFTEST", "1")]);
-    assert!(exit.code.is_some() || exit.signal.is_some());
+    use support::process::run_cmd;
+
+    // Success: exit code 0 and stdout, nothing on stderr.
+    let exit = run_cmd(&["--version"], &[]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert_eq!(exit.signal, None);
+    assert_eq!(
+        exit.stdout,
+        format!("tailhook {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(exit.stderr, "");
+
+    // The environment given reaches the process: a config naming a variable
+    // fails (exit 1, the reason on stderr) without it and passes with it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"${TAILHOOK_SELFTEST}\"\n[[source]]\nname = \"in\"\ntype = \"stdin\"\n\
+         [[destination]]\nname = \"out\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let exit = run_cmd(&["check", "-c", config], &[]);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        exit.stderr
+            .contains("environment variable `TAILHOOK_SELFTEST` is not set"),
+        "{}",
+        exit.output()
+    );
+    assert_eq!(exit.stdout, "");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let exit = run_cmd(&["check", "-c", config], &[("TAILHOOK_SELFTEST", data)]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stdout.starts_with(&format!("data_dir = {data:?}\n")),
+        "{}",
+        exit.output()
+    );
 }
 
 /// A long-running stand-in for tailhook: prints a line, then blocks until a
