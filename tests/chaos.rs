@@ -53,6 +53,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use support::check::{dead_port, DeadPort};
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
 use support::setup::{append, destination, hits, wallarm_hits, Setup};
@@ -347,9 +348,11 @@ fn arrivals_of(c: &Collector, incarnation: u32) -> Vec<Arrival> {
 }
 
 /// The collector emulator on one port, across its restarts: what each
-/// stopped incarnation accepted is kept, in arrival order.
+/// stopped incarnation accepted is kept, in arrival order. The port is held
+/// (bound, not listening) from start to finish, so while the collector is
+/// down connections are refused and no other test can be given the port.
 struct Collectors {
-    port: u16,
+    port: DeadPort,
     current: Option<Collector>,
     incarnation: u32,
     /// Events accepted by stopped incarnations, oldest first.
@@ -359,9 +362,13 @@ struct Collectors {
 
 impl Collectors {
     fn start() -> Collectors {
-        let collector = Collector::start(Options::fluentd());
+        let port = dead_port();
+        let collector = Collector::start(Options {
+            port: port.port,
+            ..Options::fluentd()
+        });
         Collectors {
-            port: collector.port(),
+            port,
             current: Some(collector),
             incarnation: 0,
             archived: Vec::new(),
@@ -370,7 +377,7 @@ impl Collectors {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/app.events", self.port)
+        format!("http://127.0.0.1:{}/app.events", self.port.port)
     }
 
     fn current(&self) -> &Collector {
@@ -401,7 +408,7 @@ impl Collectors {
     fn restart(&mut self) {
         assert!(self.current.is_none());
         self.current = Some(Collector::start(Options {
-            port: self.port,
+            port: self.port.port,
             ..Options::fluentd()
         }));
         self.incarnation += 1;

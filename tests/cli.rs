@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use support::check::dead_port;
 use support::collector::{Collector, Options};
 use support::process::{bin, run_cmd, Exit, Tailhook, EXIT_TIMEOUT};
 use support::setup::{self, Setup};
@@ -75,12 +76,6 @@ fn tailhook(args: &[&str]) -> Exit {
 
 fn check(config: &Path) -> Exit {
     tailhook(&["check", "-c", &path_str(config)])
-}
-
-/// A port on 127.0.0.1 with nothing listening (it was free a moment ago).
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 fn assert_no_secret(exit: &Exit) {
@@ -629,7 +624,8 @@ fn test_unknown_destination_lists_the_names() {
 #[test]
 fn test_connection_refused() {
     let setup = Setup::new();
-    let url = format!("http://127.0.0.1:{}/wallarm.events", closed_port());
+    let closed = dead_port();
+    let url = format!("http://127.0.0.1:{}/wallarm.events", closed.port);
     let config = write_config(&setup, &config_text(&setup, &url, "", ""));
     let exit = tailhook(&["test", "-c", &path_str(&config)]);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
@@ -736,7 +732,8 @@ fn test_http_401_or_404_says_what_to_check() {
 fn test_several_destinations_one_failing() {
     let setup = Setup::new();
     let fluentd = Collector::start(Options::fluentd());
-    let down = format!("http://127.0.0.1:{}/", closed_port());
+    let closed = dead_port();
+    let down = format!("http://127.0.0.1:{}/", closed.port);
     let text = config_text(&setup, &fluentd.url("/e"), "", "")
         + &format!("\n[[destination]]\nname = \"logstash\"\nurl = {down:?}\n");
     let config = write_config(&setup, &text);

@@ -414,8 +414,13 @@ fn wait_for_events_wakes_on_arrival_from_another_thread() {
 
 #[test]
 fn stopped_collector_port_can_be_reused() {
-    let first = Collector::start(Options::fluentd());
-    let port = first.addr().port();
+    // Held while the collector is down, so no other test takes the port.
+    let held = support::check::dead_port();
+    let port = held.port;
+    let first = Collector::start(Options {
+        port,
+        ..Options::fluentd()
+    });
     {
         let mut conn = connect(first.addr());
         assert_eq!(conn.call("POST", "/t", &[JSON], b"{}").status, 200);
