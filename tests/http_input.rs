@@ -818,7 +818,6 @@ fn a_full_spool_answers_503_with_retry_after_and_delivers_what_it_took() {
     assert_eq!(again.status, 503, "{again:?}");
 
     // The collector comes back on the destination's port.
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()

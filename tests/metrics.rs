@@ -592,7 +592,6 @@ fn tcp_input_bytes_and_the_spool_are_counted_while_the_collector_is_down() {
 
     // The collector comes back: everything arrives once; the input counter
     // does not move.
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()
