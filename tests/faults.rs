@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::check::{
-    assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_for_all_seqs,
-    wait_for_all_seqs_answered,
+    assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_after_answer,
+    wait_for_all_seqs, wait_for_all_seqs_answered,
 };
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
@@ -832,6 +832,9 @@ fn an_unknown_version_or_empty_checkpoint_is_reported_and_everything_resent() {
 
 // ---- 8. Retry-After on a Logstash 429 ----------------------------------------------
 
+/// The backoff alone (at most 100 ms here) would retry well before the
+/// second that `Retry-After: 1` asks for, so the measured wait tells them
+/// apart.
 #[test]
 fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     let setup = Setup::new();
@@ -839,7 +842,13 @@ fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     collector.fail_next_with_retry_after(429, 1);
     let lines = hits(0, 12, 200);
     append(&setup.log("app.log"), &lines);
-    let cfg = one_destination(&setup, "app.log", &collector.url("/"), "", "");
+    let cfg = one_destination(
+        &setup,
+        "app.log",
+        &collector.url("/"),
+        "",
+        "[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n",
+    );
 
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len(), "after a 429");
@@ -847,4 +856,9 @@ fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     assert_eq!(collector.statuses(), vec![429, 200]);
     assert_eq!(collector.events(), bytes_of(&lines));
     assert!(exit.stderr.contains("429"), "{}", exit.output());
+    let waited = wait_after_answer(&collector, 0);
+    assert!(
+        waited >= Duration::from_secs(1),
+        "tailhook retried {waited:?} after a 429 with Retry-After: 1"
+    );
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use support::check::{
     assert_answered_once_and_only_stalled_duplicates, assert_clean_exit, assert_each_exactly_once,
-    dead_port, seq_counts, wait_for_all_seqs, wait_for_all_seqs_answered,
+    dead_port, seq_counts, wait_after_answer, wait_for_all_seqs, wait_for_all_seqs_answered,
 };
 use support::collector::{Collector, Options};
 use support::metrics::{metrics_addr, wait_for_page};
@@ -197,6 +197,9 @@ fn logstash_busy_429_then_free_delivers_everything_once() {
     assert_eq!(collector.events(), bytes_of(&lines));
 }
 
+/// The backoff alone (at most 100 ms here) would retry well before the
+/// second that `Retry-After: 1` asks for, so the measured wait tells them
+/// apart.
 #[test]
 fn retry_after_is_honoured_and_the_batch_is_delivered() {
     let setup = Setup::new();
@@ -204,7 +207,14 @@ fn retry_after_is_honoured_and_the_batch_is_delivered() {
     collector.fail_next_with_retry_after(503, 1);
     let lines = hits(0, 10, 150);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+    let cfg = config(
+        &setup,
+        "",
+        "",
+        &collector.url("/wallarm.events"),
+        "",
+        "[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n",
+    );
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -217,6 +227,11 @@ fn retry_after_is_honoured_and_the_batch_is_delivered() {
     assert_clean_exit(&tailhook.terminate());
     assert_eq!(collector.statuses(), vec![503, 200]);
     assert_eq!(collector.events(), bytes_of(&lines));
+    let waited = wait_after_answer(&collector, 0);
+    assert!(
+        waited >= Duration::from_secs(1),
+        "tailhook retried {waited:?} after a 503 with Retry-After: 1"
+    );
 }
 
 #[test]

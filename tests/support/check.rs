@@ -141,6 +141,21 @@ pub fn wait_for_all_seqs_answered(
     }
 }
 
+/// How long the sender waited between the answer to request `i` (counting
+/// from 0, in arrival order) and its next request: the time a `Retry-After`
+/// asks for is a lower bound of it.
+pub fn wait_after_answer(collector: &Collector, i: usize) -> Duration {
+    let exchanges = collector.exchanges();
+    let (answered, status) = exchanges
+        .get(i)
+        .and_then(|e| e.answered)
+        .unwrap_or_else(|| panic!("request #{i} was not answered: {exchanges:?}"));
+    let next = exchanges
+        .get(i + 1)
+        .unwrap_or_else(|| panic!("no request after #{i} ({status}): {exchanges:?}"));
+    next.arrived.saturating_duration_since(answered)
+}
+
 /// A port on 127.0.0.1 where nothing listens, held for as long as this
 /// lives: a socket is bound to it but never listens, so connections are
 /// refused and no other test's collector can be given the port meanwhile.
