@@ -814,7 +814,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
                     HeaderValue::from_static("Basic realm=\"Logstash\""),
                 );
                 let mut state = shared.lock();
-                let request = state.receive(&info, &body, None, verdict.violations, false);
+                let request = state.receive(&info, body, None, verdict.violations, false);
                 state.answer(request, 401);
                 drop(state);
                 shared.changed.notify_all();
@@ -854,7 +854,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
             let mut state = shared.lock();
             let request = state.receive(
                 &info,
-                &body,
+                body,
                 recorded.events,
                 recorded.violations,
                 stall.is_some(),
@@ -874,7 +874,9 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
     }
     // Stall::BeforeRecording: counted while it stalls, recorded after.
     let request = stall.as_ref().map(|_| {
-        let request = shared.lock().receive(&info, &[], None, Vec::new(), false);
+        let request = shared
+            .lock()
+            .receive(&info, Vec::new(), None, Vec::new(), false);
         shared.changed.notify_all();
         request
     });
@@ -885,10 +887,10 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
     let mut state = shared.lock();
     let request = match request {
         Some(request) => {
-            state.record(&info, &body, recorded.events, recorded.violations, false);
+            state.record(&info, body, recorded.events, recorded.violations, false);
             request
         }
-        None => state.receive(&info, &body, recorded.events, recorded.violations, false),
+        None => state.receive(&info, body, recorded.events, recorded.violations, false),
     };
     state.answer(request, recorded.status);
     drop(state);
@@ -988,7 +990,7 @@ impl State {
     fn receive(
         &mut self,
         info: &RequestInfo,
-        body: &[u8],
+        body: Vec<u8>,
         events: Option<Vec<Vec<u8>>>,
         violations: Vec<String>,
         stalled: bool,
@@ -1008,7 +1010,7 @@ impl State {
     fn record(
         &mut self,
         info: &RequestInfo,
-        body: &[u8],
+        body: Vec<u8>,
         events: Option<Vec<Vec<u8>>>,
         violations: Vec<String>,
         stalled: bool,
@@ -1027,7 +1029,7 @@ impl State {
                 path: info.path.clone(),
                 query: info.query.clone(),
                 headers: info.headers.clone(),
-                body: body.to_vec(),
+                body,
                 events,
                 stalled,
             });
@@ -1048,7 +1050,7 @@ fn too_large(
     violations: Vec<String>,
 ) -> Response<Full<Bytes>> {
     let mut state = shared.lock();
-    let request = state.receive(&info, &[], None, violations, false);
+    let request = state.receive(&info, Vec::new(), None, violations, false);
     state.answer(request, 413);
     drop(state);
     shared.changed.notify_all();
