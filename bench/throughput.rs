@@ -15,10 +15,13 @@
 //! `CONNECTIONS` (`tcp`, `http`: connections to the input, default 1 for
 //! `tcp` and 4 for `http`), `BODY_EVENTS` (`http`: events per request, default 500),
 //! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build).
-//! Every run ends when the sink has counted every event. Prints events/s,
-//! CPU seconds per million events (user + system of the tailhook process),
-//! its peak resident memory and, for `tcp` and `http`, when the input had
-//! taken every event and the spool's peak size on disk.
+//! Every run ends when the sink has received every event's sequence number
+//! at least once: an event sent again (a retry) is counted as a duplicate,
+//! not as throughput. Prints events/s, the duplicates, CPU seconds per
+//! million events (user + system of the tailhook process, read from
+//! `/proc`: the run fails, saying why, if they cannot be read), its peak
+//! resident memory and, for `tcp` and `http`, when the input had taken every
+//! event and the spool's peak size on disk.
 
 use std::convert::Infallible;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -90,23 +93,96 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Reads `/proc/<pid>/stat` user+system CPU seconds and `/proc/<pid>/status` VmHWM.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+/// Reads `/proc/<pid>/stat` user+system CPU seconds and `/proc/<pid>/status`
+/// VmHWM (KiB), or says what could not be read.
+fn usage(pid: u32) -> Result<(f64, u64), String> {
+    let stat_path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&stat_path).map_err(|e| format!("cannot read {stat_path}: {e}"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, s)| s)
+        .ok_or_else(|| format!("{stat_path} is not as expected: {stat:?}"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 (1-based); after ')' they are 12 and 13 (1-based).
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let field = |i: usize, name: &str| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{stat_path} has no {name} field: {stat:?}"))
+    };
+    let ticks = field(11, "utime")? + field(12, "stime")?;
     let hz = 100.0; // USER_HZ on Linux
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status_path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&status_path)
+        .map_err(|e| format!("cannot read {status_path}: {e}"))?;
     let hwm_kib = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks as f64 / hz, hwm_kib)
+        .ok_or_else(|| format!("{status_path} has no VmHWM line"))?;
+    Ok((ticks as f64 / hz, hwm_kib))
+}
+
+/// What the sink has received: a bit per sequence number, so that an event
+/// sent again (a retry after a lost answer) counts as a duplicate, not as
+/// throughput.
+struct Tally {
+    n: u64,
+    seen: Vec<AtomicU64>,
+    distinct: AtomicU64,
+    duplicates: AtomicU64,
+    /// Events whose `seq` the sink could not read, or out of range.
+    unknown: AtomicU64,
+}
+
+impl Tally {
+    fn new(n: u64) -> Tally {
+        Tally {
+            n,
+            seen: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            distinct: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts the events of one request body (each starts `{"seq":N,`).
+    fn count(&self, body: &[u8]) {
+        const KEY: &[u8] = b"{\"seq\":";
+        for at in memchr::memmem::find_iter(body, KEY) {
+            let rest = &body[at + KEY.len()..];
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let seq = std::str::from_utf8(&rest[..digits])
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok())
+                .filter(|&s| s < self.n);
+            let Some(seq) = seq else {
+                self.unknown.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let bit = 1u64 << (seq % 64);
+            let before = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::Relaxed);
+            if before & bit == 0 {
+                self.distinct.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn distinct(&self) -> u64 {
+        self.distinct.load(Ordering::Relaxed)
+    }
+
+    fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    fn unknown(&self) -> u64 {
+        self.unknown.load(Ordering::Relaxed)
+    }
 }
 
 /// Writes events `0..n` round-robin into `files` files in `logs`, and reads
@@ -286,7 +362,7 @@ fn main() {
     }
     let messages = messages(input, n, connections, body_events);
 
-    let received = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally::new(n));
     let done = Arc::new(tokio::sync::Notify::new());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -296,17 +372,17 @@ fn main() {
     let addr = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (received, done) = (received.clone(), done.clone());
+        let (tally, done) = (tally.clone(), done.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (received, done) = (received.clone(), done.clone());
+                let (tally, done) = (tally.clone(), done.clone());
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (received, done) = (received.clone(), done.clone());
+                            let (tally, done) = (tally.clone(), done.clone());
                             async move {
                                 let body = req
                                     .into_body()
@@ -314,9 +390,8 @@ fn main() {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                let events =
-                                    memchr::memmem::find_iter(&body, b"{\"seq\":").count() as u64;
-                                if received.fetch_add(events, Ordering::Relaxed) + events >= n {
+                                tally.count(&body);
+                                if tally.distinct() >= n {
                                     done.notify_one();
                                 }
                                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
@@ -394,7 +469,7 @@ fn main() {
     }
     let finished = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(600), async {
-            while received.load(Ordering::Relaxed) < n && !failed.load(Ordering::Relaxed) {
+            while tally.distinct() < n && !failed.load(Ordering::Relaxed) {
                 done.notified().await;
             }
         })
@@ -402,9 +477,16 @@ fn main() {
         .is_ok()
     });
     let elapsed = start.elapsed();
-    let (cpu, hwm_kib) = usage(child.id());
+    let measured = usage(child.id());
     stop_sampling.store(true, Ordering::Relaxed);
     stop(&mut child);
+    let (cpu, hwm_kib) = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("benchmark failed: cannot measure tailhook's CPU time and memory: {e}");
+            std::process::exit(1);
+        }
+    };
     let spool_peak = spool_peak.map(|s| s.join().unwrap());
     let mut again = 0;
     let mut taken = Duration::ZERO;
@@ -420,10 +502,18 @@ fn main() {
             }
         }
     }
-    if !finished || received.load(Ordering::Relaxed) < n {
+    if !finished || tally.distinct() < n {
         eprintln!(
-            "benchmark timed out: {} of {n} events received",
-            received.load(Ordering::Relaxed)
+            "benchmark timed out: {} of {n} events received ({} duplicates)",
+            tally.distinct(),
+            tally.duplicates()
+        );
+        std::process::exit(1);
+    }
+    if tally.unknown() > 0 {
+        eprintln!(
+            "benchmark failed: the sink received {} events that are not one of the {n} sent",
+            tally.unknown()
         );
         std::process::exit(1);
     }
@@ -440,6 +530,10 @@ fn main() {
         ),
     }
     println!("elapsed:           {secs:.2} s");
+    println!(
+        "received:          every event, and {} duplicates (sent again; not counted below)",
+        tally.duplicates()
+    );
     println!(
         "throughput:        {:.0} events/s ({:.1} MiB/s)",
         n as f64 / secs,

@@ -652,8 +652,13 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn resend_memory_does_not_grow_with_the_file() {
     const LIMIT_KIB: u64 = 48 * 1024;
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
-    let port = collector.port();
+    // Held after the collector stops: `resend` keeps trying this port.
+    let held = dead_port();
+    let port = held.port;
+    let collector = Collector::start(Options {
+        port,
+        ..Options::fluentd()
+    });
     let lines = hits(0, 120_000, 1000);
     let path = write_dead_letters(&setup, DEST, &lines);
     let size = std::fs::metadata(&path).unwrap().len();

@@ -163,7 +163,6 @@ fn a_full_disk_holds_a_tcp_sender_and_loses_nothing_across_a_restart() {
     assert_eq!(log.matches(BACK).count(), 1, "logged once:\n{log}");
     assert_clean_exit(&tailhook.terminate());
 
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()

@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::check::{
-    assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_for_all_seqs,
+    assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_after_answer,
+    wait_for_all_seqs, wait_for_all_seqs_answered,
 };
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
-use support::setup::{append, bytes_of, checkpointed_offset, destination, hits, Setup};
+use support::setup::{append, bytes_of, checkpointed_offset, destination, hits, seq_of, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -439,7 +440,10 @@ enum Stop {
 /// completes (out-of-order completion). tailhook is stopped: its checkpoint
 /// never passed the held batch, and after a restart every event arrives
 /// while the first request is still unanswered (so it cannot be the one
-/// that delivered them).
+/// that delivered them). The collector recorded the held batch before it
+/// held it, as a real one does: it arrives twice, once held and once
+/// answered after the restart, and nothing else is sent again that was not
+/// in flight.
 fn held_request_then(how: Stop) {
     let setup = Setup::new();
     let collector = Collector::start(Options::fluentd());
@@ -469,11 +473,21 @@ fn held_request_then(how: Stop) {
         "no request held; statuses {:?}",
         collector.statuses()
     );
+    assert_eq!(
+        collector.stalled_events(),
+        bytes_of(&held),
+        "recorded, then held"
+    );
     let completed = hits(20, 10, 200);
     append(&log, &completed);
-    wait_events(&collector, &tailhook, 20, "the request after the held one");
+    assert!(
+        collector.wait_for_answered_events(20, WAIT),
+        "the request after the held one was not answered; statuses {:?}\n{}",
+        collector.statuses(),
+        tailhook.stderr()
+    );
     assert_eq!(
-        collector.events()[10..],
+        collector.answered_events()[10..],
         bytes_of(&completed)[..],
         "the batch after the held one completed"
     );
@@ -497,8 +511,11 @@ fn held_request_then(how: Stop) {
         }
     }
     // The checkpoint on disk does not pass the first line of the held batch.
+    // (After kill -9 there may be none yet; one that exists was written
+    // after the first batch was acknowledged, so it has an entry for the file.)
     if let Some(cp) = setup.read_checkpoint(DEST) {
-        let offset = checkpointed_offset(&cp, &log).unwrap_or(0);
+        let offset = checkpointed_offset(&cp, &log)
+            .unwrap_or_else(|| panic!("the checkpoint has no entry for {}: {cp}", log.display()));
         assert!(
             offset <= held_start,
             "the checkpoint ({offset}) passed the held batch (starting at {held_start}): {cp}"
@@ -507,15 +524,22 @@ fn held_request_then(how: Stop) {
 
     let tailhook = Tailhook::start(&cfg);
     let want: BTreeSet<u64> = (0..30).collect();
+    let answered_counts = |c: &Collector| {
+        let mut counts = std::collections::BTreeMap::new();
+        for e in c.answered_events() {
+            *counts.entry(seq_of(&e)).or_insert(0usize) += 1;
+        }
+        counts
+    };
     assert!(
-        wait_for_all_seqs(&collector, &want, WAIT),
+        wait_for_all_seqs_answered(&collector, &want, WAIT),
         "after the stop and a restart, missing seqs: {:?}\n{}",
-        want.difference(&seq_counts(&collector).keys().copied().collect())
+        want.difference(&answered_counts(&collector).keys().copied().collect())
             .collect::<Vec<_>>(),
         tailhook.stderr()
     );
-    // Only now may the held request go on (its client is gone); a collector
-    // that stored it anyway would count a duplicate.
+    // Only now may the held request go on (its client is gone); its events
+    // were recorded when it was held, and a release records nothing again.
     collector.release();
     stop(tailhook);
 
@@ -523,13 +547,17 @@ fn held_request_then(how: Stop) {
     assert!(counts.keys().all(|s| want.contains(s)), "{counts:?}");
     let written: BTreeSet<Vec<u8>> = bytes_of(&all).into_iter().collect();
     assert!(collector.events().iter().all(|e| written.contains(e)));
-    // The held batch reached the collector only through the restart.
+    // The held batch: recorded once when held, and answered only through
+    // the restart; it is the only batch held.
+    let answered = answered_counts(&collector);
+    assert_eq!(collector.stalled_events(), bytes_of(&held));
     for s in &missing {
-        assert_eq!(counts[s], 1, "seq {s} of the held batch: {counts:?}");
+        assert_eq!(answered[s], 1, "seq {s} of the held batch: {answered:?}");
+        assert_eq!(counts[s], 2, "seq {s} of the held batch: {counts:?}");
     }
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     eprintln!(
-        "held request, then {}: {} events accepted, {duplicates} sent again",
+        "held request, then {}: {} events accepted, {duplicates} sent again (10 held)",
         if how == Stop::Kill9 {
             "kill -9"
         } else {
@@ -804,6 +832,9 @@ fn an_unknown_version_or_empty_checkpoint_is_reported_and_everything_resent() {
 
 // ---- 8. Retry-After on a Logstash 429 ----------------------------------------------
 
+/// The backoff alone (at most 100 ms here) would retry well before the
+/// second that `Retry-After: 1` asks for, so the measured wait tells them
+/// apart.
 #[test]
 fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     let setup = Setup::new();
@@ -811,7 +842,13 @@ fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     collector.fail_next_with_retry_after(429, 1);
     let lines = hits(0, 12, 200);
     append(&setup.log("app.log"), &lines);
-    let cfg = one_destination(&setup, "app.log", &collector.url("/"), "", "");
+    let cfg = one_destination(
+        &setup,
+        "app.log",
+        &collector.url("/"),
+        "",
+        "[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n",
+    );
 
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len(), "after a 429");
@@ -819,4 +856,9 @@ fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     assert_eq!(collector.statuses(), vec![429, 200]);
     assert_eq!(collector.events(), bytes_of(&lines));
     assert!(exit.stderr.contains("429"), "{}", exit.output());
+    let waited = wait_after_answer(&collector, 0);
+    assert!(
+        waited >= Duration::from_secs(1),
+        "tailhook retried {waited:?} after a 429 with Retry-After: 1"
+    );
 }

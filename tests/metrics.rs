@@ -592,7 +592,6 @@ fn tcp_input_bytes_and_the_spool_are_counted_while_the_collector_is_down() {
 
     // The collector comes back: everything arrives once; the input counter
     // does not move.
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()
@@ -849,7 +848,13 @@ fn debug_logs_never_show_a_header_secret_or_an_event_body() {
     // An invalid line is logged with its file and offset, never its text.
     append(&log, &[format!("not json {MARKER}")]);
 
-    let collector = fluentd();
+    // The port stays held once the collector stops, so that no other test's
+    // collector can answer in its place.
+    let held = dead_port();
+    let collector = Collector::start(Options {
+        port: held.port,
+        ..Options::fluentd()
+    });
     collector.fail_next(&[400]);
     let mut text = "shutdown_timeout = \"1s\"\n\n".to_string();
     text.push_str(&setup.source("w", "*.ndjson", ""));

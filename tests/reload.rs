@@ -220,7 +220,6 @@ fn events_pending_at_a_reload_while_the_collector_is_down_are_delivered_later() 
         )],
     );
     reload(&tailhook, 2);
-    drop(dead);
     let a = Collector::start(Options {
         port,
         ..Options::fluentd()

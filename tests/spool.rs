@@ -104,7 +104,6 @@ fn a_tcp_sender_is_slowed_not_dropped_while_the_spool_is_full() {
     assert!(used <= (1 << 20) + 64 * 1024, "spool holds {used} bytes");
 
     // The collector comes back: everything arrives, once, in order.
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()
@@ -173,7 +172,6 @@ fn datagrams_are_dropped_and_counted_while_the_spool_is_full() {
     assert_eq!(dropped, 1, "exactly the one datagram that found it full");
 
     // What was taken is delivered after a restart; nothing twice.
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()
@@ -211,7 +209,6 @@ fn restart_delivers(kill: bool) {
     } else {
         assert_clean_exit(&tailhook.terminate());
     }
-    drop(dead);
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()
@@ -267,7 +264,6 @@ fn segments_are_deleted_once_every_destination_has_them() {
     let before = spool_segments(&setup, "net");
     assert!(before.len() >= 4, "expected several segments: {before:?}");
 
-    drop(dead);
     let late = Collector::start(Options {
         port,
         ..Options::fluentd()

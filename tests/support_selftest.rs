@@ -382,15 +382,132 @@ fn respond_with_body_override_until_cleared() {
 }
 
 #[test]
-fn hang_holds_the_connection_until_stop() {
+fn hang_records_then_holds_the_connection_until_stop() {
     let collector = Collector::start(Options::fluentd());
     collector.set_hang(true);
     let mut conn = connect(collector.addr());
     conn.send("POST", "/t", &[JSON], br#"[{"a":1}]"#);
     assert!(collector.wait_for_requests(1, WAIT));
     assert!(collector.statuses().is_empty());
+    // Recorded, then never answered: like a Fluentd whose answer is lost.
+    let batches = collector.batches();
+    assert_eq!(batches.len(), 1);
+    assert!(batches[0].stalled);
+    assert_eq!(collector.events(), vec![br#"{"a":1}"#.to_vec()]);
+    assert_eq!(collector.stalled_events(), collector.events());
+    assert!(collector.answered_events().is_empty());
+    assert_eq!(collector.exchanges().len(), 1);
+    assert_eq!(collector.exchanges()[0].answered, None);
     collector.stop();
     assert!(conn.is_closed(), "stop closes hung connections");
+}
+
+#[test]
+fn a_held_request_is_recorded_once_and_answered_on_release() {
+    let collector = Collector::start(Options::logstash());
+    collector.hang_next(1);
+    let mut held = connect(collector.addr());
+    held.send("POST", "/", &[JSON], br#"[{"held":1}]"#);
+    assert!(collector.wait_for_held(1, WAIT));
+    assert_eq!(collector.stalled_events(), vec![br#"{"held":1}"#.to_vec()]);
+    assert!(collector.statuses().is_empty());
+
+    // The request after it is answered meanwhile.
+    let mut conn = connect(collector.addr());
+    let r = conn.call("POST", "/", &[JSON], br#"[{"next":2}]"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(collector.answered_events(), vec![br#"{"next":2}"#.to_vec()]);
+    assert!(collector.wait_for_answered_events(1, WAIT));
+    assert_eq!(collector.statuses(), vec![200]);
+
+    collector.release();
+    let r = held.read_response();
+    assert_eq!((r.status, r.text()), (200, "ok".to_owned()));
+    assert_eq!(collector.statuses(), vec![200, 200]);
+    assert_eq!(
+        collector.event_count(),
+        2,
+        "a release records nothing again"
+    );
+    let exchanges = collector.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    assert!(exchanges.iter().all(|e| e.answered.is_some()));
+    assert!(exchanges[0].answered.unwrap().0 > exchanges[1].answered.unwrap().0);
+}
+
+#[test]
+fn stall_before_recording_records_only_after_a_release() {
+    use support::collector::Stall;
+
+    let collector = Collector::start(Options::fluentd());
+    collector.set_stall(Stall::BeforeRecording);
+    collector.hang_next(1);
+    let mut held = connect(collector.addr());
+    held.send("POST", "/t", &[JSON], br#"[{"held":1}]"#);
+    assert!(collector.wait_for_held(1, WAIT));
+    assert_eq!(collector.request_count(), 1);
+    assert_eq!(collector.event_count(), 0);
+    collector.release();
+    assert_eq!(held.read_response().status, 200);
+    assert_eq!(collector.request_count(), 1, "counted once");
+    assert_eq!(collector.answered_events(), vec![br#"{"held":1}"#.to_vec()]);
+
+    collector.set_hang(true);
+    let mut hung = connect(collector.addr());
+    hung.send("POST", "/t", &[JSON], br#"[{"hung":2}]"#);
+    assert!(collector.wait_for_requests(2, WAIT));
+    assert_eq!(collector.event_count(), 1, "a hung request records nothing");
+}
+
+/// A body is checked for violations whatever the answer: 413, 401, or a
+/// request that is never answered.
+#[test]
+fn refused_and_stalled_bodies_are_checked_too() {
+    let fluentd = Collector::start(Options {
+        body_limit: 16,
+        ..Options::fluentd()
+    });
+    let r = connect(fluentd.addr()).call("POST", "/t", &[JSON], br#"[{"a":1},{"b":2},"#);
+    assert_eq!(r.status, 413);
+    let violations = fluentd.take_violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains("malformed JSON"), "{violations:?}");
+
+    fluentd.set_hang(true);
+    let mut hung = connect(fluentd.addr());
+    hung.send("POST", "/t", &[JSON], b"[{");
+    assert!(fluentd.wait_for_requests(2, WAIT));
+    let violations = fluentd.take_violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains("malformed JSON"), "{violations:?}");
+
+    let logstash = Collector::start(Options {
+        basic_auth: Some(("user".into(), "secret".into())),
+        ..Options::logstash()
+    });
+    let r = connect(logstash.addr()).call("POST", "/", &[JSON], b"[1,");
+    assert_eq!(r.status, 401);
+    let violations = logstash.take_violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains("malformed JSON"), "{violations:?}");
+}
+
+#[test]
+fn exchanges_tell_when_each_request_arrived_and_was_answered() {
+    let collector = Collector::start(Options::fluentd());
+    collector.fail_next_with_retry_after(503, 1);
+    let mut conn = connect(collector.addr());
+    assert_eq!(conn.call("POST", "/t", &[JSON], b"{}").status, 503);
+    let pause = Duration::from_millis(50);
+    std::thread::sleep(pause); // the pause being measured, not a synchronisation
+    assert_eq!(conn.call("POST", "/t", &[JSON], b"{}").status, 200);
+    let exchanges = collector.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    let (answered, status) = exchanges[0].answered.unwrap();
+    assert_eq!(status, 503);
+    assert!(answered >= exchanges[0].arrived);
+    assert!(exchanges[1].arrived - answered >= pause);
+    assert_eq!(exchanges[1].answered.unwrap().1, 200);
 }
 
 #[test]
@@ -414,8 +531,13 @@ fn wait_for_events_wakes_on_arrival_from_another_thread() {
 
 #[test]
 fn stopped_collector_port_can_be_reused() {
-    let first = Collector::start(Options::fluentd());
-    let port = first.addr().port();
+    // Held while the collector is down, so no other test takes the port.
+    let held = support::check::dead_port();
+    let port = held.port;
+    let first = Collector::start(Options {
+        port,
+        ..Options::fluentd()
+    });
     {
         let mut conn = connect(first.addr());
         assert_eq!(conn.call("POST", "/t", &[JSON], b"{}").status, 200);
@@ -496,8 +618,47 @@ fn tls_pki_writes_ca() {
 
 #[test]
 fn run_cmd_is_bounded_and_collects_output() {
-    let exit = support::process::run_cmd(&["--version"], &[("TAILHOOK_SELFTEST", "1")]);
-    assert!(exit.code.is_some() || exit.signal.is_some());
+    use support::process::run_cmd;
+
+    // Success: exit code 0 and stdout, nothing on stderr.
+    let exit = run_cmd(&["--version"], &[]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert_eq!(exit.signal, None);
+    assert_eq!(
+        exit.stdout,
+        format!("tailhook {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(exit.stderr, "");
+
+    // The environment given reaches the process: a config naming a variable
+    // fails (exit 1, the reason on stderr) without it and passes with it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"${TAILHOOK_SELFTEST}\"\n[[source]]\nname = \"in\"\ntype = \"stdin\"\n\
+         [[destination]]\nname = \"out\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let exit = run_cmd(&["check", "-c", config], &[]);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        exit.stderr
+            .contains("environment variable `TAILHOOK_SELFTEST` is not set"),
+        "{}",
+        exit.output()
+    );
+    assert_eq!(exit.stdout, "");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let exit = run_cmd(&["check", "-c", config], &[("TAILHOOK_SELFTEST", data)]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stdout.starts_with(&format!("data_dir = {data:?}\n")),
+        "{}",
+        exit.output()
+    );
 }
 
 /// A long-running stand-in for tailhook: prints a line, then blocks until a

@@ -25,7 +25,44 @@ pub fn seq_counts(collector: &Collector) -> BTreeMap<u64, usize> {
 /// Asserts that the collector accepted each of `lines` exactly once, byte for
 /// byte, and nothing else (in any order).
 pub fn assert_each_exactly_once(collector: &Collector, lines: &[String], what: &str) {
-    let mut got = collector.events();
+    assert_exactly_once_among(collector, collector.events(), lines, what);
+}
+
+/// At-least-once where the collector recorded some requests and then
+/// stalled them (`set_hang`, `hang_next`), so that their sender sent them
+/// again: the batches answered at once hold each of `lines` exactly once,
+/// byte for byte, and nothing else; the stalled batches hold nothing but
+/// `lines`, and are the only duplicates. Returns how many events the stalled
+/// batches hold (the duplicates), after printing it.
+pub fn assert_answered_once_and_only_stalled_duplicates(
+    collector: &Collector,
+    lines: &[String],
+    what: &str,
+) -> usize {
+    assert_exactly_once_among(collector, collector.answered_events(), lines, what);
+    let written: BTreeSet<Vec<u8>> = bytes_of(lines).into_iter().collect();
+    let stalled = collector.stalled_events();
+    for e in &stalled {
+        assert!(
+            written.contains(e),
+            "{what}: a stalled request held an event that was not written: {}",
+            show(e)
+        );
+    }
+    eprintln!(
+        "{what}: {} events answered once each; {} copies in stalled requests (sent again)",
+        lines.len(),
+        stalled.len()
+    );
+    stalled.len()
+}
+
+fn assert_exactly_once_among(
+    collector: &Collector,
+    mut got: Vec<Vec<u8>>,
+    lines: &[String],
+    what: &str,
+) {
     let mut want = bytes_of(lines);
     got.sort();
     want.sort();
@@ -33,7 +70,10 @@ pub fn assert_each_exactly_once(collector: &Collector, lines: &[String], what: &
         return;
     }
     let want_seqs: BTreeSet<u64> = lines.iter().map(|l| seq_of(l.as_bytes())).collect();
-    let counts = seq_counts(collector);
+    let mut counts = BTreeMap::new();
+    for e in &got {
+        *counts.entry(seq_of(e)).or_insert(0usize) += 1;
+    }
     let missing: Vec<u64> = want_seqs
         .iter()
         .filter(|s| !counts.contains_key(s))
@@ -77,6 +117,43 @@ pub fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: D
         }
         collector.wait_for_events(events.len() + 1, deadline - now);
     }
+}
+
+/// Like [`wait_for_all_seqs`], counting only the events of batches the
+/// collector answered at once (not those it recorded and then stalled).
+pub fn wait_for_all_seqs_answered(
+    collector: &Collector,
+    want: &BTreeSet<u64>,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let events = collector.answered_events();
+        let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
+        if want.is_subset(&seen) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        collector.wait_for_answered_events(events.len() + 1, deadline - now);
+    }
+}
+
+/// How long the sender waited between the answer to request `i` (counting
+/// from 0, in arrival order) and its next request: the time a `Retry-After`
+/// asks for is a lower bound of it.
+pub fn wait_after_answer(collector: &Collector, i: usize) -> Duration {
+    let exchanges = collector.exchanges();
+    let (answered, status) = exchanges
+        .get(i)
+        .and_then(|e| e.answered)
+        .unwrap_or_else(|| panic!("request #{i} was not answered: {exchanges:?}"));
+    let next = exchanges
+        .get(i + 1)
+        .unwrap_or_else(|| panic!("no request after #{i} ({status}): {exchanges:?}"));
+    next.arrived.saturating_duration_since(answered)
 }
 
 /// A port on 127.0.0.1 where nothing listens, held for as long as this

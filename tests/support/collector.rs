@@ -4,10 +4,12 @@
 //! A [`Collector`] runs on its own thread with its own tokio runtime, so tests
 //! can be plain `#[test]` functions that use blocking calls. It records every
 //! accepted request ([`Batch`]) with the raw bytes of each event, counts every
-//! answer's status, and lets a test inject faults ([`Collector::fail_next`],
-//! [`Collector::set_busy`], [`Collector::set_hang`],
+//! answer's status, notes when each request arrived and was answered
+//! ([`Collector::exchanges`]), and lets a test inject faults
+//! ([`Collector::fail_next`], [`Collector::set_busy`], [`Collector::set_hang`],
 //! [`Collector::hang_next`] with [`Collector::release`],
-//! [`Collector::respond_with_body`], [`Collector::set_delay`]).
+//! [`Collector::set_stall`], [`Collector::respond_with_body`],
+//! [`Collector::set_delay`]).
 //!
 //! Where the real collector silently loses data that tailhook sent (malformed
 //! JSON answered `200`, a non-JSON content type turned into one plain-text
@@ -16,21 +18,28 @@
 //! the thread is already panicking), so the test that caused one fails.
 //!
 //! Order of decisions for each request:
-//! 1. the body is read; over `body_limit` → `413` and the connection is closed;
+//! 1. the body is read in full; over `body_limit` → `413` and the connection
+//!    is closed (a request that declares an oversized body and waits for
+//!    `100 Continue` is answered before its body, which never comes);
 //! 2. Logstash with `basic_auth`: missing or wrong credentials → `401`;
-//! 3. [`Collector::set_hang`]: the request is counted and never answered;
-//!    else, while [`Collector::hang_next`] holds are left, the request is
-//!    counted and held until [`Collector::release`], then goes on to step 4
-//!    (it is not counted a second time); then [`Collector::set_delay`]
-//!    makes it wait;
+//! 3. [`Collector::set_hang`] (every request while set) or
+//!    [`Collector::hang_next`] (the next `n`) *stalls* the request: it is
+//!    never answered ([`Collector::set_hang`]) or held until
+//!    [`Collector::release`]. By default ([`Stall::AfterRecording`]) steps
+//!    4–5 run first, so the collector records the events it accepts and then
+//!    stalls, like a real one whose answer is slow or lost; with
+//!    [`Stall::BeforeRecording`] it stalls first. Either way a stalled
+//!    request is counted once, when it stalls; [`Collector::set_delay`]
+//!    makes a request wait before step 4;
 //! 4. [`Collector::respond_with_body`] override, else the next
 //!    [`Collector::fail_next`] status, else (Logstash) `429` while busy;
 //! 5. the flavor's own handling of the body.
 //!
-//! The body is always checked for the violations above, whatever the answer.
-//! An injected or overriding *2xx* status does not skip step 5: the request is
-//! handled normally, recorded if the flavor accepts it, and answered with the
-//! injected status and body.
+//! The body is always checked for the violations above, whatever the answer
+//! (`413`, `401`, stalled, injected failures alike), as long as it was
+//! received whole. An injected or overriding *2xx* status does not skip
+//! step 5: the request is handled normally, recorded if the flavor accepts
+//! it, and answered with the injected status and body.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -82,6 +91,25 @@ pub enum Flavor {
     /// elements → `_jsonparsefailure`; another content type → one plain-text
     /// event) is answered `200 ok` and recorded as a violation.
     Logstash,
+}
+
+/// When a stalled request ([`Collector::set_hang`], [`Collector::hang_next`])
+/// is recorded, relative to the stall ([`Collector::set_stall`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stall {
+    /// Record the events the flavor accepts, then stall before answering:
+    /// the sender cannot know they arrived. Mirrors Fluentd `in_http`, which
+    /// emits a request's events into its buffer before it writes the answer
+    /// (an answer lost on the way, or slower than the sender's timeout, leaves
+    /// them recorded), and the Logstash `http` input, which answers only
+    /// after it has pushed the events onto the pipeline's queue. The default.
+    #[default]
+    AfterRecording,
+    /// Stall before anything is recorded; a released request is then handled
+    /// as usual. Mirrors a collector that cannot take the events yet: Fluentd
+    /// blocked on a full buffer (`overflow_action block`), Logstash waiting
+    /// for room in a blocked pipeline.
+    BeforeRecording,
 }
 
 /// How to start a [`Collector`]. Use [`Options::fluentd`] or
@@ -148,7 +176,8 @@ impl fmt::Debug for Options {
     }
 }
 
-/// One request that was answered with a 2xx status.
+/// One request whose events the collector recorded: answered with a 2xx
+/// status, or recorded and then stalled ([`Stall::AfterRecording`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     pub method: String,
@@ -164,6 +193,20 @@ pub struct Batch {
     /// element of a top-level JSON array, the single top-level object, or
     /// each non-empty NDJSON line.
     pub events: Vec<Vec<u8>>,
+    /// Recorded, then stalled ([`Collector::set_hang`] or
+    /// [`Collector::hang_next`]) instead of being answered at once: the
+    /// sender was not told (or told late) that these events arrived, so
+    /// sending them again is expected.
+    pub stalled: bool,
+}
+
+/// When one request arrived and when (and how) it was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// When its handling started (the request head had been read).
+    pub arrived: Instant,
+    /// When the answer was made, and its status; `None` while unanswered.
+    pub answered: Option<(Instant, u16)>,
 }
 
 impl Batch {
@@ -197,8 +240,13 @@ struct State {
     batches: Vec<Batch>,
     event_count: usize,
     statuses: Vec<u16>,
-    /// Requests received: answered ones plus hung ones.
+    /// Requests received: answered ones plus stalled ones.
     requests: usize,
+    /// One per request counted in `requests`, in the same order.
+    exchanges: Vec<Exchange>,
+    /// Events of the batches that are not `stalled`.
+    answered_events: usize,
+    stall: Stall,
     connections: usize,
     tls_failures: usize,
     violations: Vec<String>,
@@ -370,15 +418,47 @@ impl Collector {
         self.shared.lock().event_count
     }
 
-    /// The status of every answered request, in order (hung requests have
-    /// none).
+    /// The accepted events of the batches that were answered at once (not
+    /// [`Batch::stalled`]), in arrival order: what the sender was told had
+    /// arrived.
+    pub fn answered_events(&self) -> Vec<Vec<u8>> {
+        let state = self.shared.lock();
+        state
+            .batches
+            .iter()
+            .filter(|b| !b.stalled)
+            .flat_map(|b| b.events.iter().cloned())
+            .collect()
+    }
+
+    /// The accepted events of the [`Batch::stalled`] batches, in arrival
+    /// order.
+    pub fn stalled_events(&self) -> Vec<Vec<u8>> {
+        let state = self.shared.lock();
+        state
+            .batches
+            .iter()
+            .filter(|b| b.stalled)
+            .flat_map(|b| b.events.iter().cloned())
+            .collect()
+    }
+
+    /// The status of every answered request, in the order of the answers
+    /// (stalled requests have none until they are answered).
     pub fn statuses(&self) -> Vec<u16> {
         self.shared.lock().statuses.clone()
     }
 
-    /// Number of requests received: answered with any status, or hung.
+    /// Number of requests received: answered with any status, or stalled.
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests
+    }
+
+    /// When each request counted by [`Collector::request_count`] arrived and
+    /// was answered, in the order they were counted. To measure how long a
+    /// sender waited before it tried again (e.g. after `Retry-After`).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.shared.lock().exchanges.clone()
     }
 
     /// Number of TCP connections accepted (to check connection reuse).
@@ -405,6 +485,12 @@ impl Collector {
     /// Blocks until at least `n` events have been accepted, or `timeout`.
     pub fn wait_for_events(&self, n: usize, timeout: Duration) -> bool {
         self.shared.wait_until(timeout, |s| s.event_count >= n)
+    }
+
+    /// Blocks until at least `n` events of batches answered at once (see
+    /// [`Collector::answered_events`]) have been accepted, or `timeout`.
+    pub fn wait_for_answered_events(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.answered_events >= n)
     }
 
     /// Blocks until at least `n` requests have been received (answered with
@@ -449,9 +535,11 @@ impl Collector {
         self.shared.lock().busy = busy;
     }
 
-    /// While set, each new request is read in full, counted, and never
-    /// answered: its connection stays open until the collector stops.
-    /// Requests already hung stay hung after `set_hang(false)`.
+    /// While set, each new request is read in full, counted, checked, and
+    /// never answered: its connection stays open until the collector stops.
+    /// By default its events are recorded first (a [`Batch::stalled`] batch,
+    /// see [`Stall`]). Requests already hung stay hung after
+    /// `set_hang(false)`.
     pub fn set_hang(&self, hang: bool) {
         self.shared.lock().hang = hang;
     }
@@ -459,13 +547,22 @@ impl Collector {
     /// Holds each of the next `n` requests unanswered (read in full and
     /// counted by [`Collector::request_count`]) until [`Collector::release`];
     /// later requests are answered as usual, so a test can hold one request
-    /// while the ones after it complete. Unlike [`Collector::set_hang`], a
-    /// released request is then handled normally (fault injection, the
-    /// flavor's verdict, recording). A held request whose connection is
-    /// closed by the client may never resume; one still held when the
-    /// collector stops is dropped unanswered.
+    /// while the ones after it complete. By default ([`Stall::AfterRecording`])
+    /// a held request is handled (fault injection, the flavor's verdict) and
+    /// its events recorded as a [`Batch::stalled`] batch before it is held,
+    /// and a release only sends the answer decided then; with
+    /// [`Stall::BeforeRecording`] all of that happens after the release. A
+    /// held request whose connection is closed by the client may never
+    /// resume; one still held when the collector stops is never answered.
     pub fn hang_next(&self, n: usize) {
         self.shared.lock().hold_next += n;
+    }
+
+    /// Whether requests stalled from now on by [`Collector::set_hang`] or
+    /// [`Collector::hang_next`] are recorded before the stall (the default)
+    /// or after it.
+    pub fn set_stall(&self, stall: Stall) {
+        self.shared.lock().stall = stall;
     }
 
     /// Lets every request held by [`Collector::hang_next`] so far go on to
@@ -640,9 +737,11 @@ struct RequestInfo {
     path: String,
     query: Option<String>,
     headers: Vec<(String, String)>,
+    arrived: Instant,
 }
 
 async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Response<Full<Bytes>> {
+    let arrived = Instant::now();
     let (parts, mut incoming) = req.into_parts();
     let info = RequestInfo {
         method: parts.method.as_str().to_owned(),
@@ -658,30 +757,51 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
                 )
             })
             .collect(),
+        arrived,
     };
 
     // 1. Body size: Fluentd checks the declared size of `Expect:
     // 100-continue` requests and the running size of the body; Logstash its
-    // `max_content_length`. Both answer 413 and close the connection.
+    // `max_content_length`. Both answer 413 and close the connection. A
+    // request waiting for `100 Continue` is answered at once (its body never
+    // comes); any other body is read to its end first, so that it can be
+    // checked for violations like any other.
     let declared =
         header_str(&parts.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > config.body_limit as u64) {
-        return too_large(shared, config, info);
+    let over_declared = declared.is_some_and(|n| n > config.body_limit as u64);
+    let expects_continue = header_str(&parts.headers, "expect")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    if over_declared && expects_continue {
+        return too_large(shared, config, info, Vec::new());
     }
     let mut body = Vec::new();
     while let Some(frame) = incoming.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    if body.len() + data.len() > config.body_limit {
-                        return too_large(shared, config, info);
-                    }
                     body.extend_from_slice(&data);
                 }
             }
             // The client went away mid-body: nobody will read an answer.
             Err(_) => return plain(400, String::new()),
         }
+    }
+
+    // Fluentd in_http decodes gzip and deflate bodies (since 1.2.3); what
+    // is recorded and checked is the decoded body.
+    if config.flavor == Flavor::Fluentd {
+        if let Some(decoded) = fluentd_decode(&parts.headers, &body) {
+            body = decoded;
+        }
+    }
+    // 5, decided now: the flavor's own handling, which also finds the
+    // violations, whatever the answer turns out to be.
+    let verdict = match config.flavor {
+        Flavor::Fluentd => fluentd_verdict(&parts.method, &parts.headers, &body),
+        Flavor::Logstash => logstash_verdict(&parts.method, &parts.headers, &body),
+    };
+    if over_declared || body.len() > config.body_limit {
+        return too_large(shared, config, info, verdict.violations);
     }
 
     // 2. Logstash basic auth.
@@ -693,54 +813,123 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
                     "www-authenticate",
                     HeaderValue::from_static("Basic realm=\"Logstash\""),
                 );
-                record(shared, info, 401, body, None, Vec::new(), false);
+                let mut state = shared.lock();
+                let request = state.receive(&info, body, None, verdict.violations, false);
+                state.answer(request, 401);
+                drop(state);
+                shared.changed.notify_all();
                 return response;
             }
         }
     }
 
-    // 3. Hang.
-    let hang = {
-        let mut state = shared.lock();
-        if state.hang {
-            state.requests += 1;
+    // 3. Stalls: `set_hang`, else `hang_next`. Subscribing to releases under
+    // the lock means a release that comes after the decision is never
+    // missed; the hold is counted down even if this future is dropped
+    // (connection closed).
+    struct Unhold<'a>(&'a Shared);
+    impl Drop for Unhold<'_> {
+        fn drop(&mut self) {
+            self.0.lock().held -= 1;
+            self.0.changed.notify_all();
         }
-        state.hang
-    };
-    if hang {
-        shared.changed.notify_all();
-        std::future::pending::<()>().await;
     }
-
-    // 3b. Held by `hang_next` until `release`. Subscribing under the lock
-    // means a release that comes after the decision is never missed.
-    let held = {
+    let (stall, when) = {
         let mut state = shared.lock();
-        if state.hold_next > 0 {
+        let stall = if state.hang {
+            Some(Stalled::Hang)
+        } else if state.hold_next > 0 {
             state.hold_next -= 1;
-            state.requests += 1;
             state.held += 1;
-            Some(shared.release.subscribe())
+            Some(Stalled::Held(shared.release.subscribe()))
         } else {
             None
-        }
+        };
+        (stall, state.stall)
     };
-    let counted = held.is_some();
-    if let Some(mut release) = held {
+    let _unhold = matches!(stall, Some(Stalled::Held(_))).then(|| Unhold(shared));
+    if when == Stall::AfterRecording {
+        let recorded = decide(shared, config, verdict).await;
+        let request = {
+            let mut state = shared.lock();
+            let request = state.receive(
+                &info,
+                body,
+                recorded.events,
+                recorded.violations,
+                stall.is_some(),
+            );
+            if stall.is_none() {
+                state.answer(request, recorded.status);
+            }
+            request
+        };
         shared.changed.notify_all();
-        // Counts down even if this future is dropped (connection closed).
-        struct Unhold<'a>(&'a Shared);
-        impl Drop for Unhold<'_> {
-            fn drop(&mut self) {
-                self.0.lock().held -= 1;
-                self.0.changed.notify_all();
+        if let Some(stall) = stall {
+            stall.wait().await;
+            shared.lock().answer(request, recorded.status);
+            shared.changed.notify_all();
+        }
+        return recorded.response;
+    }
+    // Stall::BeforeRecording: counted while it stalls, recorded after.
+    let request = stall.as_ref().map(|_| {
+        let request = shared
+            .lock()
+            .receive(&info, Vec::new(), None, Vec::new(), false);
+        shared.changed.notify_all();
+        request
+    });
+    if let Some(stall) = stall {
+        stall.wait().await;
+    }
+    let recorded = decide(shared, config, verdict).await;
+    let mut state = shared.lock();
+    let request = match request {
+        Some(request) => {
+            state.record(&info, body, recorded.events, recorded.violations, false);
+            request
+        }
+        None => state.receive(&info, body, recorded.events, recorded.violations, false),
+    };
+    state.answer(request, recorded.status);
+    drop(state);
+    shared.changed.notify_all();
+    recorded.response
+}
+
+/// Why a request is not answered at once.
+enum Stalled {
+    /// [`Collector::set_hang`]: never answered.
+    Hang,
+    /// [`Collector::hang_next`]: answered after a [`Collector::release`].
+    Held(tokio::sync::watch::Receiver<u64>),
+}
+
+impl Stalled {
+    async fn wait(self) {
+        match self {
+            Stalled::Hang => std::future::pending::<()>().await,
+            // The sender lives in `shared`, so this only returns on a release.
+            Stalled::Held(mut release) => {
+                let _ = release.changed().await;
             }
         }
-        let _unhold = Unhold(shared);
-        // The sender lives in `shared`, so this only returns on a release.
-        let _ = release.changed().await;
     }
+}
 
+/// What steps 3c–5 make of a request.
+struct Decided {
+    status: u16,
+    /// `Some` when the flavor accepts the body and the answer is a 2xx.
+    events: Option<Vec<Vec<u8>>>,
+    violations: Vec<String>,
+    response: Response<Full<Bytes>>,
+}
+
+/// Steps 3c–5: the delay, then the injected faults, then the flavor's
+/// verdict (already made, so that every body is checked).
+async fn decide(shared: &Shared, config: &Config, verdict: Verdict) -> Decided {
     // 3c. A slow collector.
     let delay = shared.lock().delay;
     if !delay.is_zero() {
@@ -769,88 +958,102 @@ async fn handle(req: Request<Incoming>, shared: &Shared, config: &Config) -> Res
         }
     };
 
-    // Fluentd in_http decodes gzip and deflate bodies (since 1.2.3); what
-    // is recorded is the decoded body.
-    if config.flavor == Flavor::Fluentd {
-        if let Some(decoded) = fluentd_decode(&parts.headers, &body) {
-            body = decoded;
-        }
-    }
-
-    // 5. The flavor's own handling (always run, to check for violations).
-    let verdict = match config.flavor {
-        Flavor::Fluentd => fluentd_verdict(&parts.method, &parts.headers, &body),
-        Flavor::Logstash => logstash_verdict(&parts.method, &parts.headers, &body),
-    };
-
+    // 5. The flavor's own handling (already run, to check for violations).
     let accepted = is_success(verdict.status);
     let (status, answer, retry_after) = match injected {
         Some(inj) if !is_success(inj.status) || accepted => (inj.status, inj.body, inj.retry_after),
         _ => (verdict.status, verdict.body, None),
     };
     let events = (is_success(status) && accepted).then_some(verdict.events);
-    record(
-        shared,
-        info,
-        status,
-        body,
-        events,
-        verdict.violations,
-        counted,
-    );
-
     let mut response = plain(status, answer);
     if let Some(secs) = retry_after {
         response
             .headers_mut()
             .insert("retry-after", HeaderValue::from(secs));
     }
-    response
+    Decided {
+        status,
+        events,
+        violations: verdict.violations,
+        response,
+    }
 }
 
 fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
-/// Records an answered request: its status, its batch when `events` is Some
-/// (a 2xx answer), and the violations found in it. `counted`: the request
-/// was already counted when it was held.
-fn record(
-    shared: &Shared,
-    info: RequestInfo,
-    status: u16,
-    body: Vec<u8>,
-    events: Option<Vec<Vec<u8>>>,
-    violations: Vec<String>,
-    counted: bool,
-) {
-    let mut state = shared.lock();
-    if !counted {
-        state.requests += 1;
-    }
-    state.statuses.push(status);
-    for v in violations {
-        state
-            .violations
-            .push(format!("{} {}: {v}", info.method, info.path));
-    }
-    if let Some(events) = events {
-        state.event_count += events.len();
-        state.batches.push(Batch {
-            method: info.method,
-            path: info.path,
-            query: info.query,
-            headers: info.headers,
-            body,
-            events,
+impl State {
+    /// Counts a request that was received, records its batch when `events`
+    /// is `Some` and the violations found in it; returns its number (an
+    /// index into `exchanges`). `stalled`: it will not be answered now.
+    fn receive(
+        &mut self,
+        info: &RequestInfo,
+        body: Vec<u8>,
+        events: Option<Vec<Vec<u8>>>,
+        violations: Vec<String>,
+        stalled: bool,
+    ) -> usize {
+        self.requests += 1;
+        self.exchanges.push(Exchange {
+            arrived: info.arrived,
+            answered: None,
         });
+        let request = self.exchanges.len() - 1;
+        self.record(info, body, events, violations, stalled);
+        request
     }
-    drop(state);
-    shared.changed.notify_all();
+
+    /// Records the batch of a counted request when `events` is `Some`, and
+    /// the violations found in it.
+    fn record(
+        &mut self,
+        info: &RequestInfo,
+        body: Vec<u8>,
+        events: Option<Vec<Vec<u8>>>,
+        violations: Vec<String>,
+        stalled: bool,
+    ) {
+        for v in violations {
+            self.violations
+                .push(format!("{} {}: {v}", info.method, info.path));
+        }
+        if let Some(events) = events {
+            self.event_count += events.len();
+            if !stalled {
+                self.answered_events += events.len();
+            }
+            self.batches.push(Batch {
+                method: info.method.clone(),
+                path: info.path.clone(),
+                query: info.query.clone(),
+                headers: info.headers.clone(),
+                body,
+                events,
+                stalled,
+            });
+        }
+    }
+
+    /// Notes the answer to a counted request.
+    fn answer(&mut self, request: usize, status: u16) {
+        self.statuses.push(status);
+        self.exchanges[request].answered = Some((Instant::now(), status));
+    }
 }
 
-fn too_large(shared: &Shared, config: &Config, info: RequestInfo) -> Response<Full<Bytes>> {
-    record(shared, info, 413, Vec::new(), None, Vec::new(), false);
+fn too_large(
+    shared: &Shared,
+    config: &Config,
+    info: RequestInfo,
+    violations: Vec<String>,
+) -> Response<Full<Bytes>> {
+    let mut state = shared.lock();
+    let request = state.receive(&info, Vec::new(), None, violations, false);
+    state.answer(request, 413);
+    drop(state);
+    shared.changed.notify_all();
     let body = match config.flavor {
         Flavor::Fluentd => "Too large".to_owned(),
         Flavor::Logstash => String::new(),
