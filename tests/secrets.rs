@@ -3,7 +3,9 @@
 //! a URL password, an `http` input's `auth_value` — and every output of
 //! `check` (a valid and an invalid config), `test`, `run` (with a reload
 //! that fails, and one that applies), `/metrics` and `dead-letter resend`
-//! is scanned for them.
+//! is scanned for them. And what tailhook writes under `data_dir` —
+//! checkpoints, spool segments, dead letters and their directories — is
+//! its user's only, even under `umask 000`.
 
 mod support;
 
@@ -15,7 +17,7 @@ use support::check::{assert_clean_exit, dead_port};
 use support::collector::{Collector, Options};
 use support::inputs::input;
 use support::metrics::{metrics_addr, scrape};
-use support::process::{run_cmd, Tailhook};
+use support::process::{bin, run_cmd, Tailhook};
 use support::setup::{append, wallarm_hits, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -135,4 +137,69 @@ fn no_output_of_any_command_shows_a_secret() {
     let resend = run_cmd(&["dead-letter", "resend", "-c", path], &env());
     assert!(resend.success(), "{}", resend.output());
     assert_no_secret("dead-letter resend", &resend.output());
+}
+
+/// Under `umask 000`, every directory tailhook creates is 0700 and every
+/// file 0600: checkpoints, spool segments and dead letters hold attack
+/// payloads and request bodies.
+#[test]
+fn what_tailhook_writes_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let collector = Collector::start(Options::fluentd());
+    let cfg = setup.config(&format!(
+        "shutdown_timeout = \"2s\"\n\n{}{}\
+         [[destination]]\nname = \"siem\"\nurl = \"{}\"\nsources = [\"app\", \"net\"]\n\n\
+         [destination.batch]\nmax_events = 10\n\n",
+        setup.source("app", "*.ndjson", ""),
+        input("net", "tcp", ""),
+        collector.url("/t"),
+    ));
+    let events = wallarm_hits(0, 20);
+    append(&setup.log("app.ndjson"), &events);
+    collector.fail_next(&[400]);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 000; exec \"$0\" run -c \"$1\"")
+        .arg(bin().get_program())
+        .arg(&cfg);
+    let tailhook = Tailhook::spawn(cmd);
+    let addr = support::inputs::listen_addr(&tailhook, "net");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut s, format!("{}\n", wallarm_hits(20, 1)[0]).as_bytes()).unwrap();
+    drop(s);
+    assert!(collector.wait_for_events(11, WAIT), "{}", tailhook.stderr());
+    assert_clean_exit(&tailhook.terminate());
+
+    let mut seen = (0, 0);
+    let mut stack = vec![setup.data.clone()];
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+        seen.0 += 1;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                seen.1 += 1;
+            }
+        }
+    }
+    assert!(
+        setup.dead_letter("siem").exists(),
+        "a dead letter was written"
+    );
+    assert!(
+        setup.data.join("spool").join("net").is_dir(),
+        "the spool was made"
+    );
+    assert!(
+        seen.1 >= 2,
+        "checked {} directories and {} files",
+        seen.0,
+        seen.1
+    );
 }
