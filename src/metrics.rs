@@ -371,8 +371,8 @@ pub async fn serve(
                 let ready = ready.clone();
                 async move { Ok::<_, Infallible>(answer(&req, handle, &ready)) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let conn =
+                crate::source::http::server().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

@@ -136,8 +136,7 @@ where
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = server().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
@@ -146,6 +145,21 @@ where
     // Finish the request in progress, then close.
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(DRAIN, conn).await;
+}
+
+/// How long a client has to send a request's headers (the first ones on a
+/// connection, and each next one on a kept-alive connection) before it is
+/// closed, so connections that never finish their headers do not pile up.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/1.1 server settings of every listener (the `http` input and
+/// the metrics listener): a header read timeout, and hyper's bounds on the
+/// head (at most 100 headers, a read buffer of about 400 KiB).
+pub(crate) fn server() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    b
 }
 
 /// Why a request was refused, kept beside the answer for the log.
