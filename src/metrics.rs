@@ -344,6 +344,9 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(l)
 }
 
+/// Connections the metrics listener serves at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
 /// Serves `/metrics`, `/health` and `/ready` until `cancel` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -352,7 +355,13 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let tasks = TaskTracker::new();
+    // Scrapers and probes need few connections: more wait in the backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = cancel.cancelled() => break,
+        };
         let stream = tokio::select! {
             a = listener.accept() => match a {
                 Ok((s, _)) => s,
@@ -378,6 +387,7 @@ pub async fn serve(
                 _ = conn.as_mut() => {}
                 _ = cancel.cancelled() => {}
             }
+            drop(permit);
         });
     }
     tasks.close();

@@ -1291,3 +1291,53 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
     assert_ok(&post(addrs[0], b"{\"a\":1}"), "a request after the cut one");
     stop(tailhook);
 }
+
+/// `max_connections` bounds the connections served at once: with 1, a
+/// second client is not answered while the first holds its connection,
+/// and is answered as soon as the first closes.
+#[test]
+fn max_connections_bounds_the_connections_served_at_once() {
+    let setup = Setup::new();
+    let collector = fluentd();
+    let cfg = config(
+        &setup,
+        "",
+        &[input("hook", "http", "max_connections = 1\n")],
+        &collector.url("/t"),
+    );
+    let tailhook = Tailhook::start(&cfg);
+    let addr = listen_addr(&tailhook, "hook");
+    // The first client keeps its connection (keep-alive) after a request.
+    let mut first = connect(addr);
+    let reply = exchange(
+        &mut first,
+        &request_bytes(
+            "POST",
+            "/",
+            &[JSON, ("Connection", "keep-alive")],
+            b"{\"n\":1}",
+        ),
+    )
+    .unwrap();
+    assert_ok(&reply, "the first client");
+    // The second is accepted by the kernel but not served meanwhile.
+    let mut second = connect(addr);
+    second
+        .write_all(&request_bytes("POST", "/", &[JSON], b"{\"n\":2}"))
+        .unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = second.read(&mut byte);
+    assert!(
+        early.is_err(),
+        "the second client was served while the first held the only connection: {early:?}"
+    );
+    drop(first);
+    second.set_read_timeout(Some(WAIT)).unwrap();
+    let reply = read_reply(&mut second).unwrap();
+    assert_ok(&reply, "the second client, once the first closed");
+    wait_events(&collector, &tailhook, 2);
+    stop(tailhook);
+}

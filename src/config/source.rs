@@ -97,6 +97,8 @@ pub struct HttpInput {
     pub tls: Option<ServerTls>,
     /// The largest body accepted, after decompression.
     pub max_body_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// The certificate a TLS listener presents, and optionally the CA its
@@ -287,6 +289,7 @@ fn settings_of(kind: SourceType) -> &'static [&'static str] {
             "auth_header",
             "auth_value",
             "max_body_bytes",
+            "max_connections",
         ],
     }
 }
@@ -548,6 +551,7 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                     auth,
                     tls,
                     max_body_bytes: max_body_bytes.min(usize::MAX as u64) as usize,
+                    max_connections,
                 })
             }
             SourceType::Stdin => {
@@ -672,6 +676,7 @@ pub(super) fn write_source(o: &mut String, s: &SourceConfig) {
                 let _ = writeln!(o, "auth_value = \"<redacted>\"");
             }
             let _ = writeln!(o, "max_body_bytes = {}", h.max_body_bytes);
+            let _ = writeln!(o, "max_connections = {}", h.max_connections);
             tls(o, &h.tls);
         }
         Input::Stdin => {}

@@ -93,7 +93,14 @@ impl HttpSource {
             rejected_log: RateLimit::new(Duration::from_secs(60)),
         });
         let tasks = TaskTracker::new();
+        // At most max_connections served at once: more wait in the listen
+        // backlog, so slow or silent clients cannot take every descriptor.
+        let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_connections));
         loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                _ = cancel.cancelled() => break,
+            };
             let (stream, peer) = tokio::select! {
                 a = self.listener.accept() => match a {
                     Ok(a) => a,
@@ -119,6 +126,7 @@ impl HttpSource {
                         }
                     }
                 }
+                drop(permit);
             });
         }
         // Closed now, so a reloaded input can listen on the same address.
