@@ -23,7 +23,7 @@ use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, seq
 use support::collector::{Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments, wait_unix_listening};
 use support::process::{bin, run_cmd, Exit, Tailhook};
-use support::setup::{bytes_of, destination, hits, Setup};
+use support::setup::{bytes_of, destination, hits, wallarm_hits, Setup};
 use support::tls::{make_pki, ClientCa, TestPki};
 
 /// The longest any single wait in this file may take.
@@ -295,6 +295,57 @@ fn tcp_a_torn_last_line_is_wrapped_and_the_next_connection_is_intact() {
         next[0].as_bytes(),
         "the next connection's line, intact"
     );
+}
+
+/// `idle_timeout`: a connection that goes silent mid-line is closed by
+/// tailhook (the sender sees the end of the stream); its complete lines are
+/// delivered and its unfinished one is wrapped, as when a sender closes.
+/// With `max_connections = 1`, the next sender is served once it is closed.
+#[test]
+fn tcp_a_silent_connection_is_closed_after_idle_timeout_and_keeps_its_lines() {
+    let setup = Setup::new();
+    let collector = fluentd();
+    let cfg = config(
+        &setup,
+        &input(
+            "tcp_in",
+            "tcp",
+            "max_connections = 1\nidle_timeout = \"1s\"",
+        ),
+        &collector,
+    );
+    let tailhook = Tailhook::start(&cfg);
+    let addr = listen_addr(&tailhook, "tcp_in");
+
+    let h = wallarm_hits(0, 3);
+    let torn = &h[2][..h[2].len() / 2];
+    let mut data = ndjson(&h[..2]);
+    data.extend_from_slice(torn.as_bytes());
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.write_all(&data).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    assert!(
+        silent.read_to_end(&mut rest).is_ok() && rest.is_empty(),
+        "tailhook closes the silent connection\n{}",
+        tailhook.stderr()
+    );
+    assert!(tailhook
+        .stderr()
+        .contains("closing a connection silent for 1s"));
+    let next = wallarm_hits(10, 1);
+    send_tcp(addr, &ndjson(&next));
+    wait_events(&collector, &tailhook, 4);
+    stop(tailhook);
+
+    let events = collector.events();
+    assert_same_events(&events[..2], &bytes_of(&h[..2]), "complete lines");
+    assert_eq!(
+        json(&events[2])["message"],
+        torn,
+        "the unfinished line, wrapped"
+    );
+    assert_eq!(events[3], next[0].as_bytes(), "the next sender, served");
 }
 
 /// `on_invalid = "drop"`: a line that is not JSON, a scalar and a torn last
@@ -984,7 +1035,7 @@ fn check_rejects_a_file_setting_on_a_tcp_source_with_its_place() {
     assert_check_fails(
         &exit,
         &[
-            "`include` is not a setting of a tcp source (its settings are listen, tls, max_connections, max_line_bytes, on_invalid)",
+            "`include` is not a setting of a tcp source (its settings are listen, tls, max_connections, idle_timeout, max_line_bytes, on_invalid)",
             &place(&cfg, "[\"/var/log/*.log\"]"),
         ],
     );

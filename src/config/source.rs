@@ -38,6 +38,8 @@ pub enum Input {
         tls: Option<ServerTls>,
         /// Connections served at once; more wait to be accepted.
         max_connections: usize,
+        /// A connection silent this long is closed.
+        idle_timeout: Duration,
     },
     /// Newline-delimited JSON over a Unix stream socket (`type = "unix"`).
     Unix {
@@ -47,6 +49,8 @@ pub enum Input {
         mode: u32,
         /// Connections served at once; more wait to be accepted.
         max_connections: usize,
+        /// A connection silent this long is closed.
+        idle_timeout: Duration,
     },
     /// Datagrams of one or more lines (`type = "udp"`).
     Udp {
@@ -80,6 +84,9 @@ pub struct FileInput {
 
 /// The default `rotate_wait`: as long as Filebeat keeps a rotated file open.
 pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(300);
+
+/// The default `idle_timeout` of `tcp` and `unix` connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default `close_inactive`: as Filebeat's `close.on_state_change.inactive`.
 pub const DEFAULT_CLOSE_INACTIVE: Duration = Duration::from_secs(300);
@@ -200,6 +207,8 @@ pub(super) struct RawSource {
     listen: Option<Spanned<String>>,
     tls: Option<Spanned<RawTls>>,
     max_connections: Option<Spanned<i64>>,
+    // tcp, unix
+    idle_timeout: Option<Spanned<Dur>>,
     // unix
     path: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
@@ -238,6 +247,7 @@ impl RawSource {
             listen,
             tls,
             max_connections,
+            idle_timeout,
             path,
             mode,
             auth_header,
@@ -267,6 +277,7 @@ fn settings_of(kind: SourceType) -> &'static [&'static str] {
             "listen",
             "tls",
             "max_connections",
+            "idle_timeout",
             "max_line_bytes",
             "on_invalid",
         ],
@@ -274,6 +285,7 @@ fn settings_of(kind: SourceType) -> &'static [&'static str] {
             "path",
             "mode",
             "max_connections",
+            "idle_timeout",
             "max_line_bytes",
             "on_invalid",
         ],
@@ -387,6 +399,14 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                 DEFAULT_MAX_CONNECTIONS
             }
         };
+        let idle_timeout = match &s.idle_timeout {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some(d) if !d.get_ref().0.is_zero() => d.get_ref().0,
+            Some(d) => {
+                p.at(d.span(), "idle_timeout must be longer than 0s");
+                DEFAULT_IDLE_TIMEOUT
+            }
+        };
         let input = match kind {
             SourceType::File => {
                 let include = match &s.include {
@@ -455,6 +475,7 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                 listen: listen(p),
                 tls,
                 max_connections,
+                idle_timeout,
             },
             SourceType::Udp => Input::Udp { listen: listen(p) },
             SourceType::Unix => {
@@ -488,6 +509,7 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                     path,
                     mode,
                     max_connections,
+                    idle_timeout,
                 }
             }
             SourceType::Http => {
@@ -649,19 +671,23 @@ pub(super) fn write_source(o: &mut String, s: &SourceConfig) {
             listen,
             tls: t,
             max_connections,
+            idle_timeout,
         } => {
             let _ = writeln!(o, "listen = \"{listen}\"");
             let _ = writeln!(o, "max_connections = {max_connections}");
+            let _ = writeln!(o, "idle_timeout = {}", q(&humanize_duration(*idle_timeout)));
             tls(o, t);
         }
         Input::Unix {
             path: p,
             mode,
             max_connections,
+            idle_timeout,
         } => {
             let _ = writeln!(o, "path = {}", path(p));
             let _ = writeln!(o, "mode = \"{mode:04o}\"");
             let _ = writeln!(o, "max_connections = {max_connections}");
+            let _ = writeln!(o, "idle_timeout = {}", q(&humanize_duration(*idle_timeout)));
         }
         Input::Udp { listen } => {
             let _ = writeln!(o, "listen = \"{listen}\"");

@@ -33,6 +33,8 @@ pub enum SocketInput {
         tls: Option<TlsAcceptor>,
         /// Connections served at once.
         max_connections: usize,
+        /// A connection silent this long is closed.
+        idle_timeout: Duration,
     },
     /// A Unix stream listener; its socket file is removed when it stops.
     Unix {
@@ -42,6 +44,8 @@ pub enum SocketInput {
         path: PathBuf,
         /// Connections served at once.
         max_connections: usize,
+        /// A connection silent this long is closed.
+        idle_timeout: Duration,
     },
     /// A UDP socket.
     Udp(UdpSocket),
@@ -57,6 +61,7 @@ impl SocketInput {
                 listen,
                 tls,
                 max_connections,
+                idle_timeout,
             } => {
                 let tls = tls
                     .as_ref()
@@ -70,12 +75,14 @@ impl SocketInput {
                     listener,
                     tls,
                     max_connections: *max_connections,
+                    idle_timeout: *idle_timeout,
                 }
             }
             Input::Unix {
                 path,
                 mode,
                 max_connections,
+                idle_timeout,
             } => {
                 let listener = bind_unix(name, path, *mode).await?;
                 tracing::info!(source = %name, path = %path.display(), "unix input listening");
@@ -83,6 +90,7 @@ impl SocketInput {
                     listener,
                     path: path.clone(),
                     max_connections: *max_connections,
+                    idle_timeout: *idle_timeout,
                 }
             }
             Input::Udp { listen } => {
@@ -114,6 +122,7 @@ impl SocketInput {
                 listener,
                 tls,
                 max_connections,
+                idle_timeout,
             } => {
                 let listener = Listener::Tcp(listener);
                 serve(listener, max_connections, &stop, |conn, peer| {
@@ -124,13 +133,31 @@ impl SocketInput {
                         let _ = stream.set_nodelay(true);
                         match tls {
                             None => {
-                                read_lines(stream, &peer, &source, max_line, &writer, &stop).await;
+                                read_lines(
+                                    stream,
+                                    &peer,
+                                    &source,
+                                    max_line,
+                                    &writer,
+                                    &stop,
+                                    Some(idle_timeout),
+                                )
+                                .await;
                             }
                             Some(acceptor) => {
                                 if let Some(tls) =
                                     super::tls::handshake(&acceptor, stream, &source, &peer).await
                                 {
-                                    read_lines(tls, &peer, &source, max_line, &writer, &stop).await;
+                                    read_lines(
+                                        tls,
+                                        &peer,
+                                        &source,
+                                        max_line,
+                                        &writer,
+                                        &stop,
+                                        Some(idle_timeout),
+                                    )
+                                    .await;
                                 }
                             }
                         }
@@ -142,13 +169,23 @@ impl SocketInput {
                 listener,
                 path,
                 max_connections,
+                idle_timeout,
             } => {
                 let listener = Listener::Unix(listener, path, source.clone());
                 serve(listener, max_connections, &stop, |conn, peer| {
                     let (writer, stop, source) = (writer.clone(), stop.clone(), source.clone());
                     async move {
                         let Conn::Unix(stream) = conn else { return };
-                        read_lines(stream, &peer, &source, max_line, &writer, &stop).await;
+                        read_lines(
+                            stream,
+                            &peer,
+                            &source,
+                            max_line,
+                            &writer,
+                            &stop,
+                            Some(idle_timeout),
+                        )
+                        .await;
                     }
                 })
                 .await
@@ -289,6 +326,7 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     max_line: usize,
     writer: &SpoolWriter,
     stop: &Stop,
+    idle_timeout: Option<Duration>,
 ) -> bool {
     let mut lines = LineBuffer::new(max_line);
     let mut ended = false;
@@ -309,6 +347,18 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
                 biased;
                 _ = stop.shutdown.cancelled() => break,
                 r = stream.read_buf(lines.space()) => r,
+                // A connection silent this long is closed: what it sent is
+                // kept, as when it ends.
+                _ = tokio::time::sleep(idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                    tracing::info!(
+                        source,
+                        peer,
+                        "closing a connection silent for {}",
+                        crate::config::humanize_duration(idle_timeout.unwrap_or_default())
+                    );
+                    ended = true;
+                    break;
+                }
                 // The read above was polled and is waiting: for stdin it
                 // is in progress and cannot be abandoned.
                 _ = stop.reading.cancelled() => {

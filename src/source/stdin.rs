@@ -73,7 +73,7 @@ pub async fn read(reader: Reader, stop: Stop, process: Shutdown) {
     };
     let ended = {
         let mut stdin = input.lock().await;
-        super::socket::read_lines(&mut *stdin, "stdin", &name, max_line, &writer, &stop).await
+        super::socket::read_lines(&mut *stdin, "stdin", &name, max_line, &writer, &stop, None).await
     };
     drop(writer);
     // The next reader starts a writer of its own once this one is done.
