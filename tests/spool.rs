@@ -78,7 +78,11 @@ fn a_tcp_sender_is_slowed_not_dropped_while_the_spool_is_full() {
     let dead = dead_port();
     let port = dead.port;
     let url = format!("http://127.0.0.1:{port}/t");
-    let cfg = config(&setup, "1MiB", &[destination("down", &url, "", "")]);
+    let cfg = config(
+        &setup,
+        "1MiB",
+        &[destination("down", &url, "concurrency = 1\n", "")],
+    );
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "net");
 
@@ -103,7 +107,9 @@ fn a_tcp_sender_is_slowed_not_dropped_while_the_spool_is_full() {
     let used = spool_bytes(&setup, "net");
     assert!(used <= (1 << 20) + 64 * 1024, "spool holds {used} bytes");
 
-    // The collector comes back: everything arrives, once, in order.
+    // The collector comes back: everything arrives, once, in order (one
+    // batch in flight: with more, two batches retried after the outage may
+    // reach the collector in either order).
     let collector = Collector::start(Options {
         port,
         ..Options::fluentd()
