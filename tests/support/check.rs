@@ -104,19 +104,12 @@ fn assert_exactly_once_among(
 /// Waits until every `seq` in `want` has been accepted at least once, or
 /// `timeout`. Event-driven: each round waits for one more event.
 pub fn wait_for_all_seqs(collector: &Collector, want: &BTreeSet<u64>, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let events = collector.events();
-        let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
-        if want.is_subset(&seen) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        collector.wait_for_events(events.len() + 1, deadline - now);
-    }
+    wait_seqs_in(
+        want,
+        timeout,
+        || collector.events(),
+        |n, t| collector.wait_for_events(n, t),
+    )
 }
 
 /// Like [`wait_for_all_seqs`], counting only the events of batches the
@@ -126,9 +119,25 @@ pub fn wait_for_all_seqs_answered(
     want: &BTreeSet<u64>,
     timeout: Duration,
 ) -> bool {
+    wait_seqs_in(
+        want,
+        timeout,
+        || collector.answered_events(),
+        |n, t| collector.wait_for_answered_events(n, t),
+    )
+}
+
+/// The loop of both: read the events, and while a `seq` is missing, wait
+/// for one more.
+fn wait_seqs_in(
+    want: &BTreeSet<u64>,
+    timeout: Duration,
+    events: impl Fn() -> Vec<Vec<u8>>,
+    wait: impl Fn(usize, Duration) -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        let events = collector.answered_events();
+        let events = events();
         let seen: BTreeSet<u64> = events.iter().map(|e| seq_of(e)).collect();
         if want.is_subset(&seen) {
             return true;
@@ -137,7 +146,7 @@ pub fn wait_for_all_seqs_answered(
         if now >= deadline {
             return false;
         }
-        collector.wait_for_answered_events(events.len() + 1, deadline - now);
+        wait(events.len() + 1, deadline - now);
     }
 }
 
