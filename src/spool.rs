@@ -454,6 +454,10 @@ impl SpoolWriter {
     /// more from its sender than is already queued: the sender keeps the
     /// rest (its writes block). False if `cancel` fired first.
     pub async fn wait_writable(&self, cancel: &CancellationToken) -> bool {
+        // Called before every read: the writable case costs one check.
+        if self.writable.borrow().is_none() {
+            return true;
+        }
         let mut writable = self.writable.clone();
         tokio::select! {
             r = writable.wait_for(|why| why.is_none()) => r.is_ok(),

@@ -331,6 +331,12 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     let mut lines = LineBuffer::new(max_line);
     let mut ended = false;
     let mut draining: Option<Drain> = None;
+    // One timer for the connection's silence, moved on before each read
+    // (not one made per read); time spent waiting for the spool is not
+    // silence.
+    let idle_for = idle_timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    let idle = tokio::time::sleep(idle_for);
+    tokio::pin!(idle);
     loop {
         // While the spool cannot be written (a full disk), take nothing
         // more: the sender keeps what it has not written yet.
@@ -343,13 +349,15 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
                 draining = Some(Drain::new(false));
                 continue;
             }
-            None => tokio::select! {
+            None => {
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_for);
+                tokio::select! {
                 biased;
                 _ = stop.shutdown.cancelled() => break,
                 r = stream.read_buf(lines.space()) => r,
                 // A connection silent this long is closed: what it sent is
                 // kept, as when it ends.
-                _ = tokio::time::sleep(idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                _ = idle.as_mut(), if idle_timeout.is_some() => {
                     tracing::info!(
                         source,
                         peer,
@@ -365,7 +373,8 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
                     draining = Some(Drain::new(!stop.cancel_safe));
                     continue;
                 }
-            },
+                }
+            }
             Some(d) if stop.cancel_safe && tokio::time::Instant::now() >= d.deadline => {
                 let unfinished = if lines.at_line_start() {
                     ""
