@@ -43,6 +43,7 @@ impl TrackedFile {
         fingerprint: Fingerprint,
         content_crc: Option<u32>,
         tail: Option<Fingerprint>,
+        truncated: Option<Truncated>,
     ) -> Entry {
         Entry {
             path: self.path.clone(),
@@ -52,7 +53,7 @@ impl TrackedFile {
             content_crc,
             offset,
             tail,
-            truncated: self.lost(),
+            truncated,
         }
     }
 
@@ -85,6 +86,9 @@ pub struct Position {
     /// The fingerprint of the bytes before `offset`, when known (set when
     /// the batch is taken, from `window`).
     pub tail: Option<Fingerprint>,
+    /// What a truncation had taken from the file when these bytes were
+    /// read (see [`crate::source::Chunk::lost`]).
+    pub lost: Option<Truncated>,
     /// The bytes read around `offset`, until the batch is taken.
     window: Option<Arc<Window>>,
 }
@@ -92,9 +96,26 @@ pub struct Position {
 impl Position {
     /// The checkpoint entry this position makes.
     pub fn entry(&self) -> Entry {
-        self.file
-            .entry(self.offset, self.fingerprint, self.content_crc, self.tail)
+        self.file.entry(
+            self.offset,
+            self.fingerprint,
+            self.content_crc,
+            self.tail,
+            self.lost,
+        )
     }
+}
+
+/// The file a chunk was read from, and what was known of it then.
+pub struct ReadFrom<'a> {
+    /// The file.
+    pub file: &'a Arc<TrackedFile>,
+    /// Its leading bytes.
+    pub fingerprint: Fingerprint,
+    /// What a truncation had taken from it, no copy found yet.
+    pub lost: Option<Truncated>,
+    /// The bytes read, to fingerprint the bytes before an offset.
+    pub window: &'a Arc<Window>,
 }
 
 /// One request's worth of events.
@@ -183,41 +204,35 @@ impl BatchBuilder {
         self.events += 1;
     }
 
-    /// Records that once this batch is acknowledged, `file` is delivered up to `offset`.
-    pub fn advance(
-        &mut self,
-        file: &Arc<TrackedFile>,
-        offset: u64,
-        fingerprint: Fingerprint,
-        window: &Arc<Window>,
-    ) {
-        self.advance_chunk(file, offset, fingerprint, None, false, window);
+    /// Records that once this batch is acknowledged, `from.file` is
+    /// delivered up to `offset`.
+    pub fn advance(&mut self, from: &ReadFrom<'_>, offset: u64) {
+        self.advance_chunk(from, offset, None, false);
     }
 
     /// Records where a whole chunk takes its file (with the content CRC), and
     /// whether the file is then finished and closed.
     pub fn advance_chunk(
         &mut self,
-        file: &Arc<TrackedFile>,
+        from: &ReadFrom<'_>,
         offset: u64,
-        fingerprint: Fingerprint,
         content_crc: Option<u32>,
         closed: bool,
-        window: &Arc<Window>,
     ) {
         let position = Position {
-            file: file.clone(),
+            file: from.file.clone(),
             offset,
-            fingerprint,
+            fingerprint: from.fingerprint,
             closed,
             content_crc,
             tail: None,
-            window: Some(window.clone()),
+            lost: from.lost,
+            window: Some(from.window.clone()),
         };
         match self
             .positions
             .iter_mut()
-            .find(|p| Arc::ptr_eq(&p.file, file))
+            .find(|p| Arc::ptr_eq(&p.file, from.file))
         {
             Some(p) => *p = position,
             None => self.positions.push(position),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{Batch, BatchBuilder};
+use crate::batch::{Batch, BatchBuilder, ReadFrom};
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, DestinationConfig, Input};
 use crate::metrics::{ReadMetrics, Readiness};
@@ -198,6 +198,12 @@ async fn batcher(
         // Dead letters go with the first batch this chunk touches: a batch
         // flushed part-way through the chunk may carry a position past them.
         builder.add_dead_letters(chunk.dead_letters);
+        let from = ReadFrom {
+            file: &chunk.file,
+            fingerprint: chunk.fingerprint,
+            lost: chunk.lost,
+            window: &chunk.window,
+        };
         for ev in chunk.events {
             if !builder.fits(ev.bytes.len()) {
                 if let Some(b) = builder.take() {
@@ -208,7 +214,7 @@ async fn batcher(
                 deadline = None;
             }
             builder.push(&ev.bytes);
-            builder.advance(&chunk.file, ev.commit, chunk.fingerprint, &chunk.window);
+            builder.advance(&from, ev.commit);
             if builder.is_full() {
                 if let Some(b) = builder.take() {
                     if tx.send(b).await.is_err() {
@@ -218,14 +224,7 @@ async fn batcher(
                 deadline = None;
             }
         }
-        builder.advance_chunk(
-            &chunk.file,
-            chunk.end,
-            chunk.fingerprint,
-            chunk.content_crc,
-            chunk.closed,
-            &chunk.window,
-        );
+        builder.advance_chunk(&from, chunk.end, chunk.content_crc, chunk.closed);
         if deadline.is_none() {
             deadline = Some(Instant::now() + dest.batch.timeout);
         }

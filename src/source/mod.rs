@@ -69,4 +69,9 @@ pub struct Chunk {
     /// The file was read to its end after being rotated away or deleted, and
     /// is closed: once this chunk is delivered, its checkpoint entry can go.
     pub closed: bool,
+    /// What a truncation had taken from the file (no copy of it found yet)
+    /// when this chunk was read: its checkpoint entry keeps it. Taken when
+    /// the chunk is made, not when it is delivered: an entry for bytes read
+    /// before the truncation must not send a copy past bytes not delivered.
+    pub lost: Option<crate::checkpoint::Truncated>,
 }

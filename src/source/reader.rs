@@ -367,6 +367,7 @@ impl OpenFile {
             self.fingerprint(),
             self.content_crc(),
             tail,
+            self.tracked.lost(),
         );
         e.path = self.path.display().to_string();
         e
@@ -493,6 +494,7 @@ impl OpenFile {
             content_crc: self.content_crc(),
             closed: false,
             window: Arc::new(self.window_at_base()),
+            lost: self.tracked.lost(),
         }
     }
 
@@ -615,6 +617,7 @@ impl<'a> Framed<'a> {
             content_crc: f.content_crc(),
             closed: false,
             window: Arc::new(self.window.unwrap_or_else(|| f.window_at_base())),
+            lost: f.tracked.lost(),
         }
     }
 }

@@ -465,12 +465,20 @@ impl Tailer {
         }
         if is_full(&c.head) {
             // The copy of a content a truncation took away: read what the
-            // truncation took that had not been read yet.
-            let pick = self.truncated.iter().position(|t| {
-                t.fingerprint == c.head
-                    && t.offset <= c.size
-                    && crc_of_prefix(c.file, t.offset).ok().flatten() == Some(t.crc)
-            });
+            // truncation took that had not been read yet. Of several that
+            // fit (the same content remembered from a checkpoint entry and
+            // from an earlier run), the least read: duplicates, never a loss.
+            let pick = self
+                .truncated
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    t.fingerprint == c.head
+                        && t.offset <= c.size
+                        && crc_of_prefix(c.file, t.offset).ok().flatten() == Some(t.crc)
+                })
+                .min_by_key(|(_, t)| t.offset)
+                .map(|(i, _)| i);
             if let Some(i) = pick {
                 let t = self.truncated.remove(i);
                 self.copy_found(&t);
@@ -672,6 +680,7 @@ fn forget(entry: &Entry, source: &str) -> Chunk {
         content_crc: entry.content_crc,
         closed: true,
         window: Arc::default(),
+        lost: None,
     }
 }
 

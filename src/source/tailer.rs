@@ -183,21 +183,23 @@ impl Tailer {
                     out.chunks.push(chunk);
                 }
                 Step::Restarted {
-                    position,
+                    mut position,
                     truncated,
                 } => {
+                    let copy = truncated.map(|t| self.hand_to_copy(i, t));
+                    if let Some(Err(t)) = copy {
+                        remember(&mut self.truncated, t);
+                        self.files[i].tracked.set_lost(Some(t));
+                        // The entry of the new content keeps it; entries of
+                        // bytes read before (delivered after) do not.
+                        position.lost = Some(t);
+                        out.rescan = true;
+                    }
                     out.chunks.push(position);
-                    if let Some(t) = truncated {
-                        match self.hand_to_copy(i, t) {
-                            // The copy's start is recorded at once: read to
-                            // its end already, it may never send another.
-                            Ok(copy) => out.chunks.push(copy),
-                            Err(t) => {
-                                remember(&mut self.truncated, t);
-                                self.files[i].tracked.set_lost(Some(t));
-                                out.rescan = true;
-                            }
-                        }
+                    // The copy's start is recorded at once: read to its end
+                    // already, it may never send another.
+                    if let Some(Ok(copy)) = copy {
+                        out.chunks.push(copy);
                     }
                 }
                 Step::Closed(chunk) => {
