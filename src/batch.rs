@@ -251,6 +251,9 @@ impl BatchBuilder {
         for p in &mut self.positions {
             if let Some(w) = p.window.take() {
                 p.tail = w.tail_at(p.offset);
+                // A batch that ends inside a chunk: its CRC, from the bytes
+                // read, so that the checkpoint can still recognise a copy.
+                p.content_crc = p.content_crc.or_else(|| w.crc_at(p.offset));
             }
         }
         let events = std::mem::take(&mut self.events);
@@ -331,5 +334,41 @@ mod tests {
         let batch = b.take().unwrap();
         assert_eq!(&batch.body[..], b"{}\n{\"x\":[1]}\n");
         assert_eq!(events_of(&batch.body, Format::Ndjson).len(), 2);
+    }
+
+    #[test]
+    fn a_batch_that_ends_inside_a_chunk_records_the_content_crc_there() {
+        // Two lines read at offset 100 of a file whose first 100 bytes are
+        // known: the batch ends after the first, in the middle of the chunk.
+        let head = [b'h'; 100];
+        let lines = b"{\"a\":1}\n{\"b\":2}\n";
+        let window = Arc::new(Window::new(
+            Bytes::copy_from_slice(&head),
+            Bytes::copy_from_slice(lines),
+            100,
+            Some(crc32fast::hash(&head)),
+        ));
+        let file = Arc::new(TrackedFile::new(
+            FileId { dev: 1, ino: 2 },
+            "app.log".into(),
+            "app".into(),
+        ));
+        let from = ReadFrom {
+            file: &file,
+            fingerprint: Fingerprint::default(),
+            lost: None,
+            window: &window,
+        };
+        let mut b = BatchBuilder::new(limits(1, 1 << 20), Format::Json);
+        b.push(br#"{"a":1}"#);
+        b.advance(&from, 108);
+        let batch = b.take().unwrap();
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(&lines[..8]);
+        assert_eq!(batch.positions[0].offset, 108);
+        assert_eq!(
+            batch.positions[0].content_crc,
+            Some(crc32fast::hash(&whole))
+        );
     }
 }

@@ -155,16 +155,32 @@ pub struct Window {
     before: bytes::Bytes,
     data: bytes::Bytes,
     start: u64,
+    /// CRC-32 of the file's bytes before `start`, when known.
+    crc: Option<u32>,
 }
 
 impl Window {
-    /// `data` read from `start`, after the bytes `before`.
-    pub fn new(before: bytes::Bytes, data: bytes::Bytes, start: u64) -> Window {
+    /// `data` read from `start`, after the bytes `before`; `crc` is the
+    /// CRC-32 of the file's bytes before `start`, when known.
+    pub fn new(before: bytes::Bytes, data: bytes::Bytes, start: u64, crc: Option<u32>) -> Window {
         Window {
             before,
             data,
             start,
+            crc,
         }
+    }
+
+    /// CRC-32 of the file's bytes before `offset`, if the window reaches it
+    /// and knows the CRC where it starts: what a checkpoint at an event in
+    /// the middle of a chunk needs to recognise a copy of the file later.
+    pub fn crc_at(&self, offset: u64) -> Option<u32> {
+        if offset < self.start || offset > self.start + self.data.len() as u64 {
+            return None;
+        }
+        let mut h = crc32fast::Hasher::new_with_initial_len(self.crc?, self.start);
+        h.update(&self.data[..(offset - self.start) as usize]);
+        Some(h.finalize())
     }
 
     /// What [`tail_at`] would say of the file at `offset`, if the window
@@ -269,10 +285,17 @@ mod tests {
             bytes::Bytes::copy_from_slice(&all[..700]),
             bytes::Bytes::copy_from_slice(&all[700..]),
             700,
+            Some(crc32fast::hash(&all[..700])),
         );
         for end in [700, 705, 900, 1000, all.len() as u64 as usize] {
             assert_eq!(w.tail_at(end as u64), tail_at(&r, end as u64), "{end}");
+            assert_eq!(
+                w.crc_at(end as u64),
+                crc_of_prefix(&r, end as u64).unwrap(),
+                "{end}"
+            );
         }
+        assert_eq!(w.crc_at(699), None);
         assert_eq!(w.tail_at(699), None);
         // The same first bytes, other lines: the tail tells them apart.
         let mut f = File::create(&path).unwrap();

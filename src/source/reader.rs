@@ -256,7 +256,12 @@ impl OpenFile {
         if let Some(last_nl) = memchr::memrchr(b'\n', &self.buf[old..]) {
             let lines = self.buf.split_to(old + last_nl + 1).freeze();
             let base = self.base;
-            out.window = Some(Window::new(self.tail.bytes(), lines.clone(), base));
+            out.window = Some(Window::new(
+                self.tail.bytes(),
+                lines.clone(),
+                base,
+                self.content_crc(),
+            ));
             self.base += lines.len() as u64;
             self.hash(&lines);
             let mut start = 0usize;
@@ -502,7 +507,12 @@ impl OpenFile {
     fn window_at_base(&self) -> Window {
         match self.oversize {
             Some(_) => Window::default(),
-            None => Window::new(self.tail.bytes(), bytes::Bytes::new(), self.base),
+            None => Window::new(
+                self.tail.bytes(),
+                bytes::Bytes::new(),
+                self.base,
+                self.content_crc(),
+            ),
         }
     }
 
