@@ -10,7 +10,8 @@
 //!
 //! Connections cut by a timeout are counted
 //! (`tailhook_input_connections_timed_out_total`, for inputs) and logged at
-//! most once a minute per listener, with the number left unlogged.
+//! most once a minute per listener and timeout, with the number left
+//! unlogged.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -142,8 +143,8 @@ impl Timeout {
 /// listener), once-a-minute limits on its warnings, its metrics.
 pub struct Report {
     source: Option<Arc<str>>,
-    /// Connections cut by a timeout.
-    cuts: RateLimit,
+    /// Connections cut, by [`Timeout`].
+    cuts: [RateLimit; 6],
     /// Failed accepts.
     errors: RateLimit,
     open: Option<::metrics::Gauge>,
@@ -168,7 +169,7 @@ impl Report {
     fn new(source: Option<Arc<str>>) -> Report {
         Report {
             source,
-            cuts: RateLimit::new(Duration::from_secs(60)),
+            cuts: std::array::from_fn(|_| RateLimit::new(Duration::from_secs(60))),
             errors: RateLimit::new(Duration::from_secs(60)),
             open: None,
         }
@@ -186,7 +187,7 @@ impl Report {
     }
 
     /// Counts a connection cut by `timeout` and logs `what` happened, at
-    /// most once a minute for this listener; a kept-alive connection
+    /// most once a minute for this listener and timeout; a kept-alive connection
     /// closed while idle is normal and logged at debug only.
     pub fn cut(&self, peer: &str, timeout: Timeout, what: std::fmt::Arguments<'_>) {
         if let Some(source) = &self.source {
@@ -196,7 +197,8 @@ impl Report {
         if timeout == Timeout::KeepAlive {
             tracing::debug!(source = self.source.as_deref(), peer, "{what}");
         } else {
-            self.warn(Some(&self.cuts), format_args!("{what} (peer {peer})"));
+            let limit = &self.cuts[timeout.as_u8() as usize - 1];
+            self.warn(Some(limit), format_args!("{what} (peer {peer})"));
         }
     }
 }
@@ -497,6 +499,8 @@ struct Timed {
     waiting: Waiting,
     /// Requests answered when `waiting` was last set.
     answered: u64,
+    /// Requests answered when a flush last woke the connection.
+    flushed: u64,
     read_deadline: Pin<Box<Sleep>>,
     write_deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -509,6 +513,7 @@ impl Timed {
             phase,
             waiting: Waiting::Head,
             answered: 0,
+            flushed: 0,
             read_deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
             write_deadline: None,
         }
@@ -616,7 +621,17 @@ impl AsyncWrite for Timed {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_with(cx, |s, cx| s.poll_flush(cx))
+        let me = self.get_mut();
+        let flushed = me.poll_write_with(cx, |s, cx| s.poll_flush(cx));
+        let answered = me.phase.answered.load(Ordering::Relaxed);
+        if flushed.is_ready() && answered != me.flushed {
+            // An answer went out. hyper reads the next request only when
+            // polled again (it has no read pending once a body is read):
+            // have it polled, so the wait for it is timed from now.
+            me.flushed = answered;
+            cx.waker().wake_by_ref();
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
