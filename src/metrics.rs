@@ -9,7 +9,6 @@
 //! per batch, not per event.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,15 +16,13 @@ use ::metrics::{describe_counter, describe_gauge, describe_histogram, Counter, G
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::event::Kind;
+use crate::source::listen::{self, HttpLimits, Listener, Report, Serve};
 
 /// `tailhook_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "tailhook_build_info";
@@ -47,6 +44,10 @@ pub const INPUT_DATAGRAMS_DROPPED: &str = "tailhook_input_datagrams_dropped_tota
 pub const INPUT_BLOCKED: &str = "tailhook_input_blocked";
 /// Requests to an `http` source, by the status it answered.
 pub const INPUT_HTTP_REQUESTS: &str = "tailhook_input_http_requests_total";
+/// Connections a `tcp`, `unix` or `http` source is serving.
+pub const INPUT_CONNECTIONS: &str = "tailhook_input_connections";
+/// Connections a `tcp`, `unix` or `http` source closed on a timeout, by reason.
+pub const INPUT_CONNECTIONS_TIMED_OUT: &str = "tailhook_input_connections_timed_out_total";
 /// Events a destination's collector acknowledged.
 pub const DEST_EVENTS_SENT: &str = "tailhook_destination_events_sent_total";
 /// Batches a destination's collector acknowledged.
@@ -155,6 +156,16 @@ fn describe() {
         INPUT_HTTP_REQUESTS,
         C,
         "Requests to an http source, by answer status"
+    );
+    describe_gauge!(
+        INPUT_CONNECTIONS,
+        C,
+        "Connections a tcp, unix or http source is serving (at most its max_connections)"
+    );
+    describe_counter!(
+        INPUT_CONNECTIONS_TIMED_OUT,
+        C,
+        "Connections a tcp, unix or http source closed on a timeout, by reason: header_timeout, body_timeout, keepalive_timeout, idle_timeout, handshake_timeout, send_timeout"
     );
     describe_counter!(DEST_EVENTS_SENT, C, "Events the collector acknowledged");
     describe_counter!(DEST_BATCHES_SENT, C, "Batches the collector acknowledged");
@@ -344,8 +355,19 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(l)
 }
 
-/// Connections the metrics listener serves at once.
+/// Connections the metrics listener serves at once: scrapers and probes
+/// need few, more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
+
+/// The metrics listener's HTTP limits: the `http` input's default
+/// `header_timeout` (10 s) and `max_header_bytes` (32 KiB), and a shorter
+/// wait for a kept-alive connection's next request (scrapers reconnect
+/// cheaply; an idle one holds one of 16 slots).
+pub const LIMITS: HttpLimits = HttpLimits {
+    header_timeout: std::time::Duration::from_secs(10),
+    keepalive_timeout: std::time::Duration::from_secs(30),
+    max_header_bytes: 32 << 10,
+};
 
 /// Serves `/metrics`, `/health` and `/ready` until `cancel` fires.
 pub async fn serve(
@@ -354,44 +376,26 @@ pub async fn serve(
     ready: Arc<Readiness>,
     cancel: CancellationToken,
 ) {
-    let tasks = TaskTracker::new();
-    // Scrapers and probes need few connections: more wait in the backlog.
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = cancel.cancelled() => break,
-        };
-        let stream = tokio::select! {
-            a = listener.accept() => match a {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("metrics: cannot accept a connection: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => break,
-        };
-        let ready = ready.clone();
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(answer(&req, handle, &ready)) }
-            });
-            let conn =
-                crate::source::http::server().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = cancel.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
+    let report = Report::metrics_listener();
+    let how = Serve {
+        report: report.clone(),
+        max_connections: MAX_CONNECTIONS,
+        tls: None,
+        take_queued_unless: None,
+    };
+    let stop = cancel.clone();
+    let open = listen::serve(Listener::Tcp(listener), how, &stop, move |conn, peer| {
+        let (ready, cancel, report) = (ready.clone(), cancel.clone(), report.clone());
+        async move {
+            let answer = move |req: Request<hyper::body::Incoming>| {
+                let r = answer(&req, handle, &ready);
+                async move { r }
+            };
+            listen::serve_http(conn, &peer, LIMITS, &report, &cancel, answer).await;
+        }
+    })
+    .await;
+    open.wait().await;
 }
 
 fn answer(

@@ -424,7 +424,10 @@ fn same(path: &str, stated: &Value, shown: &Value) -> bool {
                     && (path.contains(".headers.") || path.ends_with("auth_value")))
                 || matches!((parse_duration(s), parse_duration(r)), (Ok(a), Ok(b)) if a == b)
         }
-        (Value::String(s), Value::Integer(n)) => parse_size(s).ok() == u64::try_from(*n).ok(),
+        // Sizes, and rates (`"1KiB/s"`), are printed in bytes.
+        (Value::String(s), Value::Integer(n)) => {
+            parse_size(s.trim_end_matches("/s")).ok() == u64::try_from(*n).ok()
+        }
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(path, x, y))
         }

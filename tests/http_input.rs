@@ -1341,3 +1341,41 @@ fn max_connections_bounds_the_connections_served_at_once() {
     wait_events(&collector, &tailhook, 2);
     stop(tailhook);
 }
+
+/// A request head over `max_header_bytes` is answered 431 and nothing is
+/// spooled; one just under it is served. The metrics listener caps its heads
+/// at 32 KiB the same way.
+#[test]
+fn a_request_head_over_max_header_bytes_is_answered_431() {
+    let setup = Setup::new();
+    let collector = fluentd();
+    let cfg = config(
+        &setup,
+        "",
+        &[input("hook", "http", "max_header_bytes = \"4KiB\"\n")],
+        &collector.url("/t"),
+    );
+    let tailhook = Tailhook::start(&cfg);
+    let addr = listen_addr(&tailhook, "hook");
+    let big = "x".repeat(5 << 10);
+    let reply = send(addr, "POST", "/", &[JSON, ("X-Big", &big)], b"{\"n\":1}");
+    assert_eq!(reply.status, 431, "{reply:?}");
+    let fits = "x".repeat(3 << 10);
+    assert_ok(
+        &send(addr, "POST", "/", &[JSON, ("X-Big", &fits)], b"{\"n\":2}"),
+        "a head under max_header_bytes",
+    );
+    wait_events(&collector, &tailhook, 1);
+    assert_eq!(collector.events(), vec![b"{\"n\":2}".to_vec()]);
+
+    let metrics = support::metrics::metrics_addr(&tailhook);
+    let mut s = connect(metrics);
+    let big = "x".repeat(40 << 10);
+    let reply = exchange(
+        &mut s,
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 431, "{reply:?}");
+    stop(tailhook);
+}

@@ -1112,6 +1112,61 @@ fn check_rejects_a_unix_mode_that_is_not_octal() {
     }
 }
 
+/// The `http` input's connection limits: a timeout of 0, a rate under a
+/// byte a second or a head limit under 1 KiB is refused, naming its place;
+/// a rate may be written with or without `/s`.
+#[test]
+fn check_rejects_http_connection_limits_out_of_range() {
+    let setup = Setup::new();
+    for (setting, words) in [
+        (
+            "header_timeout = \"0s\"",
+            "header_timeout must be longer than 0s",
+        ),
+        (
+            "body_timeout = \"0s\"",
+            "body_timeout must be longer than 0s",
+        ),
+        (
+            "keepalive_timeout = 0",
+            "keepalive_timeout must be longer than 0s",
+        ),
+        (
+            "min_body_rate = 0",
+            "min_body_rate must be at least 1 byte a second",
+        ),
+        (
+            "min_body_rate = \"fast\"",
+            "invalid rate `fast`; write it like \"1KiB/s\"",
+        ),
+        (
+            "max_header_bytes = \"512B\"",
+            "max_header_bytes must be at least 1KiB",
+        ),
+    ] {
+        let (exit, cfg) = check_blocks(&setup, &input("hook", "http", setting));
+        // The value's place: on the setting's line, after `key = `.
+        let (line_col, col) = place(&cfg, setting)
+            .rsplit_once(':')
+            .map(|(l, c)| (l.to_string(), c.parse::<usize>().unwrap()))
+            .unwrap();
+        let at = format!("{line_col}:{}", col + setting.find(" = ").unwrap() + 3);
+        assert_check_fails(&exit, &[words, &at]);
+    }
+    for (written, rate) in [("\"2KiB/s\"", 2048), ("\"2KiB\"", 2048), ("100", 100)] {
+        let (exit, _) = check_blocks(
+            &setup,
+            &input("hook", "http", &format!("min_body_rate = {written}")),
+        );
+        assert_eq!(exit.code, Some(0), "{}", exit.output());
+        assert!(
+            exit.stdout.contains(&format!("min_body_rate = {rate}\n")),
+            "{}",
+            exit.output()
+        );
+    }
+}
+
 #[test]
 fn check_rejects_a_unix_source_without_path_and_two_stdin_sources() {
     let setup = Setup::new();

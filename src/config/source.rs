@@ -106,7 +106,35 @@ pub struct HttpInput {
     pub max_body_bytes: usize,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// How long a client has to send a request's headers, from the
+    /// connection's start or from the first byte of a next request.
+    pub header_timeout: Duration,
+    /// The longest a request body may go without a byte arriving, and the
+    /// grace before `min_body_rate` applies.
+    pub body_timeout: Duration,
+    /// Bytes per second a body must arrive at, on average, once
+    /// `body_timeout` has passed since it started.
+    pub min_body_rate: u64,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keepalive_timeout: Duration,
+    /// The largest request head (request line and headers).
+    pub max_header_bytes: usize,
 }
+
+/// The default `header_timeout` of an `http` input (the metrics listener's too).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default `body_timeout` of an `http` input.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default `min_body_rate` of an `http` input, in bytes per second.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+
+/// The default `keepalive_timeout` of an `http` input.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default `max_header_bytes` of an `http` input (the metrics listener's too).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 << 10;
 
 /// The certificate a TLS listener presents, and optionally the CA its
 /// clients' certificates must be signed by.
@@ -216,6 +244,37 @@ pub(super) struct RawSource {
     auth_header: Option<Spanned<String>>,
     auth_value: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<Size>>,
+    header_timeout: Option<Spanned<Dur>>,
+    body_timeout: Option<Spanned<Dur>>,
+    min_body_rate: Option<Spanned<Rate>>,
+    keepalive_timeout: Option<Spanned<Dur>>,
+    max_header_bytes: Option<Spanned<Size>>,
+}
+
+/// Bytes per second, written like a size with an optional `/s`:
+/// `"1KiB/s"`, `"1KiB"`, `1024`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rate(u64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Rate(n)),
+            Raw::S(s) => super::units::parse_size(s.trim().trim_end_matches("/s"))
+                .map(Rate)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "invalid rate `{s}`; write it like \"1KiB/s\" (bytes per second)"
+                    ))
+                }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -252,7 +311,12 @@ impl RawSource {
             mode,
             auth_header,
             auth_value,
-            max_body_bytes
+            max_body_bytes,
+            header_timeout,
+            body_timeout,
+            min_body_rate,
+            keepalive_timeout,
+            max_header_bytes
         );
         v
     }
@@ -302,6 +366,11 @@ fn settings_of(kind: SourceType) -> &'static [&'static str] {
             "auth_value",
             "max_body_bytes",
             "max_connections",
+            "header_timeout",
+            "body_timeout",
+            "min_body_rate",
+            "keepalive_timeout",
+            "max_header_bytes",
         ],
     }
 }
@@ -399,14 +468,7 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                 DEFAULT_MAX_CONNECTIONS
             }
         };
-        let idle_timeout = match &s.idle_timeout {
-            None => DEFAULT_IDLE_TIMEOUT,
-            Some(d) if !d.get_ref().0.is_zero() => d.get_ref().0,
-            Some(d) => {
-                p.at(d.span(), "idle_timeout must be longer than 0s");
-                DEFAULT_IDLE_TIMEOUT
-            }
-        };
+        let idle_timeout = positive(&s.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT, p);
         let input = match kind {
             SourceType::File => {
                 let include = match &s.include {
@@ -567,6 +629,22 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                         p.at(m.span(), "max_body_bytes must be at least 2 bytes");
                     }
                 }
+                let min_body_rate = match &s.min_body_rate {
+                    None => DEFAULT_MIN_BODY_RATE,
+                    Some(r) if r.get_ref().0 >= 1 => r.get_ref().0,
+                    Some(r) => {
+                        p.at(r.span(), "min_body_rate must be at least 1 byte a second");
+                        DEFAULT_MIN_BODY_RATE
+                    }
+                };
+                let max_header_bytes = match &s.max_header_bytes {
+                    None => DEFAULT_MAX_HEADER_BYTES as u64,
+                    Some(m) if m.get_ref().0 >= 1 << 10 => m.get_ref().0,
+                    Some(m) => {
+                        p.at(m.span(), "max_header_bytes must be at least 1KiB");
+                        DEFAULT_MAX_HEADER_BYTES as u64
+                    }
+                };
                 Input::Http(HttpInput {
                     listen: listen(p),
                     path,
@@ -574,6 +652,26 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
                     tls,
                     max_body_bytes: max_body_bytes.min(usize::MAX as u64) as usize,
                     max_connections,
+                    header_timeout: positive(
+                        &s.header_timeout,
+                        "header_timeout",
+                        DEFAULT_HEADER_TIMEOUT,
+                        p,
+                    ),
+                    body_timeout: positive(
+                        &s.body_timeout,
+                        "body_timeout",
+                        DEFAULT_BODY_TIMEOUT,
+                        p,
+                    ),
+                    min_body_rate,
+                    keepalive_timeout: positive(
+                        &s.keepalive_timeout,
+                        "keepalive_timeout",
+                        DEFAULT_KEEPALIVE_TIMEOUT,
+                        p,
+                    ),
+                    max_header_bytes: max_header_bytes.min(usize::MAX as u64) as usize,
                 })
             }
             SourceType::Stdin => {
@@ -599,6 +697,23 @@ pub(super) fn validate_sources(raw: Vec<RawSource>, p: &mut Problems<'_>) -> Vec
         });
     }
     sources
+}
+
+/// A duration setting that must be longer than 0, or its default.
+fn positive(
+    d: &Option<Spanned<Dur>>,
+    key: &str,
+    default: Duration,
+    p: &mut Problems<'_>,
+) -> Duration {
+    match d {
+        None => default,
+        Some(d) if !d.get_ref().0.is_zero() => d.get_ref().0,
+        Some(d) => {
+            p.at(d.span(), format!("{key} must be longer than 0s"));
+            default
+        }
+    }
 }
 
 pub(super) fn validate_spool(raw: RawSpool, p: &mut Problems<'_>) -> SpoolConfig {
@@ -703,6 +818,12 @@ pub(super) fn write_source(o: &mut String, s: &SourceConfig) {
             }
             let _ = writeln!(o, "max_body_bytes = {}", h.max_body_bytes);
             let _ = writeln!(o, "max_connections = {}", h.max_connections);
+            let d = |d: Duration| q(&humanize_duration(d));
+            let _ = writeln!(o, "header_timeout = {}", d(h.header_timeout));
+            let _ = writeln!(o, "body_timeout = {}", d(h.body_timeout));
+            let _ = writeln!(o, "min_body_rate = {}", h.min_body_rate);
+            let _ = writeln!(o, "keepalive_timeout = {}", d(h.keepalive_timeout));
+            let _ = writeln!(o, "max_header_bytes = {}", h.max_header_bytes);
             tls(o, &h.tls);
         }
         Input::Stdin => {}

@@ -3,36 +3,31 @@
 //! and answers 2xx only once the events are synced into the spool, so one
 //! tailhook can relay to another, or sit between the cloud and a collector.
 
-use std::convert::Infallible;
 use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderValue, ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
 };
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::listen::{self, HttpLimits, Listener, Report, Serve, Timeout};
 use super::reader::RateLimit;
-use crate::config::{HttpInput, Input, SourceConfig};
+use crate::config::{humanize_duration, HttpInput, Input, SourceConfig};
 use crate::spool::{SpoolError, SpoolWriter};
 
 /// What a sender is told to wait before it sends again while the spool is full.
 const RETRY_AFTER_SECS: u64 = 5;
-
-/// How long open connections get to finish their request at shutdown.
-const DRAIN: Duration = Duration::from_secs(5);
 
 /// A bound `http` input, ready to run.
 pub struct HttpSource {
@@ -46,6 +41,7 @@ struct Ctx {
     config: HttpInput,
     writer: SpoolWriter,
     rejected_log: RateLimit,
+    report: Arc<Report>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -86,88 +82,52 @@ impl HttpSource {
         writer: SpoolWriter,
         cancel: CancellationToken,
     ) -> TaskTracker {
+        let report = Report::input(&source);
+        let limits = limits(&self.config);
+        let how = Serve {
+            report: report.clone(),
+            max_connections: self.config.max_connections,
+            // A TLS client has as long for its handshake as for its headers.
+            tls: self.tls.map(|t| (t, limits.header_timeout)),
+            take_queued_unless: None,
+        };
         let ctx = Arc::new(Ctx {
             source,
             config: self.config,
             writer,
             rejected_log: RateLimit::new(Duration::from_secs(60)),
+            report,
         });
-        let tasks = TaskTracker::new();
-        // At most max_connections served at once: more wait in the listen
-        // backlog, so slow or silent clients cannot take every descriptor.
-        let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_connections));
-        loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                _ = cancel.cancelled() => break,
-            };
-            let (stream, peer) = tokio::select! {
-                a = self.listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(source = %ctx.source, "cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = cancel.cancelled() => break,
-            };
-            let (ctx, cancel, tls) = (ctx.clone(), cancel.clone(), self.tls.clone());
-            tasks.spawn(async move {
-                let _ = stream.set_nodelay(true);
-                match tls {
-                    None => serve_connection(stream, ctx, cancel).await,
-                    Some(acceptor) => {
-                        let peer = peer.to_string();
-                        if let Some(s) =
-                            super::tls::handshake(&acceptor, stream, &ctx.source, &peer).await
-                        {
-                            serve_connection(s, ctx, cancel).await;
+        let stop = cancel.clone();
+        listen::serve(
+            Listener::Tcp(self.listener),
+            how,
+            &stop,
+            move |conn, peer| {
+                let (ctx, cancel) = (ctx.clone(), cancel.clone());
+                async move {
+                    let answer = {
+                        let (ctx, peer) = (ctx.clone(), peer.clone());
+                        move |req| {
+                            let (ctx, peer) = (ctx.clone(), peer.clone());
+                            async move { handle(req, &ctx, &peer).await }
                         }
-                    }
+                    };
+                    listen::serve_http(conn, &peer, limits, &ctx.report, &cancel, answer).await;
                 }
-                drop(permit);
-            });
-        }
-        // Closed now, so a reloaded input can listen on the same address.
-        drop(self.listener);
-        tasks.close();
-        tasks
+            },
+        )
+        .await
     }
 }
 
-async fn serve_connection<S>(stream: S, ctx: Arc<Ctx>, cancel: CancellationToken)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
-    });
-    let conn = server().serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = cancel.cancelled() => {}
+/// The HTTP limits of an `http` input's connections.
+fn limits(config: &HttpInput) -> HttpLimits {
+    HttpLimits {
+        header_timeout: config.header_timeout,
+        keepalive_timeout: config.keepalive_timeout,
+        max_header_bytes: config.max_header_bytes,
     }
-    // Finish the request in progress, then close.
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(DRAIN, conn).await;
-}
-
-/// How long a client has to send a request's headers (the first ones on a
-/// connection, and each next one on a kept-alive connection) before it is
-/// closed, so connections that never finish their headers do not pile up.
-pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The HTTP/1.1 server settings of every listener (the `http` input and
-/// the metrics listener): a header read timeout, and hyper's bounds on the
-/// head (at most 100 headers, a read buffer of about 400 KiB).
-pub(crate) fn server() -> hyper::server::conn::http1::Builder {
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    b
 }
 
 /// Why a request was refused, kept beside the answer for the log.
@@ -191,15 +151,19 @@ fn answer(status: StatusCode, text: impl Into<String>) -> Answer {
     r
 }
 
-async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Answer {
-    let r = respond(req, ctx).await;
+async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: &str) -> Answer {
+    let r = respond(req, ctx, peer).await;
     ::metrics::counter!(
         crate::metrics::INPUT_HTTP_REQUESTS,
         "source" => ctx.source.clone(),
         "status" => r.status().as_u16().to_string()
     )
     .increment(1);
-    if !r.status().is_success() && r.status() != StatusCode::SERVICE_UNAVAILABLE {
+    // A full spool is logged by the spool, a slow body as a cut connection.
+    if !r.status().is_success()
+        && r.status() != StatusCode::SERVICE_UNAVAILABLE
+        && r.status() != StatusCode::REQUEST_TIMEOUT
+    {
         if let Some(suppressed) = ctx.rejected_log.allow() {
             let why = r.extensions().get::<Reason>().map_or("", |w| w.0.as_str());
             tracing::warn!(source = %ctx.source, status = r.status().as_u16(), similar_since_last = suppressed, "rejected a webhook request: {why}");
@@ -208,7 +172,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Answer {
     r
 }
 
-async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Answer {
+async fn respond(req: Request<Incoming>, ctx: &Ctx, peer: &str) -> Answer {
     let cfg = &ctx.config;
     if let Some(path) = &cfg.path {
         if req.uri().path() != path {
@@ -263,25 +227,37 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Answer {
             )
         }
     };
-    let body = match Limited::new(req.into_body(), cfg.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large()
-        }
-        Err(e) => {
+    let body = match read_body(req.into_body(), declared, cfg).await {
+        Ok(b) => b,
+        Err(BodyRead::TooLarge) => return too_large(),
+        Err(BodyRead::Bad(e)) => {
             return answer(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {e}"),
             )
         }
+        Err(BodyRead::Slow { received, after }) => {
+            let why = format!(
+                "the request body arrived too slowly: {received} bytes in {} (body_timeout {}, min_body_rate {} bytes/s)",
+                humanize_duration(after),
+                humanize_duration(cfg.body_timeout),
+                cfg.min_body_rate
+            );
+            ctx.report.cut(
+                peer,
+                Timeout::Body,
+                format_args!("closed a connection: {why}"),
+            );
+            let mut r = answer(StatusCode::REQUEST_TIMEOUT, why);
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
     };
-    let (lines, events) = match body_lines(&body, gzip, cfg.max_body_bytes) {
+    let parsed = body_lines(&body, gzip, cfg.max_body_bytes);
+    // Only the lines are kept while they are written.
+    drop(body);
+    let (lines, events) = match parsed {
         Ok(x) => x,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Bad(why)) => return answer(StatusCode::BAD_REQUEST, why),
@@ -307,6 +283,90 @@ async fn respond(req: Request<Incoming>, ctx: &Ctx) -> Answer {
             r
         }
     }
+}
+
+/// Why a body was not read whole.
+enum BodyRead {
+    /// Over `max_body_bytes` (413).
+    TooLarge,
+    /// The connection failed or the framing was wrong (400).
+    Bad(String),
+    /// Slower than `body_timeout` and `min_body_rate` allow (408, closed).
+    Slow {
+        /// Bytes received.
+        received: u64,
+        /// Time since the body started.
+        after: Duration,
+    },
+}
+
+/// Reads a request body whole, at most `max_body_bytes` of it (memory is
+/// reserved as it arrives, up to the declared length), within the pace
+/// that `body_timeout` and `min_body_rate` set (see [`body_deadline`]).
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    cfg: &HttpInput,
+) -> Result<Vec<u8>, BodyRead> {
+    let max = cfg.max_body_bytes;
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut last = start;
+    // One timer for the body, moved on as bytes arrive.
+    let deadline = tokio::time::sleep_until(start + cfg.body_timeout);
+    tokio::pin!(deadline);
+    loop {
+        deadline.as_mut().reset(body_deadline(
+            start,
+            last,
+            out.len() as u64,
+            cfg.body_timeout,
+            cfg.min_body_rate,
+        ));
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = deadline.as_mut() => {
+                return Err(BodyRead::Slow { received: out.len() as u64, after: start.elapsed() });
+            }
+        };
+        let data = match frame {
+            None => return Ok(out),
+            Some(Err(e)) => return Err(BodyRead::Bad(e.to_string())),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers
+            },
+        };
+        if out.len() + data.len() > max {
+            return Err(BodyRead::TooLarge);
+        }
+        if out.is_empty() {
+            // The declared length, once its first bytes have come (a
+            // length alone reserves nothing).
+            out.reserve_exact(declared.map_or(0, |n| n.min(max as u64) as usize));
+        }
+        if !data.is_empty() {
+            last = Instant::now();
+        }
+        out.extend_from_slice(&data);
+    }
+}
+
+/// When a body that started at `start`, last received bytes at `last` and
+/// has `received` bytes must have received more: `body_timeout` after the
+/// last bytes (the longest silence, as nginx's `client_body_timeout`), and
+/// no later than the time it would have taken at `min_body_rate` after a
+/// first `body_timeout` (a minimum average rate, as Apache's
+/// `mod_reqtimeout`), so a client sending a byte a second is cut too.
+pub(crate) fn body_deadline(
+    start: Instant,
+    last: Instant,
+    received: u64,
+    body_timeout: Duration,
+    min_body_rate: u64,
+) -> Instant {
+    let earned = Duration::from_secs_f64(received as f64 / min_body_rate.max(1) as f64);
+    (last + body_timeout).min(start + body_timeout + earned)
 }
 
 /// Compares without stopping at the first difference, so the time taken
@@ -431,6 +491,24 @@ mod tests {
             "body must be a JSON object or an array of objects, not a string"
         );
         assert!(spool_lines(b"\xff").unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn a_body_must_keep_arriving_at_the_minimum_rate() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let deadline =
+            |last: u64, received: u64| body_deadline(t0, t0 + s(last), received, s(10), 1024) - t0;
+        // Nothing yet: body_timeout from the start.
+        assert_eq!(deadline(0, 0), s(10));
+        // A byte a second: 9 bytes at 9 s earn 9/1024 s; cut just after 10 s.
+        assert!(deadline(9, 9) < Duration::from_millis(10_010));
+        // Fast, then silent: body_timeout after the last bytes.
+        assert_eq!(deadline(1, 1 << 20), s(11));
+        // 2 KiB/s for 20 s earns 40 s beyond the first 10 s; silence
+        // still ends it 10 s after the last bytes.
+        assert_eq!(deadline(20, 40 << 10), s(30));
+        assert_eq!(deadline(45, 40 << 10), s(50));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod file;
 pub mod http;
 pub mod identity;
 pub mod lines;
+pub mod listen;
 #[cfg(test)]
 mod model_test;
 pub mod reader;

@@ -6,7 +6,6 @@
 //! buffered without bound. Datagrams cannot wait: they are dropped and
 //! counted instead.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +13,12 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket, UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lines::LineBuffer;
+use super::listen::{self, Listener, Report, Serve, Timeout};
 use crate::config::{Input, SourceConfig};
 use crate::spool::{SpoolError, SpoolWriter};
 
@@ -116,88 +115,65 @@ impl SocketInput {
         writer: SpoolWriter,
         stop: Stop,
     ) -> TaskTracker {
-        let source: Arc<str> = source.into();
-        match self {
+        let (listener, tls, max_connections, idle_timeout) = match self {
             SocketInput::Tcp {
                 listener,
                 tls,
                 max_connections,
                 idle_timeout,
-            } => {
-                let listener = Listener::Tcp(listener);
-                serve(listener, max_connections, &stop, |conn, peer| {
-                    let (writer, stop, source, tls) =
-                        (writer.clone(), stop.clone(), source.clone(), tls.clone());
-                    async move {
-                        let Conn::Tcp(stream) = conn else { return };
-                        let _ = stream.set_nodelay(true);
-                        match tls {
-                            None => {
-                                read_lines(
-                                    stream,
-                                    &peer,
-                                    &source,
-                                    max_line,
-                                    &writer,
-                                    &stop,
-                                    Some(idle_timeout),
-                                )
-                                .await;
-                            }
-                            Some(acceptor) => {
-                                if let Some(tls) =
-                                    super::tls::handshake(&acceptor, stream, &source, &peer).await
-                                {
-                                    read_lines(
-                                        tls,
-                                        &peer,
-                                        &source,
-                                        max_line,
-                                        &writer,
-                                        &stop,
-                                        Some(idle_timeout),
-                                    )
-                                    .await;
-                                }
-                            }
-                        }
-                    }
-                })
-                .await
-            }
+            } => (Listener::Tcp(listener), tls, max_connections, idle_timeout),
             SocketInput::Unix {
                 listener,
                 path,
                 max_connections,
                 idle_timeout,
-            } => {
-                let listener = Listener::Unix(listener, path, source.clone());
-                serve(listener, max_connections, &stop, |conn, peer| {
-                    let (writer, stop, source) = (writer.clone(), stop.clone(), source.clone());
-                    async move {
-                        let Conn::Unix(stream) = conn else { return };
-                        read_lines(
-                            stream,
-                            &peer,
-                            &source,
-                            max_line,
-                            &writer,
-                            &stop,
-                            Some(idle_timeout),
-                        )
-                        .await;
-                    }
-                })
-                .await
-            }
+            } => (
+                Listener::Unix(listener, path),
+                None,
+                max_connections,
+                idle_timeout,
+            ),
             SocketInput::Udp(socket) => {
                 receive(socket, &source, max_line, &writer, &stop).await;
                 let none = TaskTracker::new();
                 none.close();
-                none
+                return none;
             }
-        }
+        };
+        let report = Report::input(&source);
+        let how = Serve {
+            report: report.clone(),
+            max_connections,
+            tls: tls.map(|t| (t, listen::HANDSHAKE_TIMEOUT)),
+            // A reload: connections the kernel has already accepted would
+            // be reset by the close, losing what their senders wrote. They
+            // are taken too, and finish their line like the others.
+            take_queued_unless: Some(stop.shutdown.clone()),
+        };
+        let source: Arc<str> = source.into();
+        let reading = stop.reading.clone();
+        listen::serve(listener, how, &reading, move |conn, peer| {
+            let (writer, stop, source, report) =
+                (writer.clone(), stop.clone(), source.clone(), report.clone());
+            async move {
+                let idle = Idle {
+                    after: idle_timeout,
+                    report: &report,
+                };
+                read_lines(conn, &peer, &source, max_line, &writer, &stop, Some(idle)).await;
+            }
+        })
+        .await
     }
+}
+
+/// A stream connection's idle timeout: silent this long, it is closed
+/// (and reported).
+pub(crate) struct Idle<'a> {
+    /// How long it may be silent.
+    pub after: Duration,
+    /// Where its cut is counted and logged.
+    pub report: &'a Report,
 }
 
 /// How long a connection that a reload closes gets to finish its line.
@@ -219,99 +195,6 @@ pub struct Stop {
     pub cancel_safe: bool,
 }
 
-/// A listening socket.
-enum Listener {
-    Tcp(TcpListener),
-    /// With its socket file and its source, to remove the file at close.
-    Unix(UnixListener, PathBuf, Arc<str>),
-}
-
-/// An accepted connection.
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(UnixStream),
-}
-
-impl Listener {
-    async fn accept(&self) -> io::Result<(Conn, String)> {
-        match self {
-            Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Conn::Tcp(s), a.to_string())),
-            Listener::Unix(l, ..) => l
-                .accept()
-                .await
-                .map(|(s, _)| (Conn::Unix(s), "unix".into())),
-        }
-    }
-
-    /// Stops listening. A Unix socket file is removed now, so a successor
-    /// may bind the same path while this one's connections finish.
-    fn close(self) {
-        if let Listener::Unix(listener, path, source) = self {
-            drop(listener);
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(source = %source, path = %path.display(), "cannot remove the socket file: {e}");
-            }
-        }
-    }
-}
-
-/// Accepts connections, at most `max_connections` at once (more wait in
-/// the listen backlog), and serves each in a tracked task, until
-/// `stop.reading` fires; then closes the listener and returns the
-/// connections still open.
-async fn serve<H, HF>(
-    listener: Listener,
-    max_connections: usize,
-    stop: &Stop,
-    handle: H,
-) -> TaskTracker
-where
-    H: Fn(Conn, String) -> HF,
-    HF: std::future::Future<Output = ()> + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tasks = TaskTracker::new();
-    let cancel = &stop.reading;
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = cancel.cancelled() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = cancel.cancelled() => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let conn = handle(stream, peer);
-                tasks.spawn(async move {
-                    conn.await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors, usually: wait rather than spin.
-                tracing::warn!("cannot accept a connection: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = cancel.cancelled() => break,
-                }
-            }
-        }
-    }
-    if !stop.shutdown.is_cancelled() {
-        // A reload: connections the kernel has already accepted would be
-        // reset by the close, losing what their senders wrote. Take them
-        // too; they finish their line and close like the others.
-        while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
-            tasks.spawn(handle(stream, peer));
-        }
-    }
-    listener.close();
-    tasks.close();
-    tasks
-}
-
 /// Reads one stream's lines into the spool until it ends (true) or it is
 /// stopped (false). Stopped by a reload (`stop.reading`), it goes on
 /// while what was read ends inside a line, then closes as soon as nothing
@@ -326,7 +209,7 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     max_line: usize,
     writer: &SpoolWriter,
     stop: &Stop,
-    idle_timeout: Option<Duration>,
+    idle: Option<Idle<'_>>,
 ) -> bool {
     let mut lines = LineBuffer::new(max_line);
     let mut ended = false;
@@ -334,9 +217,11 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
     // One timer for the connection's silence, moved on before each read
     // (not one made per read); time spent waiting for the spool is not
     // silence.
-    let idle_for = idle_timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
-    let idle = tokio::time::sleep(idle_for);
-    tokio::pin!(idle);
+    let idle_for = idle
+        .as_ref()
+        .map_or(Duration::from_secs(365 * 24 * 3600), |i| i.after);
+    let silence = tokio::time::sleep(idle_for);
+    tokio::pin!(silence);
     loop {
         // While the spool cannot be written (a full disk), take nothing
         // more: the sender keeps what it has not written yet.
@@ -350,20 +235,22 @@ pub(crate) async fn read_lines<S: AsyncRead + Unpin>(
                 continue;
             }
             None => {
-                idle.as_mut().reset(tokio::time::Instant::now() + idle_for);
+                silence
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + idle_for);
                 tokio::select! {
                 biased;
                 _ = stop.shutdown.cancelled() => break,
                 r = stream.read_buf(lines.space()) => r,
                 // A connection silent this long is closed: what it sent is
                 // kept, as when it ends.
-                _ = idle.as_mut(), if idle_timeout.is_some() => {
-                    tracing::info!(
-                        source,
-                        peer,
-                        "closing a connection silent for {}",
-                        crate::config::humanize_duration(idle_timeout.unwrap_or_default())
-                    );
+                _ = silence.as_mut(), if idle.is_some() => {
+                    if let Some(i) = &idle {
+                        i.report.cut(peer, Timeout::Idle, format_args!(
+                            "closing a connection silent for {}",
+                            crate::config::humanize_duration(i.after)
+                        ));
+                    }
                     ended = true;
                     break;
                 }

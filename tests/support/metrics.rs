@@ -68,7 +68,11 @@ impl Answer {
 /// `GET path` over a new connection (`Connection: close`), reading the answer
 /// to the end; every step bounded by 10 s.
 pub fn get(addr: SocketAddr, path: &str) -> Answer {
-    let timeout = Duration::from_secs(10);
+    get_within(addr, path, Duration::from_secs(10))
+}
+
+/// [`get`] with every step bounded by `timeout`.
+pub fn get_within(addr: SocketAddr, path: &str, timeout: Duration) -> Answer {
     let mut s = TcpStream::connect_timeout(&addr, timeout)
         .unwrap_or_else(|e| panic!("connect to the metrics listener {addr}: {e}"));
     s.set_read_timeout(Some(timeout)).unwrap();
