@@ -21,6 +21,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod status;
 
 #[cfg(test)]
 mod props_test;

@@ -57,6 +57,17 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         destination: Option<String>,
     },
+    /// Show, from the files on disk, how far each destination is behind
+    /// each source (bytes and files), its dead letters and the spool's use.
+    /// Exits 0 when every destination is caught up, 1 when one is behind.
+    Status {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print one JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with the dead-letter files (events a collector rejected).
     #[command(name = "dead-letter", subcommand)]
     DeadLetter(DeadLetterCommand),
@@ -205,6 +216,7 @@ fn main() -> ExitCode {
             let report = tailhook::probe::probe(&d).await;
             (report.to_string(), report.result.is_ok())
         }),
+        Command::Status { config, json } => tailhook::status::command(&config, json),
         Command::DeadLetter(DeadLetterCommand::Resend {
             config,
             destination,

@@ -76,6 +76,8 @@ pub const DEST_LAST_SUCCESS: &str = "tailhook_destination_last_success_timestamp
 pub const DEST_EVENTS_BUFFERED: &str = "tailhook_destination_events_buffered";
 /// Bytes in the spool.
 pub const SPOOL_BYTES: &str = "tailhook_spool_bytes";
+/// `spool.max_bytes`: the bound on [`SPOOL_BYTES`].
+pub const SPOOL_MAX_BYTES: &str = "tailhook_spool_max_bytes";
 /// Segment files in the spool.
 pub const SPOOL_SEGMENTS: &str = "tailhook_spool_segments";
 /// Checkpoint files written.
@@ -216,6 +218,11 @@ fn describe() {
         "Events held in memory in batches being sent"
     );
     describe_gauge!(SPOOL_BYTES, B, "Bytes in the spool");
+    describe_gauge!(
+        SPOOL_MAX_BYTES,
+        B,
+        "spool.max_bytes: the most bytes the spool holds before inputs wait"
+    );
     describe_gauge!(SPOOL_SEGMENTS, C, "Segment files in the spool");
     describe_counter!(CHECKPOINT_WRITES, C, "Checkpoint files written");
     describe_counter!(

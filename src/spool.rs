@@ -131,6 +131,7 @@ impl Spool {
         for s in sources {
             spool.add_source(s)?;
         }
+        ::metrics::gauge!(metrics::SPOOL_MAX_BYTES).set(config.max_bytes as f64);
         spool.publish_used();
         Ok(spool)
     }

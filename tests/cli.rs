@@ -120,13 +120,21 @@ fn help_lists_exactly_the_commands_that_are_built() {
         .collect();
     assert_eq!(
         commands,
-        ["run", "check", "test", "dead-letter", "demo", "help"],
+        [
+            "run",
+            "check",
+            "test",
+            "status",
+            "dead-letter",
+            "demo",
+            "help"
+        ],
         "{}",
         exit.output()
     );
     assert!(exit.stdout.contains("--version"), "{}", exit.output());
     // Each listed command exists and has its own help.
-    for cmd in ["run", "check", "test", "demo"] {
+    for cmd in ["run", "check", "test", "status", "demo"] {
         let exit = run_cmd(&[cmd, "--help"], &[]);
         assert_eq!(exit.code, Some(0), "{cmd} --help\n{}", exit.output());
         assert!(

@@ -59,6 +59,7 @@ const LAST_SUCCESS: &str = "tailhook_destination_last_success_timestamp_seconds"
 const BUFFERED: &str = "tailhook_destination_events_buffered";
 const SPOOL_BYTES: &str = "tailhook_spool_bytes";
 const SPOOL_SEGMENTS: &str = "tailhook_spool_segments";
+const SPOOL_MAX_BYTES: &str = "tailhook_spool_max_bytes";
 const CHECKPOINT_WRITES: &str = "tailhook_checkpoint_writes_total";
 const CHECKPOINT_FAILURES: &str = "tailhook_checkpoint_write_failures_total";
 
@@ -630,7 +631,7 @@ fn tcp_input_bytes_and_the_spool_are_counted_while_the_collector_is_down() {
 fn spool_gauges_after_a_restart_show_what_is_on_disk() {
     let setup = Setup::new();
     let dead = dead_port();
-    let mut text = "shutdown_timeout = \"1s\"\n\n".to_string();
+    let mut text = "shutdown_timeout = \"1s\"\n\n[spool]\nmax_bytes = \"8MiB\"\n\n".to_string();
     text.push_str(&input("net", "tcp", ""));
     text.push_str(&destination(
         "fluentd",
@@ -679,6 +680,12 @@ fn spool_gauges_after_a_restart_show_what_is_on_disk() {
         page.get(SPOOL_BYTES, &[]),
         Some(on_disk),
         "tailhook_spool_bytes after a restart, with {on_disk} bytes spooled on disk:\n{}",
+        page.matching("spool")
+    );
+    assert_eq!(
+        page.get(SPOOL_MAX_BYTES, &[]),
+        Some(8.0 * 1024.0 * 1024.0),
+        "tailhook_spool_max_bytes is spool.max_bytes:\n{}",
         page.matching("spool")
     );
     stop(tailhook);

@@ -121,6 +121,32 @@ impl DeadLetter {
         Ok(live + self.taken_bytes()?)
     }
 
+    /// What the dead-letter files hold (the live one and those a `resend`
+    /// is working through), read without a lock and without writing, so it
+    /// is safe while tailhook and `resend` run. A file renamed by `resend`
+    /// while this reads is counted once (by its inode); one removed meanwhile
+    /// is not counted. A half line at the end (a crash during an append) is
+    /// not an event; while a `resend` runs, what it is putting back may be
+    /// counted in both files for a moment.
+    pub fn waiting(&self) -> std::io::Result<Waiting> {
+        let mut seen = std::collections::HashSet::new();
+        let mut total = Waiting::default();
+        // The live file first: if `resend` renames it after this opens it,
+        // the taken file listed next is the same inode.
+        for path in std::iter::once(self.path.clone()).chain(self.taken()?) {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let meta = file.metadata()?;
+            if seen.insert((meta.dev(), meta.ino())) {
+                total.add(count_events(file)?);
+            }
+        }
+        Ok(total)
+    }
+
     /// Bytes in the files a `resend` took and has not finished.
     fn taken_bytes(&self) -> std::io::Result<u64> {
         let mut total = 0;
@@ -190,6 +216,48 @@ impl DeadLetter {
                 }
                 // Renamed away while we waited for the lock: open the new one.
                 _ => continue,
+            }
+        }
+    }
+}
+
+/// Events and bytes waiting in a destination's dead-letter files.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Waiting {
+    /// Events: complete, non-blank lines.
+    pub events: u64,
+    /// Bytes of the files.
+    pub bytes: u64,
+}
+
+impl Waiting {
+    fn add(&mut self, other: Waiting) {
+        self.events += other.events;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Counts the events (complete lines that are not blank, as `resend` reads
+/// them) and the bytes of a dead-letter file, a chunk at a time.
+fn count_events(mut file: File) -> std::io::Result<Waiting> {
+    use std::io::Read;
+    let mut w = Waiting::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut content = false;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(w),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.bytes += n as u64;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                w.events += u64::from(content);
+                content = false;
+            } else if !b.is_ascii_whitespace() {
+                content = true;
             }
         }
     }
@@ -440,6 +508,30 @@ mod tests {
         // `resend` putting back what it took is not bounded.
         dl.append([&b"0123456789abcdef"[..]]).unwrap();
         assert_eq!(dl.bytes().unwrap(), 19);
+    }
+
+    #[test]
+    fn waiting_counts_events_in_the_live_and_taken_files_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path(), "d");
+        assert_eq!(dl.waiting().unwrap(), Waiting::default(), "no file yet");
+        dl.append([&b"{\"a\":1}"[..], b"{\"b\":2}"]).unwrap();
+        take_files(&dl).unwrap();
+        dl.append([&b"{\"c\":3}"[..]]).unwrap();
+        // A blank line and a half line (a crash during an append) are not events.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dl.path())
+            .and_then(|mut f| f.write_all(b"  \n{\"d\":"))
+            .unwrap();
+        assert_eq!(
+            dl.waiting().unwrap(),
+            Waiting {
+                events: 3,
+                bytes: dl.bytes().unwrap()
+            }
+        );
+        assert_eq!(dl.bytes().unwrap(), 16 + 8 + 3 + 5);
     }
 
     #[test]

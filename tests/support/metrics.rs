@@ -389,8 +389,16 @@ pub const PROMTOOL_INSTALL: &str =
 /// stdout + stderr). Panics, saying how to install it, when promtool is not
 /// installed.
 pub fn promtool_check(text: &str) -> (Option<i32>, String) {
+    promtool(&["check", "metrics"], Some(text))
+}
+
+/// Runs `promtool <args>`, with `stdin` written to its standard input (or
+/// none), for at most 30 s; returns (exit code, stdout + stderr). Panics,
+/// saying how to install it, when promtool is not installed: the tests that
+/// need it fail rather than skip.
+pub fn promtool(args: &[&str], stdin: Option<&str>) -> (Option<i32>, String) {
     let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -398,27 +406,39 @@ pub fn promtool_check(text: &str) -> (Option<i32>, String) {
     {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "promtool is not installed; these tests check /metrics with it. \
+            "promtool is not installed; these tests run `promtool {}`. \
              Install it with `{PROMTOOL_INSTALL}` (Debian's prometheus package), \
-             or put a promtool from https://prometheus.io/download/ on PATH"
+             or put a promtool from https://prometheus.io/download/ on PATH",
+            args.join(" ")
         ),
         Err(e) => panic!("cannot run promtool: {e}"),
     };
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = text.to_string();
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let input = stdin.unwrap_or_default().to_string();
     // Written from a thread, so a promtool that answers before reading all
-    // of its input cannot deadlock us.
+    // of its input cannot deadlock us; dropping the pipe closes its stdin.
     let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
+        let _ = pipe.write_all(input.as_bytes());
     });
+    let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("promtool did not finish within 30 s")
-        .expect("wait for promtool");
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.expect("wait for promtool"),
+        Err(_) => {
+            // Not reaped yet (the waiter has not returned): the pid is ours.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!(
+                "promtool {} did not finish within 30 s; killed",
+                args.join(" ")
+            );
+        }
+    };
     let _ = writer.join();
     let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
     said.push_str(&String::from_utf8_lossy(&out.stderr));
