@@ -25,8 +25,8 @@ use crate::batch::TrackedFile;
 use crate::checkpoint::{FileId, PRIVATE_FILE};
 use crate::config::{FileInput, ReadFrom, SpoolConfig};
 use crate::metrics;
+use crate::rate_limit::RateLimit;
 use crate::source::file::Tail;
-use crate::source::reader::RateLimit;
 use crate::source::TailMode;
 
 /// The segment format version, part of every segment's name and header.
@@ -803,7 +803,7 @@ pub(crate) fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 fn repair(path: &Path) -> io::Result<u64> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let size = file.metadata()?.len();
-    let end = crate::source::identity::after_last_newline(&file, size);
+    let end = crate::line_end::after_last_newline(&file, size);
     if end < size {
         tracing::warn!(path = %path.display(), bytes = size - end, "spool segment ends in an unfinished line (a crash while writing it, before it was acknowledged): cutting it");
         file.set_len(end)?;

@@ -199,34 +199,18 @@ impl DeadLetter {
 /// was never acknowledged, so it is sent again): the next line must start on
 /// a line of its own. Returns the file's length after the cut.
 fn drop_torn_tail(file: &File) -> std::io::Result<u64> {
-    use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
-    let mut end = len;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let part = &mut buf[..(end - start) as usize];
-        file.read_exact_at(part, start)?;
-        if let Some(i) = memchr::memrchr(b'\n', part) {
-            let keep = start + i as u64 + 1;
-            if keep < len {
-                tracing::warn!(
-                    bytes = len - keep,
-                    "dead-letter file ended in a half line (a crash during a write): cut"
-                );
-                file.set_len(keep)?;
-            }
-            return Ok(keep);
+    let keep = crate::line_end::last_line_end(file, len)?;
+    if keep < len {
+        if keep > 0 {
+            tracing::warn!(
+                bytes = len - keep,
+                "dead-letter file ended in a half line (a crash during a write): cut"
+            );
         }
-        if end == len && part.last() == Some(&b'\n') {
-            return Ok(len);
-        }
-        end = start;
+        file.set_len(keep)?;
     }
-    if len > 0 {
-        file.set_len(0)?;
-    }
-    Ok(0)
+    Ok(keep)
 }
 
 /// What `tailhook dead-letter resend` did for one destination.

@@ -24,8 +24,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::reader::RateLimit;
 use crate::config::{HttpInput, Input, SourceConfig};
+use crate::rate_limit::RateLimit;
 use crate::spool::{SpoolError, SpoolWriter};
 
 /// What a sender is told to wait before it sends again while the spool is full.

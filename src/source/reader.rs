@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +17,7 @@ use crate::batch::TrackedFile;
 use crate::checkpoint::{FileId, Fingerprint, FINGERPRINT_BYTES};
 use crate::config::OnInvalid;
 use crate::event::{frame_line, wrap_invalid, Class, FrameSink, Invalid, Kind, Selection};
+use crate::rate_limit::RateLimit;
 
 /// How much one read asks for.
 const READ_SIZE: usize = 256 * 1024;
@@ -37,38 +38,6 @@ pub struct FrameContext {
     pub mode: TailMode,
     /// What reading this source for this destination counts.
     pub metrics: crate::metrics::ReadMetrics,
-}
-
-/// Lets a repeated message through at most once per period, counting the rest.
-pub struct RateLimit {
-    period: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl RateLimit {
-    /// A limiter of one message per `period`.
-    pub fn new(period: Duration) -> RateLimit {
-        RateLimit {
-            period,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(suppressed since the last one)` when a message may be logged now.
-    pub fn allow(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match s.0 {
-            Some(last) if now.duration_since(last) < self.period => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                s.0 = Some(now);
-                Some(std::mem::take(&mut s.1))
-            }
-        }
-    }
 }
 
 /// What one read found.

@@ -485,7 +485,7 @@ impl Tailer {
             return s;
         }
         if c.skip_existing {
-            at(identity::after_last_newline(c.file, c.size), None)
+            at(crate::line_end::after_last_newline(c.file, c.size), None)
         } else {
             at(0, None)
         }
