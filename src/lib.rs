@@ -23,6 +23,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod tls;
 
 #[cfg(test)]
 mod props_test;

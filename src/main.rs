@@ -178,7 +178,7 @@ fn main() -> ExitCode {
                 }
             }
             for s in &config.sources {
-                if let Err(e) = tailhook::source::tls::check(s) {
+                if let Err(e) = tailhook::tls::check(s) {
                     eprintln!("error: {e}");
                     failed = true;
                 }

@@ -60,7 +60,7 @@ impl HttpSource {
         let tls = config
             .tls
             .as_ref()
-            .map(|t| super::tls::acceptor(&src.name, t, true))
+            .map(|t| crate::tls::acceptor(&src.name, t, true))
             .transpose()?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             anyhow::anyhow!(
