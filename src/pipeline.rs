@@ -5,6 +5,7 @@
 
 mod group_commit;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batch, BatchBuilder};
 use crate::checkpoint::Checkpoints;
-use crate::config::{Config, DestinationConfig, Input};
+use crate::config::{Config, DestinationConfig, FileInput, Input, ReadFrom};
 use crate::metrics::{ReadMetrics, Readiness};
 use crate::rate_limit::RateLimit;
 use crate::shutdown::Shutdown;
@@ -27,7 +28,7 @@ use crate::source::file::FileSizes;
 use crate::source::file::{FileSource, StartPositions, Tail};
 use crate::source::reader::FrameContext;
 use crate::source::{Chunk, TailMode};
-use crate::spool::Spool;
+use crate::spool::{segment, Spool};
 use group_commit::GroupCommit;
 
 /// How many read chunks may wait for the batcher: with the batch channel and
@@ -96,7 +97,7 @@ impl Pipeline {
                     files: files.clone(),
                     mode: TailMode::Files,
                 },
-                _ => Spool::tail_of(&config.data_dir, &src.name),
+                _ => spool_tail(&config.data_dir, &src.name),
             };
             sources.push(FileSource::new(
                 tail,
@@ -168,6 +169,22 @@ impl Pipeline {
         if commit.finish(&checkpoints).await {
             tracing::info!(destination = %dest.name, "checkpoint saved");
         }
+    }
+}
+
+/// What a destination's pipeline tails to read a spooled source.
+fn spool_tail(data_dir: &Path, source: &str) -> Tail {
+    Tail {
+        source: source.to_string(),
+        files: FileInput {
+            include: vec![segment::glob(&Spool::dir_of(data_dir, source))],
+            exclude: Vec::new(),
+            read_from: ReadFrom::Beginning,
+            poll_interval: Duration::from_secs(1),
+            rotate_wait: Duration::ZERO,
+            close_inactive: Duration::MAX,
+        },
+        mode: TailMode::Spool,
     }
 }
 

@@ -260,7 +260,7 @@ impl OpenFile {
                     }
                     None if line_start == 0
                         && ctx.mode == TailMode::Spool
-                        && lines[start..nl].starts_with(crate::spool::HEADER_PREFIX) => {}
+                        && lines[start..nl].starts_with(crate::spool::segment::HEADER_PREFIX) => {}
                     None => {
                         let line = lines.slice(start..nl);
                         out.line(line_start, line_end, |s| frame_line(&line, s));
