@@ -17,12 +17,12 @@ pub mod event;
 pub(crate) mod line_end;
 pub mod metrics;
 pub mod pipeline;
-pub mod probe;
 pub(crate) mod rate_limit;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod test_message;
 pub mod tls;
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ fn main() -> ExitCode {
             config,
             destination,
         } => per_destination(&config, destination.as_deref(), |_, d| async move {
-            let report = tailhook::probe::probe(&d).await;
+            let report = tailhook::test_message::send(&d).await;
             (report.to_string(), report.result.is_ok())
         }),
         Command::DeadLetter(DeadLetterCommand::Resend {
@@ -230,37 +230,10 @@ async fn resend_line(
     d: &tailhook::config::DestinationConfig,
     data_dir: &std::path::Path,
 ) -> (String, bool) {
-    use tailhook::sink::dead_letter::{resend, DeadLetter};
-    let path = DeadLetter::new(data_dir, &d.name)
-        .path()
-        .display()
-        .to_string();
-    let r = match resend(d, data_dir).await {
-        Ok(r) => r,
-        Err(e) => return (format!("{}: FAILED: {e:#}", d.name), false),
-    };
-    if r.delivered == 0 && r.kept() == 0 {
-        return (format!("{}: no dead letters ({path})", d.name), true);
+    match tailhook::sink::dead_letter::resend(d, data_dir).await {
+        Ok(r) => (r.to_string(), r.kept() == 0),
+        Err(e) => (format!("{}: FAILED: {e:#}", d.name), false),
     }
-    let mut line = format!(
-        "{}: resent {} event(s) in {} batch(es)",
-        d.name, r.delivered, r.batches
-    );
-    if r.rejected > 0 {
-        line += &format!("; {} rejected again", r.rejected);
-    }
-    if r.unsent > 0 {
-        line += &format!("; {} not sent", r.unsent);
-    }
-    if let Some(p) = &r.problem {
-        line += &format!(" ({p})");
-    }
-    if r.kept() > 0 {
-        line += &format!("; {} kept in {path}", r.kept());
-    } else {
-        line += "; the dead-letter file is now empty";
-    }
-    (line, r.kept() == 0)
 }
 
 /// Runs `f` for each destination (or the one named), printing the line it

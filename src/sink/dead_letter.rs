@@ -216,6 +216,10 @@ fn drop_torn_tail(file: &File) -> std::io::Result<u64> {
 /// What `tailhook dead-letter resend` did for one destination.
 #[derive(Debug, Default)]
 pub struct ResendReport {
+    /// The destination's name.
+    pub destination: String,
+    /// Its dead-letter file.
+    pub path: PathBuf,
     /// Events delivered (2xx) and removed from the file.
     pub delivered: usize,
     /// Requests that delivered them.
@@ -232,6 +236,34 @@ impl ResendReport {
     /// Events still in the dead-letter file.
     pub fn kept(&self) -> usize {
         self.rejected + self.unsent
+    }
+}
+
+impl std::fmt::Display for ResendReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, path) = (&self.destination, self.path.display());
+        if self.delivered == 0 && self.kept() == 0 {
+            return write!(f, "{name}: no dead letters ({path})");
+        }
+        write!(
+            f,
+            "{name}: resent {} event(s) in {} batch(es)",
+            self.delivered, self.batches
+        )?;
+        if self.rejected > 0 {
+            write!(f, "; {} rejected again", self.rejected)?;
+        }
+        if self.unsent > 0 {
+            write!(f, "; {} not sent", self.unsent)?;
+        }
+        if let Some(p) = &self.problem {
+            write!(f, " ({p})")?;
+        }
+        if self.kept() > 0 {
+            write!(f, "; {} kept in {path}", self.kept())
+        } else {
+            f.write_str("; the dead-letter file is now empty")
+        }
     }
 }
 
@@ -267,7 +299,11 @@ const READ_CHUNK: usize = 64 * 1024;
 pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
     let webhook = Webhook::new(cfg)?;
     let dl = DeadLetter::new(data_dir, &cfg.name);
-    let mut report = ResendReport::default();
+    let mut report = ResendReport {
+        destination: cfg.name.clone(),
+        path: dl.path.clone(),
+        ..ResendReport::default()
+    };
     for taken in take_files(&dl)? {
         let file = File::options().read(true).write(true).open(&taken)?;
         drop_torn_tail(&file)?;
