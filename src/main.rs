@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tailhook::daemon::{Daemon, Reloads};
 use tailhook::{Config, Shutdown};
 
 /// Tails files of security events, or receives them on sockets, webhooks and
@@ -150,9 +151,14 @@ fn main() -> ExitCode {
             let rt = runtime();
             let code = rt.block_on(async {
                 let shutdown = Shutdown::new();
-                let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+                let (reload_tx, requests) = tokio::sync::mpsc::channel(1);
                 tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
-                match tailhook::run_with_reload(config, Some(path), shutdown, reloads).await {
+                let reloads = Reloads { path, requests };
+                let run = async {
+                    let daemon = Daemon::bind(&config).await?;
+                    daemon.run(shutdown, Some(reloads)).await
+                };
+                match run.await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e:#}");
@@ -170,20 +176,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let mut failed = false;
-            for d in &config.destinations {
-                if let Err(e) = tailhook::sink::client::Webhook::new(d) {
-                    eprintln!("error: {e}");
-                    failed = true;
-                }
+            let problems = tailhook::daemon::check(&config);
+            for e in &problems {
+                eprintln!("error: {e}");
             }
-            for s in &config.sources {
-                if let Err(e) = tailhook::tls::check(s) {
-                    eprintln!("error: {e}");
-                    failed = true;
-                }
-            }
-            if failed {
+            if !problems.is_empty() {
                 return ExitCode::from(1);
             }
             for w in config.warnings() {
