@@ -30,3 +30,4 @@ mod props_test;
 
 pub use config::Config;
 pub use shutdown::Shutdown;
+pub use sink::dead_letter::{resend, ResendReport};
