@@ -72,7 +72,6 @@ impl TrackedFile {
 /// of the file before `offset` is delivered.
 #[derive(Debug, Clone)]
 pub struct Position {
-    /// Which file.
     pub file: Arc<TrackedFile>,
     /// The offset delivery reaches.
     pub offset: u64,

@@ -106,7 +106,7 @@ pub struct DestinationConfig {
     pub events: Selection,
     /// The `events` list as written, for `check` (None: all).
     pub events_list: Option<Vec<String>>,
-    /// Indexes into [`Config::sources`] of the sources it reads.
+    /// Indexes into [`Config::sources`](super::Config::sources) of the sources it reads.
     pub sources: Vec<usize>,
     /// Requests in flight.
     pub concurrency: usize,

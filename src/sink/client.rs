@@ -22,7 +22,6 @@ pub struct SetupError {
 /// How a collector answered.
 #[derive(Debug)]
 pub struct Answer {
-    /// The HTTP status.
     pub status: u16,
     /// `Retry-After`, when given.
     pub retry_after: Option<Duration>,

@@ -143,11 +143,6 @@ impl Tailer {
         })
     }
 
-    /// The files open now.
-    pub fn files(&self) -> &[OpenFile] {
-        &self.files
-    }
-
     /// The directories to watch for changes.
     pub fn discovery(&self) -> &Arc<Discovery> {
         &self.discovery

@@ -61,10 +61,7 @@ pub struct Spool {
 pub enum SpoolError {
     /// No room: every destination is behind by `max_bytes`.
     #[error("the spool is full ({max} bytes wait for delivery)")]
-    Full {
-        /// `spool.max_bytes`.
-        max: u64,
-    },
+    Full { max: u64 },
     /// The segment could not be written or synced.
     #[error("cannot write the spool: {0}")]
     Io(#[from] io::Error),
