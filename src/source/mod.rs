@@ -3,6 +3,7 @@
 //! spool, whose segments are then tailed the same way.
 
 pub mod budget;
+pub mod copy;
 pub mod discover;
 pub mod file;
 pub mod http;

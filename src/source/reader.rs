@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::copy::CopyState;
 use super::identity::{self, Tail, Window};
 use super::{Chunk, Event, TailMode};
 use crate::batch::TrackedFile;
@@ -77,15 +78,10 @@ pub struct OpenFile {
     pub orphan: bool,
     /// Consecutive scans that did not find it under a matching name.
     pub missing_scans: u32,
-    /// A copy of this open file (same first bytes), not read unless that
-    /// file is truncated: then it holds what the truncation took away.
-    pub copy_of: Option<FileId>,
-    /// How much of a copy has been checked to be the same as its original.
-    pub copy_len: u64,
-    /// A handle on the original of a copy, to check what the copy grows by.
-    pub copy_src: Option<File>,
-    /// When it was taken for a copy.
-    pub copy_since: Option<Instant>,
+    /// Set while it is taken for a copy of another open file (same first
+    /// bytes): it is not read unless that file is truncated, and then it
+    /// holds what the truncation took away.
+    pub copy: Option<CopyState>,
     /// Its content started again (truncated or rewritten) and nothing of the
     /// new content has been read: it may be a copy of another file.
     pub fresh: bool,
@@ -127,10 +123,7 @@ impl OpenFile {
             path,
             orphan: false,
             missing_scans: 0,
-            copy_of: None,
-            copy_len: 0,
-            copy_src: None,
-            copy_since: None,
+            copy: None,
             fresh: false,
             read_failing: false,
             permit: None,
@@ -318,7 +311,7 @@ impl OpenFile {
     pub fn closable(&self) -> bool {
         self.at_eof
             && self.oversize.is_none()
-            && self.copy_of.is_none()
+            && self.copy.is_none()
             && !self.orphan
             && self.missing_scans == 0
     }
@@ -391,10 +384,12 @@ impl OpenFile {
     /// Takes this file for a copy of `of` (open as `src`) being written:
     /// it is not read unless `of` is truncated.
     pub fn make_copy_of(&mut self, of: FileId, src: File, len: u64, now: Instant) {
-        self.copy_of = Some(of);
-        self.copy_src = Some(src);
-        self.copy_len = len;
-        self.copy_since = Some(now);
+        self.copy = Some(CopyState {
+            of,
+            src,
+            len,
+            since: now,
+        });
     }
 
     /// Closes a copy that was never read: its position is where it stands.
@@ -407,9 +402,7 @@ impl OpenFile {
 
     /// Reads this file as itself from now on.
     pub fn stop_being_a_copy(&mut self) {
-        self.copy_of = None;
-        self.copy_src = None;
-        self.copy_since = None;
+        self.copy = None;
     }
 
     /// The open file.
