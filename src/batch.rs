@@ -73,7 +73,6 @@ impl TrackedFile {
 /// of the file before `offset` is delivered.
 #[derive(Debug, Clone)]
 pub struct Position {
-    /// Which file.
     pub file: Arc<TrackedFile>,
     /// The offset delivery reaches.
     pub offset: u64,
@@ -107,7 +106,7 @@ impl Position {
 }
 
 /// The file a chunk was read from, and what was known of it then.
-pub struct ReadFrom<'a> {
+pub struct Origin<'a> {
     /// The file.
     pub file: &'a Arc<TrackedFile>,
     /// Its leading bytes.
@@ -206,7 +205,7 @@ impl BatchBuilder {
 
     /// Records that once this batch is acknowledged, `from.file` is
     /// delivered up to `offset`.
-    pub fn advance(&mut self, from: &ReadFrom<'_>, offset: u64) {
+    pub fn advance(&mut self, from: &Origin<'_>, offset: u64) {
         self.advance_chunk(from, offset, None, false);
     }
 
@@ -214,7 +213,7 @@ impl BatchBuilder {
     /// whether the file is then finished and closed.
     pub fn advance_chunk(
         &mut self,
-        from: &ReadFrom<'_>,
+        from: &Origin<'_>,
         offset: u64,
         content_crc: Option<u32>,
         closed: bool,
@@ -353,7 +352,7 @@ mod tests {
             "app.log".into(),
             "app".into(),
         ));
-        let from = ReadFrom {
+        let from = Origin {
             file: &file,
             fingerprint: Fingerprint::default(),
             lost: None,

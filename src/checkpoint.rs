@@ -58,9 +58,7 @@ pub struct Truncated {
 /// Device and inode: which file, whatever its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileId {
-    /// `st_dev`
     pub dev: u64,
-    /// `st_ino`
     pub ino: u64,
 }
 
@@ -107,19 +105,12 @@ pub enum CheckpointError {
     /// The file could not be read or written.
     #[error("checkpoint file {path}: {source}")]
     Io {
-        /// The checkpoint file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The file is not a checkpoint this version understands.
     #[error("checkpoint file {path} is unusable ({why}); starting as if it were absent, which re-sends rather than loses")]
-    Corrupt {
-        /// The checkpoint file.
-        path: PathBuf,
-        /// What is wrong with it.
-        why: String,
-    },
+    Corrupt { path: PathBuf, why: String },
 }
 
 /// The positions of one destination, keyed by file identity.
@@ -216,6 +207,7 @@ impl Checkpoints {
     }
 
     /// Writes the checkpoint atomically now (see [`Snapshot::write`]).
+    #[cfg(test)]
     pub fn save(&self) -> Result<(), CheckpointError> {
         self.snapshot().write()
     }

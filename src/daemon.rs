@@ -31,67 +31,53 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, Input, SourceConfig};
-use crate::metrics::Readiness;
+use crate::metrics::{self, Readiness};
 use crate::shutdown::Shutdown;
+use crate::sink::client::Webhook;
 use crate::source::budget::OpenBudget;
 use crate::source::socket::DRAIN;
 use crate::source::stdin;
 use crate::spool::{Spool, SpoolWriter};
+use inputs::Listener;
+use metrics_exporter_prometheus::PrometheusHandle;
 use plan::{readers, spooled_sources, AsStarted, Changes, PipelineSettings};
 use unacknowledged::{warn_stray_checkpoints, warn_unacknowledged};
 
-/// Runs `config` until `shutdown.soft` fires (or, with only a stdin source,
-/// until its input is delivered). Each message on `reloads` re-reads the
-/// config at `path` and applies it ([`Daemon::apply`]); an invalid one is
-/// logged and the running config stays, and one that cannot start is
-/// logged and the previous one is applied again.
-pub async fn run(
-    config: Config,
-    path: Option<PathBuf>,
-    shutdown: &Shutdown,
-    reloads: &mut mpsc::Receiver<()>,
-    ready: Arc<Readiness>,
-    budget: Arc<OpenBudget>,
-) -> anyhow::Result<()> {
-    let mut daemon = Daemon::new(shutdown.clone(), ready, budget);
-    if let Err(e) = daemon.apply(config).await {
-        daemon.abandon();
-        return Err(e);
-    }
-    loop {
-        tokio::select! {
-            _ = shutdown.soft.cancelled() => break,
-            Some(()) = reloads.recv() => {
-                let Some(path) = &path else { continue };
-                let new = match Config::load(path) {
-                    Ok(new) => new,
-                    Err(e) => {
-                        tracing::error!("config reload failed, the running config stays:\n{e}");
-                        continue;
-                    }
-                };
-                tracing::info!(config = %path.display(), "reloading: what changed restarts, the rest keeps running");
-                let previous = daemon.config.clone().expect("a config runs");
-                if let Err(e) = daemon.apply(new).await {
-                    // The new config could not start (a port in use, a
-                    // bad certificate): go back to the one that ran.
-                    tracing::error!("cannot apply the reloaded config: {e:#}; going back to the previous config");
-                    if let Err(e) = daemon.apply(previous).await {
-                        daemon.abandon();
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-    daemon.shut_down().await;
-    Ok(())
+/// The config a reload reads, and the requests to read it (SIGHUP).
+pub struct Reloads {
+    /// The config file.
+    pub path: PathBuf,
+    /// One message a reload.
+    pub requests: mpsc::Receiver<()>,
 }
 
-/// What runs, by name.
+/// What `tailhook check` reads besides the config, as [`Daemon::bind`] and
+/// the start of each pipeline would: every destination's client (its CA
+/// and client certificate files) and every input's TLS files. Each problem
+/// is one error.
+pub fn check(config: &Config) -> Vec<anyhow::Error> {
+    let clients = config
+        .destinations
+        .iter()
+        .filter_map(|d| Webhook::new(d).err().map(anyhow::Error::from));
+    let inputs = config
+        .sources
+        .iter()
+        .filter_map(|s| crate::tls::check(s).err());
+    clients.chain(inputs).collect()
+}
+
+/// What runs, by name: bound by [`Daemon::bind`], run by [`Daemon::run`].
 pub struct Daemon {
     /// The process's signal: every token below is a child of it.
     process: Shutdown,
+    /// The config [`Daemon::bind`] bound, until [`Daemon::run`] starts it.
+    bound: Option<Config>,
+    /// The metrics listener, bound, until [`Daemon::run`] serves it.
+    metrics: Option<(tokio::net::TcpListener, &'static PrometheusHandle)>,
+    /// The listeners of socket and HTTP sources bound by [`Daemon::bind`],
+    /// until their input starts.
+    listeners: HashMap<String, Listener>,
     ready: Arc<Readiness>,
     budget: Arc<OpenBudget>,
     /// Every task of every input, writer and pipeline, for shutdown.
@@ -149,12 +135,29 @@ struct StdinReaders {
 }
 
 impl Daemon {
-    /// Nothing runs yet: [`Daemon::apply`] starts a config.
-    pub fn new(process: Shutdown, ready: Arc<Readiness>, budget: Arc<OpenBudget>) -> Daemon {
-        Daemon {
-            process,
-            ready,
-            budget,
+    /// Binds what `config` listens on: the metrics listener and the
+    /// listener of every socket and HTTP source, so that a port in use or
+    /// a bad certificate fails here, in words, before anything runs.
+    pub async fn bind(config: &Config) -> anyhow::Result<Daemon> {
+        let metrics = if config.metrics.enabled {
+            let handle = metrics::install()?;
+            Some((metrics::bind(config.metrics.listen).await?, handle))
+        } else {
+            None
+        };
+        let mut listeners = HashMap::new();
+        for src in config.sources.iter().filter(|s| s.is_spooled()) {
+            if let Some(l) = Listener::bind(src).await? {
+                listeners.insert(src.name.clone(), l);
+            }
+        }
+        Ok(Daemon {
+            process: Shutdown::new(),
+            bound: Some(config.clone()),
+            metrics,
+            listeners,
+            ready: Arc::new(Readiness::default()),
+            budget: OpenBudget::for_this_process(),
             tasks: TaskTracker::new(),
             config: None,
             spool: None,
@@ -163,7 +166,78 @@ impl Daemon {
             retired: HashMap::new(),
             pipelines: HashMap::new(),
             stdin: StdinReaders::default(),
+        })
+    }
+
+    /// Runs the bound config until `shutdown.soft` fires (or, with only a
+    /// stdin source, until its input is delivered), serving metrics when
+    /// they are enabled. Each message on `reloads` re-reads the config and
+    /// applies it ([`Daemon::apply`]); an invalid one is logged and the
+    /// running config stays, and one that cannot start is logged and the
+    /// previous one is applied again.
+    pub async fn run(mut self, shutdown: Shutdown, reloads: Option<Reloads>) -> anyhow::Result<()> {
+        self.process = shutdown.clone();
+        let served = CancellationToken::new();
+        let server = TaskTracker::new();
+        if let Some((listener, handle)) = self.metrics.take() {
+            server.spawn(metrics::serve(
+                listener,
+                handle,
+                self.ready.clone(),
+                served.clone(),
+            ));
         }
+        server.close();
+        let result = self.run_until(&shutdown, reloads).await;
+        served.cancel();
+        server.wait().await;
+        result
+    }
+
+    async fn run_until(
+        mut self,
+        shutdown: &Shutdown,
+        reloads: Option<Reloads>,
+    ) -> anyhow::Result<()> {
+        let config = self.bound.take().expect("bound once");
+        if let Err(e) = self.apply(config).await {
+            self.abandon();
+            return Err(e);
+        }
+        // Without reloads, a channel that never delivers.
+        let (_never, idle) = mpsc::channel(1);
+        let (path, mut requests) = match reloads {
+            Some(r) => (Some(r.path), r.requests),
+            None => (None, idle),
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.soft.cancelled() => break,
+                Some(()) = requests.recv() => {
+                    let Some(path) = &path else { continue };
+                    let new = match Config::load(path) {
+                        Ok(new) => new,
+                        Err(e) => {
+                            tracing::error!("config reload failed, the running config stays:\n{e}");
+                            continue;
+                        }
+                    };
+                    tracing::info!(config = %path.display(), "reloading: what changed restarts, the rest keeps running");
+                    let previous = self.config.clone().expect("a config runs");
+                    if let Err(e) = self.apply(new).await {
+                        // The new config could not start (a port in use, a
+                        // bad certificate): go back to the one that ran.
+                        tracing::error!("cannot apply the reloaded config: {e:#}; going back to the previous config");
+                        if let Err(e) = self.apply(previous).await {
+                            self.abandon();
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.shut_down().await;
+        Ok(())
     }
 
     /// Makes `config` the one that runs, changing only what differs from
@@ -239,7 +313,7 @@ impl Daemon {
             .collect();
         for d in &config.destinations {
             if !self.pipelines.contains_key(&d.name) || stop_pipelines.contains(&d.name) {
-                crate::sink::client::Webhook::new(d)?;
+                Webhook::new(d)?;
             }
         }
         let changes = match &old {

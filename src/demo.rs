@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
+use crate::daemon::Daemon;
 use crate::event::{classify, Class, Kind};
 use crate::{Config, Shutdown};
 
@@ -247,7 +248,8 @@ enabled = false
     let config = Config::parse(Path::new("<demo>"), &config_text, |_| None)?;
     let checkpoint = crate::checkpoint::Checkpoints::file_for(&config.data_dir, "fluentd");
     let shutdown = Shutdown::new();
-    let pipeline = tokio::spawn(crate::run(config, shutdown.clone()));
+    let daemon = Daemon::bind(&config).await?;
+    let pipeline = tokio::spawn(daemon.run(shutdown.clone(), None));
 
     let deadline = Duration::from_secs(30);
     let first_n = count_events(&first_text)?;

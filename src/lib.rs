@@ -3,71 +3,58 @@
 //! into JSON arrays, as HTTP(S) webhooks to Fluentd `in_http` or Logstash `http`.
 //!
 //! Every input is a file and every destination reads it with its own cursor:
-//! see `DESIGN.md`. [`run`] is the whole daemon, so tests and the demo drive
-//! it with their own config and shutdown signal.
+//! files are tailed as they are; sockets, webhooks and stdin are first
+//! appended to the spool, whose segments are tailed the same way. A
+//! destination's checkpoint moves only past what its collector acknowledged.
+//!
+//! Where things are, in the order data flows:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | the TOML schema, defaults, validation, `${VAR}`, redaction |
+//! | [`daemon`] | binding and running a config, and what a reload changes |
+//! | `source` | file discovery and tailing; the socket, HTTP and stdin inputs |
+//! | `spool` | the on-disk segments that spooled inputs write and pipelines tail |
+//! | [`event`] | framing a line into events, their kinds, a destination's selection |
+//! | `pipeline` | one destination: read, select, batch, send, checkpoint |
+//! | `batch` | request bodies built from raw event bytes |
+//! | `sink` | the webhook client, answers and retries, the dead-letter file |
+//! | `checkpoint` | per-destination positions, written atomically |
+//! | `metrics` | every metric name; `/metrics`, `/health`, `/ready` |
+//! | `tls` | every rustls config and the PEM files they load |
+//! | [`test_message`], [`demo`], [`status`] | the `test`, `demo` and `status` commands' work |
+//!
+//! The commands themselves are in the binary, `src/cmd/`; they use only
+//! what is public here.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod batch;
-pub mod checkpoint;
+// What the commands, the fuzz targets and the tests use.
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod event;
-pub mod metrics;
-pub mod pipeline;
-pub mod probe;
 pub mod shutdown;
-pub mod sink;
-pub mod source;
-pub mod spool;
 pub mod status;
-
-#[cfg(test)]
-mod props_test;
-
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+pub mod test_message;
 
 pub use config::Config;
 pub use shutdown::Shutdown;
+pub use sink::dead_letter::{resend, ResendReport};
+/// The `http` input's body handling, for its fuzz target.
+pub use source::http::body_lines;
 
-/// Runs `config` until `shutdown.soft` fires (or, with only a stdin source,
-/// until its input is delivered), serving metrics when they are enabled.
-pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let (_tx, reloads) = tokio::sync::mpsc::channel(1);
-    run_with_reload(config, None, shutdown, reloads).await
-}
+// Inside.
+pub(crate) mod batch;
+pub(crate) mod checkpoint;
+pub(crate) mod line_end;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
+pub(crate) mod rate_limit;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod spool;
+pub(crate) mod tls;
 
-/// Like [`run`], and each message on `reloads` (SIGHUP) re-reads the config
-/// at `path`: a valid one is applied, restarting only the inputs and
-/// destinations whose settings changed ([`daemon::Daemon::apply`]); an
-/// invalid one is logged and the running config stays.
-pub async fn run_with_reload(
-    config: Config,
-    path: Option<std::path::PathBuf>,
-    shutdown: Shutdown,
-    mut reloads: tokio::sync::mpsc::Receiver<()>,
-) -> anyhow::Result<()> {
-    let ready = Arc::new(metrics::Readiness::default());
-    let served = CancellationToken::new();
-    let server = TaskTracker::new();
-    if config.metrics.enabled {
-        let handle = metrics::install()?;
-        let listener = metrics::bind(config.metrics.listen).await?;
-        server.spawn(metrics::serve(
-            listener,
-            handle,
-            ready.clone(),
-            served.clone(),
-        ));
-    }
-    server.close();
-    let budget = source::budget::OpenBudget::for_this_process();
-    let result = daemon::run(config, path, &shutdown, &mut reloads, ready, budget).await;
-    served.cancel();
-    server.wait().await;
-    result
-}
+#[cfg(test)]
+mod props_test;

@@ -245,7 +245,8 @@ pub struct ReadMetrics {
     pub dropped: Counter,
     /// Invalid lines dead-lettered.
     pub dead_lettered: Counter,
-    /// Events left out by the selection, indexed by [`Kind::index`].
+    /// Events left out by the selection, one per kind in [`Kind::ALL`] order
+    /// (indexed by `kind as usize`).
     pub filtered: Vec<Counter>,
     /// Files followed.
     pub files: Gauge,
@@ -294,13 +295,6 @@ struct ReadyState {
 }
 
 impl Readiness {
-    /// Starts over for a (re)loaded config with these destinations.
-    pub fn reset(&self, destinations: impl IntoIterator<Item = String>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.sources_open = false;
-        s.tried = destinations.into_iter().map(|d| (d, false)).collect();
-    }
-
     /// After a reload: these destinations run, and those marked `true`
     /// were kept running, so they keep what they had tried; the others
     /// start over.

@@ -5,6 +5,8 @@
 
 mod group_commit;
 
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +15,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{Batch, BatchBuilder, ReadFrom};
+use crate::batch::{Batch, BatchBuilder, Origin};
 use crate::checkpoint::Checkpoints;
-use crate::config::{Config, DestinationConfig, Input};
+use crate::config::{Config, DestinationConfig, FileInput, Input, ReadFrom};
 use crate::metrics::{ReadMetrics, Readiness};
+use crate::rate_limit::RateLimit;
 use crate::shutdown::Shutdown;
 use crate::sink::client::Webhook;
 use crate::sink::dead_letter::DeadLetter;
@@ -24,9 +27,9 @@ use crate::sink::{Outcome, Sender};
 use crate::source::budget::OpenBudget;
 use crate::source::file::FileSizes;
 use crate::source::file::{FileSource, StartPositions, Tail};
-use crate::source::reader::{FrameContext, RateLimit};
+use crate::source::reader::FrameContext;
 use crate::source::{Chunk, TailMode};
-use crate::spool::Spool;
+use crate::spool::{segment, Spool};
 use group_commit::GroupCommit;
 
 /// How many read chunks may wait for the batcher: with the batch channel and
@@ -95,7 +98,7 @@ impl Pipeline {
                     files: files.clone(),
                     mode: TailMode::Files,
                 },
-                _ => Spool::tail_of(&config.data_dir, &src.name),
+                _ => spool_tail(&config.data_dir, &src.name),
             };
             sources.push(FileSource::new(
                 tail,
@@ -162,11 +165,31 @@ impl Pipeline {
             lags,
         };
         let mut commit = GroupCommit::new(&dest.name, sender.metrics());
-        send_loop(&dest, sender.clone(), batches, acks, &mut commit, &shutdown).await;
+        let deliver = |batch| {
+            let (sender, hard) = (sender.clone(), shutdown.hard.clone());
+            async move { sender.deliver(batch, &hard).await }
+        };
+        send_loop(&dest, &sender, deliver, batches, acks, &mut commit).await;
         tasks.wait().await;
         if commit.finish(&checkpoints).await {
             tracing::info!(destination = %dest.name, "checkpoint saved");
         }
+    }
+}
+
+/// What a destination's pipeline tails to read a spooled source.
+fn spool_tail(data_dir: &Path, source: &str) -> Tail {
+    Tail {
+        source: source.to_string(),
+        files: FileInput {
+            include: vec![segment::glob(&Spool::dir_of(data_dir, source))],
+            exclude: Vec::new(),
+            read_from: ReadFrom::Beginning,
+            poll_interval: Duration::from_secs(1),
+            rotate_wait: Duration::ZERO,
+            close_inactive: Duration::MAX,
+        },
+        mode: TailMode::Spool,
     }
 }
 
@@ -198,7 +221,7 @@ async fn batcher(
         // Dead letters go with the first batch this chunk touches: a batch
         // flushed part-way through the chunk may carry a position past them.
         builder.add_dead_letters(chunk.dead_letters);
-        let from = ReadFrom {
+        let from = Origin {
             file: &chunk.file,
             fingerprint: chunk.fingerprint,
             lost: chunk.lost,
@@ -234,17 +257,21 @@ async fn batcher(
     }
 }
 
-/// Keeps up to `concurrency` deliveries in flight and applies their
-/// acknowledgements in send order, so a checkpoint never passes a batch that
-/// is not acknowledged; hands each change to `commit` to be written.
-async fn send_loop(
+/// Keeps up to `concurrency` deliveries (`deliver`: [`Sender::deliver`],
+/// or a test's) in flight and applies their acknowledgements in send order,
+/// so a checkpoint never passes a batch that is not acknowledged; hands each
+/// change to `commit` to be written.
+async fn send_loop<D, F>(
     dest: &DestinationConfig,
-    sender: Arc<Sender>,
+    sender: &Sender,
+    deliver: D,
     mut batches: mpsc::Receiver<Batch>,
     mut acks: Acks<'_>,
     commit: &mut GroupCommit,
-    shutdown: &Shutdown,
-) {
+) where
+    D: Fn(Batch) -> F,
+    F: Future<Output = (Batch, Outcome)>,
+{
     let mut inflight = FuturesOrdered::new();
     let mut tick = tokio::time::interval(LAG_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -270,9 +297,7 @@ async fn send_loop(
                 Some(batch) => {
                     buffered += batch.events as u64;
                     m.buffered.set(buffered as f64);
-                    let sender = sender.clone();
-                    let hard = shutdown.hard.clone();
-                    inflight.push_back(async move { sender.deliver(batch, &hard).await });
+                    inflight.push_back(deliver(batch));
                 }
                 None => open = false,
             },
@@ -335,5 +360,152 @@ fn apply(checkpoints: &mut Checkpoints, batch: &Batch) {
             continue;
         }
         checkpoints.set(p.entry());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::batch::TrackedFile;
+    use crate::checkpoint::{FileId, Fingerprint};
+    use crate::sink::client::Webhook;
+    use crate::source::identity::Window;
+
+    const FILE: FileId = FileId { dev: 1, ino: 2 };
+
+    /// The offset a destination's checkpoint file records, if any.
+    fn on_disk(dir: &Path) -> Option<u64> {
+        let (cp, err) = Checkpoints::load(dir, "d");
+        assert!(err.is_none(), "{err:?}");
+        cp.get(FILE).map(|e| e.offset)
+    }
+
+    /// A batch of one event that takes the file to `offset`.
+    fn batch(dest: &DestinationConfig, file: &Arc<TrackedFile>, offset: u64) -> Batch {
+        let window = Arc::new(Window::new(
+            Bytes::new(),
+            Bytes::from(vec![b'x'; 512]),
+            0,
+            None,
+        ));
+        let mut b = BatchBuilder::new(dest.batch, dest.format);
+        b.push(br#"{"a":1}"#);
+        let from = Origin {
+            file,
+            fingerprint: Fingerprint::of(b"x"),
+            lost: None,
+            window: &window,
+        };
+        b.advance(&from, offset);
+        b.take().expect("one event")
+    }
+
+    /// Three batches in flight at once are acknowledged out of order (the
+    /// third, then the first, then the second): the checkpoint moves past
+    /// each one only once every batch before it is acknowledged.
+    #[tokio::test]
+    async fn the_checkpoint_never_passes_a_batch_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n[[source]]\nname = \"s\"\ntype = \"file\"\ninclude = [\"/nowhere/*\"]\n\
+             [[destination]]\nname = \"d\"\nurl = \"http://127.0.0.1:9/\"\nconcurrency = 3\n\
+             [metrics]\nenabled = false\n",
+            dir.path()
+        );
+        let config = Config::parse(Path::new("t.toml"), &text, |_| None).unwrap();
+        let dest = config.destinations[0].clone();
+        let sender = Sender::new(
+            &dest,
+            Webhook::new(&dest).unwrap(),
+            DeadLetter::new(dir.path(), "d"),
+            Arc::new(Readiness::default()),
+        );
+        let file = Arc::new(TrackedFile::new(FILE, "/nowhere/a".into(), "s".into()));
+        let (tx, batches) = mpsc::channel(3);
+        let mut gates = HashMap::new();
+        let mut release = HashMap::new();
+        for offset in [100, 200, 300] {
+            tx.send(batch(&dest, &file, offset)).await.unwrap();
+            let (open, gate) = oneshot::channel::<()>();
+            gates.insert(offset, gate);
+            release.insert(offset, open);
+        }
+        drop(tx);
+        // Each delivery ends when the test opens its gate.
+        let gates = Mutex::new(gates);
+        let in_flight = Mutex::new(Vec::new());
+        let deliver = |batch: Batch| {
+            let offset = batch.positions[0].offset;
+            in_flight.lock().unwrap().push(offset);
+            let gate = gates.lock().unwrap().remove(&offset).unwrap();
+            async move {
+                let _ = gate.await;
+                (batch, Outcome::Acked)
+            }
+        };
+        let (mut checkpoints, _) = Checkpoints::load(dir.path(), "d");
+        let acks = Acks {
+            checkpoints: &mut checkpoints,
+            spool: None,
+            destination: "d",
+            lags: Vec::new(),
+        };
+        let mut commit = GroupCommit::new("d", sender.metrics());
+        // Lets the loop run until `done` holds or `within` passes; says
+        // whether `done` holds.
+        async fn drive(
+            run: &mut (impl Future<Output = ()> + Unpin),
+            done: impl Fn() -> bool,
+            within: Duration,
+        ) -> bool {
+            let deadline = Instant::now() + within;
+            while !done() && Instant::now() < deadline {
+                tokio::select! {
+                    _ = &mut *run => panic!("the loop ended with batches in flight"),
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+            done()
+        }
+        let (wait, settle) = (Duration::from_secs(5), Duration::from_millis(200));
+        {
+            let run = send_loop(&dest, &sender, deliver, batches, acks, &mut commit);
+            tokio::pin!(run);
+            assert!(
+                drive(&mut run, || in_flight.lock().unwrap().len() == 3, wait).await,
+                "all three batches go out at once (concurrency = 3)"
+            );
+            release.remove(&300).unwrap().send(()).unwrap();
+            // The third is acknowledged, the first two are not: nothing moves.
+            drive(&mut run, || false, settle).await;
+            assert_eq!(
+                on_disk(dir.path()),
+                None,
+                "the third batch overtook the first two"
+            );
+
+            release.remove(&100).unwrap().send(()).unwrap();
+            assert!(
+                drive(&mut run, || on_disk(dir.path()).is_some(), wait).await,
+                "the first batch's acknowledgement is written"
+            );
+            drive(&mut run, || false, settle).await;
+            assert_eq!(
+                on_disk(dir.path()),
+                Some(100),
+                "the second is still in flight"
+            );
+
+            release.remove(&200).unwrap().send(()).unwrap();
+            run.await;
+        }
+        assert!(commit.finish(&checkpoints).await);
+        assert_eq!(on_disk(dir.path()), Some(300));
     }
 }

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -26,27 +26,6 @@ use crate::sink::dead_letter::{DeadLetter, Waiting};
 use crate::source::discover::Discovery;
 use crate::source::identity;
 use crate::spool::Spool;
-
-/// Loads the config at `path`, prints the status of every destination (as
-/// JSON with `json`) and says how to exit: 0 when every destination is
-/// caught up, 1 when one is behind, 2 when the config is invalid or the
-/// status cannot be printed.
-pub fn command(path: &Path, json: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: invalid config\n{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&config, json) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
 
 /// Prints the status of every destination of `config` on stdout, in words
 /// or (with `json`) as one JSON object; returns exit 0 when every
@@ -177,11 +156,17 @@ struct Found {
 }
 
 fn list(config: &Config, src: &SourceConfig) -> Result<Listing, globset::Error> {
-    let files = match &src.input {
-        Input::File(f) => f.clone(),
-        _ => Spool::tail_of(&config.data_dir, &src.name).files,
+    let (include, exclude) = match &src.input {
+        Input::File(f) => (f.include.clone(), f.exclude.clone()),
+        _ => (
+            vec![crate::spool::segment::glob(&Spool::dir_of(
+                &config.data_dir,
+                &src.name,
+            ))],
+            Vec::new(),
+        ),
     };
-    let scan = Discovery::new(&files.include, &files.exclude)?.scan();
+    let scan = Discovery::new(&include, &exclude)?.scan();
     let mut out = Listing {
         files: Vec::new(),
         problems: scan

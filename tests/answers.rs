@@ -10,14 +10,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use support::check::{stop, wait_events, wait_log};
-use support::collector::{Collector, Options};
+use support::collector::fluentd;
 use support::metrics::{metrics_addr, wait_for_page};
 use support::process::Tailhook;
-use support::setup::{append, bytes_of, destination, hits, Setup};
+use support::setup::{append, bytes_of, hits, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -26,15 +25,6 @@ const DEST: &str = "fluentd";
 const UP: &str = "tailhook_destination_up";
 const RESPONSES: &str = "tailhook_destination_responses_total";
 const DEAD_LETTERED: &str = "tailhook_destination_events_dead_lettered_total";
-
-/// One file source on `logs/*.ndjson` and these destinations.
-fn config(setup: &Setup, destinations: &[String]) -> PathBuf {
-    let mut text = setup.source("w", "*.ndjson", "");
-    for d in destinations {
-        text.push_str(d);
-    }
-    setup.config(&text)
-}
 
 /// One request at a time, five events a batch: which batch an answer hits
 /// is known.
@@ -63,7 +53,7 @@ fn dead_letters(setup: &Setup, dest: &str) -> String {
 #[test]
 fn a_401_is_retried_until_the_credentials_work_and_nothing_is_dead_lettered() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.respond_with_body(401, "invalid token");
     let lines = hits(0, 20, 200);
     append(&setup.log("a.ndjson"), &lines);
@@ -71,10 +61,13 @@ fn a_401_is_retried_until_the_credentials_work_and_nothing_is_dead_lettered() {
         "http://shipper:pw-91c3-secret@127.0.0.1:{}/wallarm.events",
         collector.port()
     );
-    let cfg = config(
-        &setup,
-        &[destination(DEST, &url, ONE_AT_A_TIME, FIVE_A_BATCH)],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination(DEST, &url)
+        .extra(ONE_AT_A_TIME)
+        .extra(FIVE_A_BATCH)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = metrics_addr(&tailhook);
 
@@ -141,19 +134,17 @@ fn a_401_is_retried_until_the_credentials_work_and_nothing_is_dead_lettered() {
 #[test]
 fn a_403_404_or_407_is_retried_with_what_to_check() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next(&[403, 404, 407]);
     let lines = hits(0, 10, 200);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/wallarm.events"),
-            ONE_AT_A_TIME,
-            FIVE_A_BATCH,
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra(ONE_AT_A_TIME)
+        .extra(FIVE_A_BATCH)
+        .write();
     // Each failed attempt is logged at debug, with the same words.
     let tailhook = Tailhook::start_with_env(&cfg, &[("RUST_LOG", "info,tailhook::sink=debug")]);
     wait_events(&collector, &tailhook, lines.len());
@@ -185,19 +176,17 @@ fn a_403_404_or_407_is_retried_with_what_to_check() {
 #[test]
 fn a_400_415_or_422_still_dead_letters_the_batch() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next(&[400, 415, 422]);
     let lines = hits(0, 20, 200);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/wallarm.events"),
-            ONE_AT_A_TIME,
-            FIVE_A_BATCH,
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra(ONE_AT_A_TIME)
+        .extra(FIVE_A_BATCH)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 5);
     let exit = stop(tailhook);
@@ -226,29 +215,22 @@ fn a_400_415_or_422_still_dead_letters_the_batch() {
 #[test]
 fn retry_on_and_dead_letter_on_move_statuses_both_ways() {
     let setup = Setup::new();
-    let one = Collector::start(Options::fluentd());
+    let one = fluentd();
     one.fail_next(&[404, 400, 401]);
-    let two = Collector::start(Options::fluentd());
+    let two = fluentd();
     two.fail_next(&[503]);
     let lines = hits(0, 20, 200);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        &[
-            destination(
-                "one",
-                &one.url("/wallarm.events"),
-                "concurrency = 1\nretry_on = [\"4xx\"]\ndead_letter_on = [404]",
-                FIVE_A_BATCH,
-            ),
-            destination(
-                "two",
-                &two.url("/wallarm.events"),
-                "concurrency = 1\ndead_letter_on = [\"5xx\"]",
-                FIVE_A_BATCH,
-            ),
-        ],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("one", &one.url("/wallarm.events"))
+        .extra("concurrency = 1\nretry_on = [\"4xx\"]\ndead_letter_on = [404]")
+        .extra(FIVE_A_BATCH)
+        .destination("two", &two.url("/wallarm.events"))
+        .extra("concurrency = 1\ndead_letter_on = [\"5xx\"]")
+        .extra(FIVE_A_BATCH)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&one, &tailhook, 15);
     wait_events(&two, &tailhook, 15);
@@ -280,22 +262,22 @@ fn retry_on_and_dead_letter_on_move_statuses_both_ways() {
 fn a_full_dead_letter_file_pauses_the_destination_until_resend_makes_room() {
     const BYTES: &str = "tailhook_destination_dead_letter_bytes";
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.respond_with_body(400, "refused");
     // 201 bytes a line: a batch of five is 1005 bytes of dead letters, so
     // two fit in 2 KiB and the third would not.
     let lines = hits(0, 40, 200);
     assert!(lines.iter().all(|l| l.len() == 200));
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/wallarm.events"),
-            ONE_AT_A_TIME,
-            &format!("{FIVE_A_BATCH}[destination.dead_letter]\nmax_bytes = \"2KiB\"\n"),
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra(ONE_AT_A_TIME)
+        .extra(&format!(
+            "{FIVE_A_BATCH}[destination.dead_letter]\nmax_bytes = \"2KiB\"\n"
+        ))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = metrics_addr(&tailhook);
 

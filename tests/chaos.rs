@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use support::check::{dead_port, DeadPort};
 use support::collector::{Collector, Options};
 use support::process::{Exit, Tailhook};
-use support::setup::{append, destination, hits, wallarm_hits, Setup};
+use support::setup::{append, hits, wallarm_hits, Setup};
 
 /// The seed of the scripts, unless `TAILHOOK_CHAOS_SEED` says otherwise.
 const SEED: u64 = 0x7a11_600c_c4a0_5eed;
@@ -963,22 +963,19 @@ fn config_text(
     concurrency: usize,
     max_events: usize,
 ) -> PathBuf {
-    setup.config(&format!(
-        "{}{}",
-        setup.source("app", glob, ""),
-        destination(
-            DEST,
-            url,
-            &format!(
-                "request_timeout = \"2s\"\nconcurrency = {concurrency}\n\
-                 headers = {{ \"{RUN_HEADER}\" = \"${{{RUN_ENV}}}\" }}"
-            ),
-            &format!(
-                "[destination.batch]\nmax_events = {max_events}\ntimeout = \"100ms\"\n\
-                 [destination.retry]\ninitial = \"20ms\"\nmax = \"200ms\"\n"
-            ),
-        )
-    ))
+    setup
+        .builder()
+        .file_source("app", glob)
+        .destination(DEST, url)
+        .extra(&format!(
+            "request_timeout = \"2s\"\nconcurrency = {concurrency}\n\
+             headers = {{ \"{RUN_HEADER}\" = \"${{{RUN_ENV}}}\" }}"
+        ))
+        .extra(&format!(
+            "[destination.batch]\nmax_events = {max_events}\ntimeout = \"100ms\"\n\
+             [destination.retry]\ninitial = \"20ms\"\nmax = \"200ms\"\n"
+        ))
+        .write()
 }
 
 // ---- the combined run ---------------------------------------------------------

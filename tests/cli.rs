@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use support::check::dead_port;
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::process::{bin, run_cmd, Exit, Tailhook, EXIT_TIMEOUT};
 use support::setup::{self, Setup};
 
@@ -516,7 +516,7 @@ fn a_missing_config_file_cannot_be_read() {
 #[test]
 fn test_sends_the_reference_test_message_with_method_and_headers() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let url = collector.url("/wallarm.events");
     let text = config_text(
         &setup,
@@ -559,7 +559,7 @@ fn test_sends_the_reference_test_message_with_method_and_headers() {
 #[test]
 fn test_destination_option_tests_only_that_one() {
     let setup = Setup::new();
-    let fluentd = Collector::start(Options::fluentd());
+    let fluentd = fluentd();
     let logstash = Collector::start(Options::logstash());
     let text = config_text(&setup, &fluentd.url("/wallarm.events"), "", "")
         + &format!(
@@ -613,7 +613,7 @@ fn test_destination_option_tests_only_that_one() {
 #[test]
 fn test_unknown_destination_lists_the_names() {
     let setup = Setup::new();
-    let fluentd = Collector::start(Options::fluentd());
+    let fluentd = fluentd();
     let text = config_text(&setup, &fluentd.url("/e"), "", "")
         + "\n[[destination]]\nname = \"logstash\"\nurl = \"http://127.0.0.1:9/\"\n";
     let config = write_config(&setup, &text);
@@ -650,7 +650,7 @@ fn test_connection_refused() {
 #[test]
 fn test_request_timeout_on_a_hanging_collector() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_hang(true);
     let text = config_text(
         &setup,
@@ -683,7 +683,7 @@ fn test_request_timeout_on_a_hanging_collector() {
 #[test]
 fn test_http_400_shows_the_status_and_the_start_of_the_body() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let body = format!(
         "400 Bad Request: no <match> for tag wallarm.events {}",
         "x".repeat(2000)
@@ -721,7 +721,7 @@ fn test_http_400_shows_the_status_and_the_start_of_the_body() {
 #[test]
 fn test_http_401_or_404_says_what_to_check() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let config = write_config(
         &setup,
         &config_text(&setup, &collector.url("/wallarm.events"), "", ""),
@@ -746,7 +746,7 @@ fn test_http_401_or_404_says_what_to_check() {
 #[test]
 fn test_several_destinations_one_failing() {
     let setup = Setup::new();
-    let fluentd = Collector::start(Options::fluentd());
+    let fluentd = fluentd();
     let closed = dead_port();
     let down = format!("http://127.0.0.1:{}/", closed.port);
     let text = config_text(&setup, &fluentd.url("/e"), "", "")
@@ -939,7 +939,7 @@ fn run_with_a_data_dir_that_cannot_be_created_exits_1_naming_it() {
 /// checkpoint: a restart sends only what is new.
 fn run_until(signal: Signal) {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let lines = setup::hits(0, 10, 100);
     setup::append(&setup.log("a.ndjson"), &lines);
     let config = setup.config(&format!(
@@ -1049,7 +1049,7 @@ fn credentials_in_the_url_authenticate_and_are_redacted() {
 #[test]
 fn test_message_in_ndjson_format() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let config = write_config(
         &setup,
         &config_text(&setup, &collector.url("/e"), "", "format = \"ndjson\""),

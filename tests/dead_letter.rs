@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use support::check::dead_port;
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::process::{run_cmd, Exit, Tailhook};
-use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
+use support::setup::{append, bytes_of, hits, seq_of, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -28,15 +28,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const DEST: &str = "fluentd";
 
 // ---- helpers ------------------------------------------------------------------
-
-/// A config with one file source on `logs/*.ndjson` and these destinations.
-fn config(setup: &Setup, destinations: &[String]) -> PathBuf {
-    let mut text = setup.source("wallarm", "*.ndjson", "");
-    for d in destinations {
-        text.push_str(d);
-    }
-    setup.config(&text)
-}
 
 /// `tailhook dead-letter resend -c <cfg> [extra...]`.
 fn resend(cfg: &Path, extra: &[&str]) -> Exit {
@@ -98,16 +89,17 @@ fn assert_clean_exit(exit: &Exit) {
 #[test]
 fn rejected_events_are_delivered_by_resend_and_leave_the_file() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next(&[400]);
     let log = setup.log("a.ndjson");
     // Written before start: one chunk, one batch, the one that is rejected.
     let rejected = hits(0, 12, 180);
     append(&log, &rejected);
-    let cfg = config(
-        &setup,
-        &[destination(DEST, &collector.url("/wallarm.events"), "", "")],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -172,15 +164,16 @@ fn rejected_events_are_delivered_by_resend_and_leave_the_file() {
 #[test]
 fn events_rejected_again_stay_in_the_file_byte_for_byte() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.respond_with_body(400, "field pad is not allowed");
     let lines = hits(0, 7, 200);
     let path = write_dead_letters(&setup, DEST, &lines);
     let before = std::fs::read(&path).unwrap();
-    let cfg = config(
-        &setup,
-        &[destination(DEST, &collector.url("/wallarm.events"), "", "")],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .write();
 
     let exit = resend(&cfg, &[]);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
@@ -208,20 +201,17 @@ fn events_rejected_again_stay_in_the_file_byte_for_byte() {
 #[test]
 fn a_partly_rejected_resend_keeps_only_the_rejected_batch() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     // The second of three batches is rejected; the others are delivered.
     collector.fail_next(&[200, 400]);
     let lines = hits(0, 25, 150);
     let path = write_dead_letters(&setup, DEST, &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/wallarm.events"),
-            "",
-            "[destination.batch]\nmax_events = 10\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("[destination.batch]\nmax_events = 10\n")
+        .write();
 
     let exit = resend(&cfg, &[]);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
@@ -259,15 +249,12 @@ fn an_unreachable_collector_loses_nothing_from_the_file() {
     let port = dead.port;
     let lines = hits(0, 30, 150);
     let path = write_dead_letters(&setup, DEST, &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &format!("http://127.0.0.1:{port}/wallarm.events"),
-            "",
-            "[destination.batch]\nmax_events = 10\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &format!("http://127.0.0.1:{port}/wallarm.events"))
+        .extra("[destination.batch]\nmax_events = 10\n")
+        .write();
 
     let exit = resend(&cfg, &[]);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
@@ -303,15 +290,14 @@ fn an_unreachable_collector_loses_nothing_from_the_file() {
 #[test]
 fn destination_option_resends_only_that_destination() {
     let setup = Setup::new();
-    let one = Collector::start(Options::fluentd());
+    let one = fluentd();
     let two = Collector::start(Options::logstash());
-    let cfg = config(
-        &setup,
-        &[
-            destination("one", &one.url("/wallarm.events"), "", ""),
-            destination("two", &two.url("/"), "", ""),
-        ],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination("one", &one.url("/wallarm.events"))
+        .destination("two", &two.url("/"))
+        .write();
 
     // Nothing dead-lettered yet.
     let exit = resend(&cfg, &[]);
@@ -384,17 +370,15 @@ fn destination_option_resends_only_that_destination() {
 #[test]
 fn resend_while_running_and_dead_lettering_loses_nothing() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("a.ndjson");
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "[destination.batch]\nmax_events = 5\ntimeout = \"20ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .extra("[destination.batch]\nmax_events = 5\ntimeout = \"20ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
 
     const ROUNDS: usize = 200;
@@ -526,15 +510,13 @@ fn resend_uses_the_destination_batch_bounds() {
     let collector = Collector::start(Options::logstash());
     let lines = hits(0, 35, 150);
     write_dead_letters(&setup, DEST, &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/"),
-            "method = \"PUT\"",
-            "[destination.batch]\nmax_events = 10\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/"))
+        .extra("method = \"PUT\"")
+        .extra("[destination.batch]\nmax_events = 10\n")
+        .write();
 
     let exit = resend(&cfg, &[]);
     assert_eq!(exit.code, Some(0), "{}", exit.output());
@@ -587,18 +569,15 @@ fn json_batches(lines: &[String], max_bytes: usize) -> usize {
 fn resend_streams_a_long_file_in_batches_in_order() {
     const MAX_BYTES: usize = 16 * 1024;
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let lines = hits(0, 3000, 300);
     write_dead_letters(&setup, DEST, &lines);
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &collector.url("/wallarm.events"),
-            "",
-            &format!("[destination.batch]\nmax_bytes = {MAX_BYTES}\n"),
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra(&format!("[destination.batch]\nmax_bytes = {MAX_BYTES}\n"))
+        .write();
 
     let exit = resend(&cfg, &[]);
     assert_eq!(exit.code, Some(0), "{}", exit.output());
@@ -666,15 +645,11 @@ fn resend_memory_does_not_grow_with_the_file() {
         size > 2 * LIMIT_KIB * 1024,
         "the file is much larger than the limit"
     );
-    let cfg = config(
-        &setup,
-        &[destination(
-            DEST,
-            &format!("http://127.0.0.1:{port}/wallarm.events"),
-            "",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &format!("http://127.0.0.1:{port}/wallarm.events"))
+        .write();
 
     collector.hang_next(1);
     let mut cmd = support::process::bin();

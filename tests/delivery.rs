@@ -8,11 +8,11 @@ mod support;
 use support::check::{assert_same_events, show, stop, wait_events};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use support::collector::{Batch, Collector, Options};
+use support::collector::{fluentd, Batch, Collector, Options};
 use support::process::{run_cmd, Tailhook};
 use support::setup::{append, bytes_of, destination, hits, seq_of, Setup};
 
@@ -23,20 +23,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample-events.ndjson");
 
 // ---- helpers ------------------------------------------------------------------
-
-fn fluentd() -> Collector {
-    Collector::start(Options::fluentd())
-}
-
-/// A config with one file source `w` tailing `logs/<glob>` (plus `source_extra`)
-/// and the given destination blocks.
-fn config(setup: &Setup, glob: &str, source_extra: &str, destinations: &[String]) -> PathBuf {
-    let mut text = setup.source("w", glob, source_extra);
-    for d in destinations {
-        text.push_str(d);
-    }
-    setup.config(&text)
-}
 
 /// A JSON batch body is exactly `[` + the events joined by `,` + `]`.
 fn assert_json_body(batch: &Batch) {
@@ -107,17 +93,13 @@ fn five_thousand_events_arrive_exactly_in_order_with_one_request_in_flight() {
     let lines = hits(0, 5000, 200);
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .extra("[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -143,17 +125,12 @@ fn five_thousand_events_with_concurrent_requests_arrive_once_each() {
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
     // Default concurrency (2): batches may overtake each other.
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "",
-            "[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -188,17 +165,13 @@ fn max_events_fills_every_batch_but_the_last() {
     let lines = hits(0, 250, 100);
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .extra("[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -225,17 +198,15 @@ fn max_bytes_bounds_every_body_and_a_larger_event_goes_alone() {
     assert_eq!(lines[101].len(), MAX - 2);
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            &format!("[destination.batch]\nmax_bytes = {MAX}\ntimeout = \"100ms\"\n"),
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .extra(&format!(
+            "[destination.batch]\nmax_bytes = {MAX}\ntimeout = \"100ms\"\n"
+        ))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -287,17 +258,11 @@ fn batch_timeout_sends_a_small_batch() {
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
     // Default max_events (500) and max_bytes: only the timeout can send these.
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 3);
     // Checked before SIGTERM, which would flush a batch by itself.
@@ -318,17 +283,7 @@ fn put_with_headers_from_the_environment() {
     let lines = hits(0, 20, 120);
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events?source=tailhook"),
-            "method = \"PUT\"\nheaders = { Authorization = \"Bearer ${TEST_TOKEN}\", \"X-Extra\" = \"v\" }",
-            "",
-        )],
-    );
+    let cfg = setup.builder().file_source("w", "*.ndjson").destination("fluentd", &collector.url("/wallarm.events?source=tailhook")).extra("method = \"PUT\"\nheaders = { Authorization = \"Bearer ${TEST_TOKEN}\", \"X-Extra\" = \"v\" }").write();
     let tailhook = Tailhook::start_with_env(&cfg, &[("TEST_TOKEN", TOKEN)]);
     wait_events(&collector, &tailhook, lines.len());
     let exit = stop(tailhook);
@@ -357,17 +312,13 @@ fn ndjson_format_sends_one_event_a_line() {
     let lines = hits(0, 30, 120);
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "format = \"ndjson\"\nconcurrency = 1",
-            "[destination.batch]\nmax_events = 10\ntimeout = \"100ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("format = \"ndjson\"\nconcurrency = 1")
+        .extra("[destination.batch]\nmax_events = 10\ntimeout = \"100ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -396,17 +347,13 @@ fn gzip_compression_delivers_the_same_events() {
     let lines = hits(0, 40, 600);
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "compression = \"gzip\"\nconcurrency = 1",
-            "[destination.batch]\nmax_events = 20\ntimeout = \"100ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("compression = \"gzip\"\nconcurrency = 1")
+        .extra("[destination.batch]\nmax_events = 20\ntimeout = \"100ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -436,17 +383,12 @@ fn gzip_compression_delivers_the_same_events() {
 fn files_that_appear_after_start_are_picked_up() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     // The directory is empty at start.
     let tailhook = Tailhook::start(&cfg);
     let first = hits(0, 5, 120);
@@ -476,17 +418,13 @@ fn twenty_files_at_once_all_arrive_in_per_file_order() {
         expected.insert(f, bytes_of(&lines));
     }
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .extra("[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     // Half of the files grow while tailhook runs.
     for f in 0..FILES / 2 {
@@ -519,17 +457,13 @@ fn read_from_end_skips_what_files_held_at_first_start() {
     let path = setup.log("events.ndjson");
     append(&path, &hits(0, 10, 120));
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "read_from = \"end\"",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .extra("read_from = \"end\"")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     assert!(
         tailhook.wait_for_log("following file", WAIT),
@@ -579,17 +513,13 @@ fn read_from_end_never_forwards_half_a_line() {
         f.write_all(head.as_bytes()).unwrap();
     }
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "read_from = \"end\"",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .extra("read_from = \"end\"")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     assert!(
         tailhook.wait_for_log("following file", WAIT),
@@ -615,17 +545,12 @@ fn a_line_is_sent_only_once_its_newline_arrives() {
     let first = hits(0, 1, 120);
     append(&a, &first);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 1);
 
@@ -665,17 +590,13 @@ fn excluded_files_are_left_alone() {
         "exclude = [{:?}]",
         setup.log("skip-*.ndjson").display().to_string()
     );
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        &exclude,
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .extra(&exclude)
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 5);
     // The excluded file grows, another excluded file appears, then a marker
@@ -705,17 +626,13 @@ fn exclude_pattern_without_a_directory_matches_file_names() {
     let collector = fluentd();
     // As written for Vector (`exclude`) or Fluent Bit (`Exclude_Path`), where
     // `*` also matches `/` and such a pattern excludes by file name.
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "exclude = [\"*.old.ndjson\"]",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .extra("exclude = [\"*.old.ndjson\"]")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 4);
     stop(tailhook);
@@ -757,17 +674,12 @@ fn blank_lines_are_skipped() {
     let text = format!("\n{a}\n   \n\t\n\r\n{b}\r\n\n[]\n \t \n{c}\n\n");
     std::fs::write(setup.log("events.ndjson"), text).unwrap();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 3);
     let exit = stop(tailhook);
@@ -792,17 +704,12 @@ fn an_array_line_is_one_event_per_element_byte_for_byte() {
     let line = format!("[ {e1} ,\t{e2},{e3}]");
     std::fs::write(setup.log("events.ndjson"), format!("{line}\n[{e3}]\n")).unwrap();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 4);
     stop(tailhook);
@@ -823,17 +730,12 @@ fn an_event_longer_than_one_read_arrives_intact() {
     lines.extend(hits(3, 2, 120));
     append(&setup.log("events.ndjson"), &lines);
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len());
     stop(tailhook);
@@ -847,17 +749,12 @@ fn wallarm_sample_events_arrive_byte_for_byte() {
     copy_samples(&setup.log("wallarm.ndjson"));
     let expected = sample_events();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            "concurrency = 1",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, expected.len());
     stop(tailhook);
@@ -874,17 +771,12 @@ fn select_samples(events: &str, expect: usize) -> Vec<Vec<u8>> {
     let setup = Setup::new();
     copy_samples(&setup.log("wallarm.ndjson"));
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            &collector.url("/wallarm.events"),
-            &format!("concurrency = 1\nevents = {events}"),
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra(&format!("concurrency = 1\nevents = {events}"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, expect);
     stop(tailhook);
@@ -930,17 +822,12 @@ fn an_empty_selection_sends_only_the_test_message_and_check_warns() {
     assert_same_events(&received, &expected, "collector");
 
     let setup = Setup::new();
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[destination(
-            "fluentd",
-            "http://127.0.0.1:9/wallarm.events",
-            "events = []",
-            "",
-        )],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", "http://127.0.0.1:9/wallarm.events")
+        .extra("events = []")
+        .write();
     let check = run_cmd(&["check", "-c", cfg.to_str().unwrap()], &[]);
     assert_eq!(check.code, Some(0), "{}", check.output());
     assert!(
@@ -970,20 +857,16 @@ fn two_destinations_each_receive_everything_independently() {
     // Logstash answers 429 (queue full) until told otherwise.
     logstash.set_busy(true);
     let batch = "[destination.batch]\nmax_events = 50\ntimeout = \"100ms\"\n";
-    let cfg = config(
-        &setup,
-        "*.ndjson",
-        "",
-        &[
-            destination(
-                "fluentd",
-                &fluentd.url("/wallarm.events"),
-                "concurrency = 1",
-                batch,
-            ),
-            destination("logstash", &logstash.url("/"), "concurrency = 1", batch),
-        ],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &fluentd.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .extra(batch)
+        .destination("logstash", &logstash.url("/"))
+        .extra("concurrency = 1")
+        .extra(batch)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     // A busy Logstash does not hold Fluentd back.
     wait_events(&fluentd, &tailhook, expected.len());

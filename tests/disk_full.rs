@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port};
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::http_client::post;
 use support::inputs::{input, listen_addr};
 use support::metrics::{metrics_addr, scrape};
@@ -187,7 +187,7 @@ fn a_full_disk_answers_webhooks_503_until_there_is_room() {
     let Some((setup, disk)) = small_disk("128k") else {
         return;
     };
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let cfg = setup.config(&format!(
         "shutdown_timeout = \"2s\"\n\n{}{}",
         input("hook", "http", ""),

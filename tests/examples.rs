@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::collector::{Collector, Options};
+use support::collector::fluentd;
 use support::process::{bin, run_cmd, Exit, Tailhook};
 use tailhook::config::{expand_env, parse_duration, parse_size};
 use toml::{Table, Value};
@@ -174,7 +174,7 @@ fn quickstart_and_full_have_no_warnings() {
 
 #[test]
 fn quickstart_delivers_the_sample_events_to_fluentd() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let data = tempfile::tempdir().unwrap();
     let text = example("quickstart.toml");
     let fluentd = "http://127.0.0.1:9880/wallarm.events";

@@ -16,14 +16,14 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use support::check::{
     assert_clean_exit, assert_each_exactly_once, dead_port, seq_counts, wait_after_answer,
     wait_for_all_seqs, wait_for_all_seqs_answered,
 };
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::process::{Exit, Tailhook};
 use support::setup::{append, bytes_of, checkpointed_offset, destination, hits, seq_of, Setup};
 
@@ -50,20 +50,6 @@ fn stop(tailhook: Tailhook) -> Exit {
     let exit = tailhook.terminate();
     assert_clean_exit(&exit);
     exit
-}
-
-/// One source on `logs/<glob>` and these destination blocks.
-fn config(setup: &Setup, glob: &str, destinations: &[String]) -> PathBuf {
-    let mut text = setup.source("app", glob, "");
-    for d in destinations {
-        text.push_str(d);
-    }
-    setup.config(&text)
-}
-
-/// The one destination `DEST` with `extra` keys and `tables`.
-fn one_destination(setup: &Setup, glob: &str, url: &str, extra: &str, tables: &str) -> PathBuf {
-    config(setup, glob, &[destination(DEST, url, extra, tables)])
 }
 
 fn concat(parts: &[&[String]]) -> Vec<String> {
@@ -124,7 +110,7 @@ fn line_starts(lines: &[String]) -> Vec<u64> {
 #[test]
 fn a_checkpoint_for_a_reused_inode_is_not_applied() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
     let lines = hits(0, 20, 200);
     append(&log, &lines);
@@ -133,7 +119,11 @@ fn a_checkpoint_for_a_reused_inode_is_not_applied() {
     let other = hits(5000, 2, 200).join("\n");
     let middle = line_starts(&lines)[10];
     write_checkpoint(&setup, 1, &log, other.as_bytes(), middle);
-    let cfg = one_destination(&setup, "app.log", &collector.url("/app"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination(DEST, &collector.url("/app"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -168,13 +158,17 @@ fn a_checkpoint_for_a_reused_inode_is_not_applied() {
 #[test]
 fn a_checkpoint_with_a_matching_fingerprint_resumes_at_its_offset() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
     let lines = hits(0, 20, 200);
     append(&log, &lines);
     let head = std::fs::read(&log).unwrap();
     write_checkpoint(&setup, 1, &log, &head, line_starts(&lines)[10]);
-    let cfg = one_destination(&setup, "app.log", &collector.url("/app"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination(DEST, &collector.url("/app"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, 10, "matching checkpoint");
@@ -203,9 +197,13 @@ fn a_checkpoint_with_a_matching_fingerprint_resumes_at_its_offset() {
 #[test]
 fn a_file_rotated_while_stopped_is_read_to_its_end_after_restart() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
-    let cfg = one_destination(&setup, "app.log", &collector.url("/app"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination(DEST, &collector.url("/app"))
+        .write();
 
     let first = hits(0, 50, 200);
     append(&log, &first);
@@ -246,15 +244,14 @@ fn a_file_rotated_while_stopped_is_read_to_its_end_after_restart() {
 /// just before the copy, and tailhook may or may not have read them.
 fn copytruncate_while_running(wait_before_copy: bool) {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
-    let cfg = one_destination(
-        &setup,
-        "app.log*",
-        &collector.url("/app"),
-        "concurrency = 1",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log*")
+        .destination(DEST, &collector.url("/app"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
 
     let delivered = hits(0, 100, 200);
@@ -316,15 +313,14 @@ fn copytruncate_with_a_copy_written_in_parts_sends_each_line_once() {
     const ROTATIONS: usize = 10;
     const LINES: usize = 100;
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
-    let cfg = one_destination(
-        &setup,
-        "app.log*",
-        &collector.url("/app"),
-        "concurrency = 1",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log*")
+        .destination(DEST, &collector.url("/app"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let mut all = Vec::new();
     for r in 0..ROTATIONS {
@@ -382,9 +378,13 @@ fn copytruncate_with_a_copy_written_in_parts_sends_each_line_once() {
 #[test]
 fn copytruncate_while_stopped_reads_the_copy_from_the_checkpoint() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
-    let cfg = one_destination(&setup, "app.log*", &collector.url("/app"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log*")
+        .destination(DEST, &collector.url("/app"))
+        .write();
 
     let delivered = hits(0, 60, 200);
     append(&log, &delivered);
@@ -446,7 +446,7 @@ enum Stop {
 /// in flight.
 fn held_request_then(how: Stop) {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("app.log");
     let cfg = setup.config(&format!(
         "shutdown_timeout = \"1s\"\n{}{}",
@@ -589,25 +589,24 @@ fn a_destination_down_or_rejecting_never_holds_back_another() {
     let port = dead.port;
     let rejecting = Collector::start(Options::logstash());
     rejecting.respond_with_body(400, "no such index");
-    let ok = Collector::start(Options::fluentd());
+    let ok = fluentd();
     let log = setup.log("app.log");
     let lines = hits(0, 300, 200);
     append(&log, &lines);
     let tables = "[destination.batch]\nmax_events = 50\ntimeout = \"100ms\"\n";
-    let cfg = config(
-        &setup,
-        "app.log",
-        &[
-            destination(
-                "down",
-                &format!("http://127.0.0.1:{port}/app"),
-                "concurrency = 1",
-                tables,
-            ),
-            destination("rejects", &rejecting.url("/"), "concurrency = 1", tables),
-            destination("ok", &ok.url("/app"), "concurrency = 1", tables),
-        ],
-    );
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination("down", &format!("http://127.0.0.1:{port}/app"))
+        .extra("concurrency = 1")
+        .extra(tables)
+        .destination("rejects", &rejecting.url("/"))
+        .extra("concurrency = 1")
+        .extra(tables)
+        .destination("ok", &ok.url("/app"))
+        .extra("concurrency = 1")
+        .extra(tables)
+        .write();
     // With a destination that never answers, SIGTERM waits this long.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("shutdown_timeout = \"1s\"\n{text}")).unwrap();
@@ -682,27 +681,26 @@ fn wait_rejected(tailhook: &Tailhook, n: usize) {
 #[test]
 fn a_destination_added_later_starts_from_read_from() {
     let setup = Setup::new();
-    let first = Collector::start(Options::fluentd());
+    let first = fluentd();
     let added = Collector::start(Options::logstash());
     let log = setup.log("app.log");
     let before = hits(0, 40, 200);
     append(&log, &before);
-    let first_block = destination("first", &first.url("/app"), "", "");
-    let cfg = config(&setup, "app.log", std::slice::from_ref(&first_block));
+    let config = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination("first", &first.url("/app"));
+    let cfg = config.write();
     let tailhook = Tailhook::start(&cfg);
     wait_events(&first, &tailhook, before.len(), "first destination");
     stop(tailhook);
 
     let after = hits(40, 15, 200);
     append(&log, &after);
-    let cfg = config(
-        &setup,
-        "app.log",
-        &[
-            first_block,
-            destination("added", &added.url("/"), "method = \"PUT\"", ""),
-        ],
-    );
+    let cfg = config
+        .destination("added", &added.url("/"))
+        .extra("method = \"PUT\"")
+        .write();
     assert!(!setup.checkpoint("added").exists());
     let tailhook = Tailhook::start(&cfg);
     let all = concat(&[&before, &after]);
@@ -745,13 +743,15 @@ fn memory_stays_bounded_while_the_collector_is_down() {
     let log = setup.log("app.log");
     let lines = hits(0, 50_000, 1000);
     append(&log, &lines);
-    let cfg = one_destination(
-        &setup,
-        "app.log",
-        &format!("http://127.0.0.1:{port}/app"),
-        "concurrency = 2",
-        "[destination.batch]\nmax_events = 100000\nmax_bytes = \"1MiB\"\ntimeout = \"100ms\"\n",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination(DEST, &format!("http://127.0.0.1:{port}/app"))
+        .extra("concurrency = 2")
+        .extra(
+            "[destination.batch]\nmax_events = 100000\nmax_bytes = \"1MiB\"\ntimeout = \"100ms\"\n",
+        )
+        .write();
 
     // Every failed attempt is logged at debug: a signal to sample on.
     let tailhook = Tailhook::start_with_env(&cfg, &[("RUST_LOG", "info,tailhook::sink=debug")]);
@@ -794,7 +794,7 @@ fn an_unknown_version_or_empty_checkpoint_is_reported_and_everything_resent() {
         ("empty", "it is empty"),
     ] {
         let setup = Setup::new();
-        let collector = Collector::start(Options::fluentd());
+        let collector = fluentd();
         let log = setup.log("app.log");
         let lines = hits(0, 15, 200);
         append(&log, &lines);
@@ -807,7 +807,11 @@ fn an_unknown_version_or_empty_checkpoint_is_reported_and_everything_resent() {
             let head = std::fs::read(&log).unwrap();
             write_checkpoint(&setup, 99, &log, &head, head.len() as u64);
         }
-        let cfg = one_destination(&setup, "app.log", &collector.url("/app"), "", "");
+        let cfg = setup
+            .builder()
+            .file_source("app", "app.log")
+            .destination(DEST, &collector.url("/app"))
+            .write();
 
         let tailhook = Tailhook::start(&cfg);
         assert!(
@@ -842,13 +846,12 @@ fn retry_after_on_a_logstash_429_is_honoured_and_delivery_completes() {
     collector.fail_next_with_retry_after(429, 1);
     let lines = hits(0, 12, 200);
     append(&setup.log("app.log"), &lines);
-    let cfg = one_destination(
-        &setup,
-        "app.log",
-        &collector.url("/"),
-        "",
-        "[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("app", "app.log")
+        .destination(DEST, &collector.url("/"))
+        .extra("[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     wait_events(&collector, &tailhook, lines.len(), "after a 429");

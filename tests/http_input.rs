@@ -22,13 +22,13 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::value::RawValue;
 use support::check::{assert_each_exactly_once, dead_port, wait_for_all_seqs};
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::http_client::{
     connect, exchange, find, post, read_reply, request_bytes, send, Reply, JSON,
 };
-use support::inputs::{input, listen_addr, spool_segments};
+use support::inputs::{listen_addr, spool_segments};
 use support::process::{run_cmd, Exit, Tailhook};
-use support::setup::{destination, hits, seq_of, Setup};
+use support::setup::{hits, seq_of, Setup};
 use support::tls::{make_pki, ClientCa};
 
 /// The longest any single wait in this file may take.
@@ -124,22 +124,6 @@ fn assert_refused(reply: &Reply, status: u16, words: &str, what: &str) {
 }
 
 // ---- setup ----------------------------------------------------------------------
-
-fn fluentd() -> Collector {
-    Collector::start(Options::fluentd())
-}
-
-/// `config.toml`: `top` (top-level keys, then an optional `[spool]` table),
-/// the source blocks, and one destination `collector` to `url` sending one
-/// request at a time (so arrival order is send order).
-fn config(setup: &Setup, top: &str, sources: &[String], url: &str) -> PathBuf {
-    let mut text = format!("{top}\n");
-    for s in sources {
-        text.push_str(s);
-    }
-    text.push_str(&destination("collector", url, "concurrency = 1", ""));
-    setup.config(&text)
-}
 
 /// A TOML basic string holding `p`.
 fn toml_path(p: &Path) -> String {
@@ -249,12 +233,12 @@ fn assert_same_events(collector: &Collector, expected: &[String], what: &str) {
 fn accepted_bodies_arrive_as_their_elements_in_order_byte_for_byte() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "")],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
 
@@ -327,12 +311,12 @@ fn concurrent_senders_on_keep_alive_connections_each_get_their_events_through_to
     const PER_BODY: usize = 10;
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "")],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let body_of = |sender: usize, request: usize| {
@@ -381,12 +365,13 @@ fn max_body_bytes_is_the_largest_body_taken() {
     const LIMIT: usize = 64 * 1024;
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "max_body_bytes = \"64KiB\"")],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .extra("max_body_bytes = \"64KiB\"")
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     // A one-event array body of exactly `size` bytes.
@@ -511,12 +496,12 @@ fn send_chunked(addr: SocketAddr, body: &[u8], complete: bool) -> Reply {
 fn an_element_over_max_line_bytes_is_accepted_and_delivered_whole() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "")],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let small = hits(1, 1, 200).remove(0);
@@ -549,19 +534,17 @@ fn an_element_over_max_line_bytes_is_accepted_and_delivered_whole() {
 fn refused_requests_say_why_and_deliver_nothing() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[
-            input("open", "http", "max_body_bytes = \"64KiB\""),
-            input(
-                "guarded",
-                "http",
-                "path = \"/wallarm\"\nauth_header = \"X-Wallarm-Token\"\nauth_value = \"s3cret-token\"",
-            ),
-        ],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("open", "http")
+        .extra("max_body_bytes = \"64KiB\"")
+        .input("guarded", "http")
+        .extra(
+            "path = \"/wallarm\"\nauth_header = \"X-Wallarm-Token\"\nauth_value = \"s3cret-token\"",
+        )
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let open = listen_addr(&tailhook, "open");
     let guarded = listen_addr(&tailhook, "guarded");
@@ -770,12 +753,16 @@ fn a_full_spool_answers_503_with_retry_after_and_delivers_what_it_took() {
     let setup = Setup::new();
     let dead = dead_port();
     let port = dead.port;
-    let cfg = config(
-        &setup,
-        "[spool]\nmax_bytes = \"1MiB\"\n",
-        &[input("hook", "http", "")],
-        &format!("http://127.0.0.1:{port}/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .extra("[spool]\nmax_bytes = \"1MiB\"\n")
+        .input("hook", "http")
+        .destination(
+            "collector",
+            &format!("http://127.0.0.1:{port}/wallarm.events"),
+        )
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
 
@@ -864,14 +851,16 @@ fn a_full_spool_answers_503_with_retry_after_and_delivers_what_it_took() {
 fn acknowledged_events_survive_a_restart(crash: bool) {
     let setup = Setup::new();
     let dead = dead_port();
-    let top = "shutdown_timeout = \"1s\"\n";
-    let source = input("hook", "http", "");
-    let cfg = config(
-        &setup,
-        top,
-        std::slice::from_ref(&source),
-        &format!("http://127.0.0.1:{}/wallarm.events", dead.port),
-    );
+    let config = |url: &str| {
+        setup
+            .builder()
+            .extra("shutdown_timeout = \"1s\"")
+            .input("hook", "http")
+            .destination("collector", url)
+            .extra("concurrency = 1")
+            .write()
+    };
+    let cfg = config(&format!("http://127.0.0.1:{}/wallarm.events", dead.port));
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let mut acked = Vec::new();
@@ -894,7 +883,7 @@ fn acknowledged_events_survive_a_restart(crash: bool) {
     }
 
     let collector = fluentd();
-    let cfg = config(&setup, top, &[source], &collector.url("/wallarm.events"));
+    let cfg = config(&collector.url("/wallarm.events"));
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let after = hits(1000, 20, 300);
@@ -944,12 +933,13 @@ fn tls_input_takes_events_from_a_client_that_trusts_its_ca() {
         toml_path(&cert),
         toml_path(&key)
     );
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", &tls)],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .extra(&tls)
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     assert!(
@@ -1000,12 +990,13 @@ fn tls_input_with_client_ca_requires_a_client_certificate() {
         toml_path(&key),
         toml_path(&ca_file)
     );
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", &tls)],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .extra(&tls)
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let request = |seq: usize| request_bytes("POST", "/", &[JSON], &array_body(&hits(seq, 1, 200)));
@@ -1043,16 +1034,7 @@ fn tls_input_with_client_ca_requires_a_client_certificate() {
 /// Tailhook A: an `http` input on `/wallarm` that requires
 /// `Authorization: Bearer relay-token`, delivering to `collector`.
 fn relay(setup: &Setup, collector: &Collector) -> (Tailhook, SocketAddr) {
-    let cfg = config(
-        setup,
-        "",
-        &[input(
-            "relay",
-            "http",
-            "path = \"/wallarm\"\nauth_header = \"Authorization\"\nauth_value = \"Bearer relay-token\"",
-        )],
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup.builder().input("relay", "http").extra("path = \"/wallarm\"\nauth_header = \"Authorization\"\nauth_value = \"Bearer relay-token\"").destination("collector", &collector.url("/wallarm.events")).extra("concurrency = 1").write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "relay");
     (tailhook, addr)
@@ -1061,17 +1043,14 @@ fn relay(setup: &Setup, collector: &Collector) -> (Tailhook, SocketAddr) {
 /// Tailhook B's config: a file source and a destination `to-a` sending to
 /// A's input with `Authorization: Bearer <token>`.
 fn sender_config(setup: &Setup, a: SocketAddr, token: &str) -> PathBuf {
-    let text = format!(
-        "{}{}",
-        setup.source("w", "*.ndjson", ""),
-        destination(
-            "to-a",
-            &format!("http://{a}/wallarm"),
-            &format!("concurrency = 1\nheaders = {{ Authorization = \"Bearer {token}\" }}"),
-            ""
-        )
-    );
-    setup.config(&text)
+    setup
+        .builder()
+        .file_source("w", "*.ndjson")
+        .destination("to-a", &format!("http://{a}/wallarm"))
+        .extra(&format!(
+            "concurrency = 1\nheaders = {{ Authorization = \"Bearer {token}\" }}"
+        ))
+        .write()
 }
 
 /// The one line `tailhook test` printed for `name`.
@@ -1181,14 +1160,13 @@ fn delivered_spool_segments_are_deleted() {
     let setup = Setup::new();
     let collector = fluentd();
     // A 1 MiB spool closes segments at 128 KiB.
-    let top = "[spool]\nmax_bytes = \"1MiB\"\n";
-    let source = input("hook", "http", "");
-    let cfg = config(
-        &setup,
-        top,
-        std::slice::from_ref(&source),
-        &collector.url("/wallarm.events"),
-    );
+    let cfg = setup
+        .builder()
+        .block("[spool]\nmax_bytes = \"1MiB\"")
+        .input("hook", "http")
+        .destination("collector", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let mut sent = Vec::new();
@@ -1247,12 +1225,12 @@ fn wait_for_segments(setup: &Setup, done: impl Fn(&[PathBuf]) -> bool) -> bool {
 fn a_connection_that_never_finishes_its_headers_is_closed() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "")],
-        &collector.url("/t"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .destination("collector", &collector.url("/t"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addrs = [
         listen_addr(&tailhook, "hook"),
@@ -1299,12 +1277,13 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
 fn max_connections_bounds_the_connections_served_at_once() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "max_connections = 1\n")],
-        &collector.url("/t"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .extra("max_connections = 1\n")
+        .destination("collector", &collector.url("/t"))
+        .extra("concurrency = 1")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     // The first client keeps its connection (keep-alive) after a request.
@@ -1349,12 +1328,12 @@ fn max_connections_bounds_the_connections_served_at_once() {
 fn a_request_head_over_max_header_bytes_is_answered_431() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(
-        &setup,
-        "",
-        &[input("hook", "http", "max_header_bytes = \"4KiB\"\n")],
-        &collector.url("/t"),
-    );
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .extra("max_header_bytes = \"4KiB\"")
+        .destination("collector", &collector.url("/t"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "hook");
     let big = "x".repeat(5 << 10);

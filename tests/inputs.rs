@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, seqs};
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments, wait_unix_listening};
 use support::process::{bin, run_cmd, Exit, Tailhook};
-use support::setup::{bytes_of, destination, hits, wallarm_hits, Setup};
+use support::setup::{bytes_of, hits, wallarm_hits, ConfigBuilder, Setup};
 use support::tls::{make_pki, ClientCa, TestPki};
 
 /// The longest any single wait in this file may take.
@@ -31,22 +31,13 @@ const WAIT: Duration = Duration::from_secs(30);
 
 // ---- helpers ------------------------------------------------------------------
 
-fn fluentd() -> Collector {
-    Collector::start(Options::fluentd())
-}
-
-/// A destination block `name` posting to `url`, one request at a time so that
-/// the collector sees events in spool order.
-fn dest(name: &str, url: &str) -> String {
-    destination(name, url, "concurrency = 1", "")
-}
-
-/// A config with the given source blocks and one destination `fluentd`.
-fn config(setup: &Setup, sources: &str, collector: &Collector) -> PathBuf {
-    setup.config(&format!(
-        "{sources}{}",
-        dest("fluentd", &collector.url("/wallarm.events"))
-    ))
+/// The sources of `builder` and one destination `fluentd` to `collector`,
+/// one request at a time so that the collector sees events in spool order.
+fn config(builder: ConfigBuilder, collector: &Collector) -> PathBuf {
+    builder
+        .destination("fluentd", &collector.url("/wallarm.events"))
+        .extra("concurrency = 1")
+        .write()
 }
 
 /// The event `on_invalid = "wrap"` forwards for an invalid line.
@@ -129,19 +120,15 @@ fn toml_path(p: &Path) -> String {
 
 /// A tcp source `name` serving TLS with the PKI's server certificate, and,
 /// with `client_ca`, requiring client certificates signed by it.
-fn tls_source(setup: &Setup, name: &str, pki: &TestPki, client_ca: Option<&Path>) -> String {
+fn tls_settings(setup: &Setup, pki: &TestPki, client_ca: Option<&Path>) -> String {
     let (cert, key) = pki.write_server(setup.dir.path());
     let ca = client_ca.map_or(String::new(), |p| {
         format!(", client_ca_file = {}", toml_path(p))
     });
-    input(
-        name,
-        "tcp",
-        &format!(
-            "tls = {{ cert_file = {}, key_file = {}{ca} }}",
-            toml_path(&cert),
-            toml_path(&key)
-        ),
+    format!(
+        "tls = {{ cert_file = {}, key_file = {}{ca} }}",
+        toml_path(&cert),
+        toml_path(&key)
     )
 }
 
@@ -162,7 +149,7 @@ fn tcp_parallel_connections_deliver_every_event_once_and_in_order_per_connection
     const PER: usize = 500;
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("tcp_in", "tcp", ""), &collector);
+    let cfg = config(setup.builder().input("tcp_in", "tcp"), &collector);
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "tcp_in");
     assert!(
@@ -220,7 +207,7 @@ fn tcp_parallel_connections_deliver_every_event_once_and_in_order_per_connection
 fn tcp_complete_lines_and_an_unterminated_last_object_are_all_delivered() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("tcp_in", "tcp", ""), &collector);
+    let cfg = config(setup.builder().input("tcp_in", "tcp"), &collector);
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "tcp_in");
 
@@ -250,7 +237,7 @@ fn tcp_complete_lines_and_an_unterminated_last_object_are_all_delivered() {
 fn tcp_a_torn_last_line_is_wrapped_and_the_next_connection_is_intact() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("tcp_in", "tcp", ""), &collector);
+    let cfg = config(setup.builder().input("tcp_in", "tcp"), &collector);
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "tcp_in");
 
@@ -306,12 +293,10 @@ fn tcp_a_silent_connection_is_closed_after_idle_timeout_and_keeps_its_lines() {
     let setup = Setup::new();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input(
-            "tcp_in",
-            "tcp",
-            "max_connections = 1\nidle_timeout = \"1s\"",
-        ),
+        setup
+            .builder()
+            .input("tcp_in", "tcp")
+            .extra("max_connections = 1\nidle_timeout = \"1s\""),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -355,8 +340,10 @@ fn tcp_on_invalid_drop_drops_bad_lines_and_keeps_the_rest() {
     let setup = Setup::new();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input("tcp_in", "tcp", "on_invalid = \"drop\""),
+        setup
+            .builder()
+            .input("tcp_in", "tcp")
+            .extra("on_invalid = \"drop\""),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -395,8 +382,10 @@ fn tcp_max_connections_1_serves_a_waiting_connection_after_the_first_closes() {
     let setup = Setup::new();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input("tcp_in", "tcp", "max_connections = 1"),
+        setup
+            .builder()
+            .input("tcp_in", "tcp")
+            .extra("max_connections = 1"),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -438,7 +427,7 @@ fn tcp_max_connections_1_serves_a_waiting_connection_after_the_first_closes() {
 fn tcp_sigterm_with_an_open_connection_exits_0() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("tcp_in", "tcp", ""), &collector);
+    let cfg = config(setup.builder().input("tcp_in", "tcp"), &collector);
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "tcp_in");
 
@@ -476,8 +465,10 @@ fn tcp_tls_delivers_from_a_tls_client_and_refuses_plain_text() {
     let pki = make_pki();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &tls_source(&setup, "tls_in", &pki, None),
+        setup
+            .builder()
+            .input("tls_in", "tcp")
+            .extra(&tls_settings(&setup, &pki, None)),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -519,8 +510,11 @@ fn tcp_tls_client_ca_file_accepts_only_clients_with_a_certificate_it_signed() {
     let other_ca = ClientCa::new("another CA");
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &tls_source(&setup, "mtls_in", &pki, Some(&client_ca_file)),
+        setup.builder().input("mtls_in", "tcp").extra(&tls_settings(
+            &setup,
+            &pki,
+            Some(&client_ca_file),
+        )),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -581,12 +575,10 @@ fn tcp_lines_over_max_line_bytes_are_wrapped_with_their_first_bytes() {
     let setup = Setup::new();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input(
-            "tcp_in",
-            "tcp",
-            &format!("max_line_bytes = {MAX}\non_invalid = \"wrap\""),
-        ),
+        setup
+            .builder()
+            .input("tcp_in", "tcp")
+            .extra(&format!("max_line_bytes = {MAX}\non_invalid = \"wrap\"")),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -644,12 +636,10 @@ fn unix_events_arrive_the_socket_has_its_mode_and_is_removed_at_exit() {
     let path = setup.dir.path().join("in.sock");
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input(
-            "unix_in",
-            "unix",
-            &format!("path = {}\nmode = \"0620\"", toml_path(&path)),
-        ),
+        setup
+            .builder()
+            .input("unix_in", "unix")
+            .extra(&format!("path = {}\nmode = \"0620\"", toml_path(&path))),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -702,8 +692,10 @@ fn unix_a_stale_socket_file_is_replaced() {
 
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input("unix_in", "unix", &format!("path = {}", toml_path(&path))),
+        setup
+            .builder()
+            .input("unix_in", "unix")
+            .extra(&format!("path = {}", toml_path(&path))),
         &collector,
     );
     let tailhook = Tailhook::start(&cfg);
@@ -727,8 +719,10 @@ fn unix_a_regular_file_at_the_path_is_an_error_and_is_kept() {
     std::fs::write(&path, "precious data\n").unwrap();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input("unix_in", "unix", &format!("path = {}", toml_path(&path))),
+        setup
+            .builder()
+            .input("unix_in", "unix")
+            .extra(&format!("path = {}", toml_path(&path))),
         &collector,
     );
 
@@ -758,8 +752,10 @@ fn unix_a_live_socket_at_the_path_is_an_error_and_is_kept() {
     let other = UnixListener::bind(&path).unwrap();
     let collector = fluentd();
     let cfg = config(
-        &setup,
-        &input("unix_in", "unix", &format!("path = {}", toml_path(&path))),
+        setup
+            .builder()
+            .input("unix_in", "unix")
+            .extra(&format!("path = {}", toml_path(&path))),
         &collector,
     );
 
@@ -789,7 +785,7 @@ fn unix_a_live_socket_at_the_path_is_an_error_and_is_kept() {
 fn udp_datagrams_of_one_or_more_lines_all_arrive() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("udp_in", "udp", ""), &collector);
+    let cfg = config(setup.builder().input("udp_in", "udp"), &collector);
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "udp_in");
     wait_log(
@@ -834,7 +830,7 @@ fn udp_datagrams_of_one_or_more_lines_all_arrive() {
 fn udp_a_burst_of_datagrams_is_not_dropped_while_the_spool_has_room() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("udp_in", "udp", ""), &collector);
+    let cfg = config(setup.builder().input("udp_in", "udp"), &collector);
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "udp_in");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -893,7 +889,7 @@ fn assert_stopped_by_itself(exit: &Exit) {
 fn stdin_delivers_everything_then_exits_0_by_itself() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("stdin_in", "stdin", ""), &collector);
+    let cfg = config(setup.builder().input("stdin_in", "stdin"), &collector);
     let lines = hits(0, 1000, 200);
     let tailhook = run_with_stdin(&cfg, &ndjson(&lines));
     let exit = tailhook.wait_exit(WAIT);
@@ -906,7 +902,7 @@ fn stdin_delivers_everything_then_exits_0_by_itself() {
 fn stdin_last_line_without_a_newline_is_delivered() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("stdin_in", "stdin", ""), &collector);
+    let cfg = config(setup.builder().input("stdin_in", "stdin"), &collector);
     let lines = hits(0, 3, 150);
     let mut data = ndjson(&lines[..2]);
     data.extend_from_slice(lines[2].as_bytes());
@@ -926,12 +922,14 @@ fn stdin_with_two_destinations_exits_once_both_have_everything() {
     let setup = Setup::new();
     let a = fluentd();
     let b = fluentd();
-    let cfg = setup.config(&format!(
-        "{}{}{}",
-        input("stdin_in", "stdin", ""),
-        dest("a", &a.url("/a")),
-        dest("b", &b.url("/b"))
-    ));
+    let cfg = setup
+        .builder()
+        .input("stdin_in", "stdin")
+        .destination("a", &a.url("/a"))
+        .extra("concurrency = 1")
+        .destination("b", &b.url("/b"))
+        .extra("concurrency = 1")
+        .write();
     let lines = hits(0, 1000, 200);
     let tailhook = run_with_stdin(&cfg, &ndjson(&lines));
     let exit = tailhook.wait_exit(WAIT);
@@ -945,7 +943,7 @@ fn stdin_with_two_destinations_exits_once_both_have_everything() {
 fn stdin_empty_input_exits_0_with_nothing_sent() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, &input("stdin_in", "stdin", ""), &collector);
+    let cfg = config(setup.builder().input("stdin_in", "stdin"), &collector);
     let tailhook = run_with_stdin(&cfg, b"");
     let exit = tailhook.wait_exit(WAIT);
     assert_stopped_by_itself(&exit);
@@ -960,11 +958,12 @@ fn stdin_waits_for_a_collector_that_is_down_then_delivers_and_exits() {
     let setup = Setup::new();
     let dead = dead_port();
     let url = format!("http://127.0.0.1:{}/wallarm.events", dead.port);
-    let cfg = setup.config(&format!(
-        "{}{}",
-        input("stdin_in", "stdin", ""),
-        dest("fluentd", &url)
-    ));
+    let cfg = setup
+        .builder()
+        .input("stdin_in", "stdin")
+        .destination("fluentd", &url)
+        .extra("concurrency = 1")
+        .write();
     let lines = hits(0, 200, 200);
     let tailhook = run_with_stdin(&cfg, &ndjson(&lines));
     wait_log(&tailhook, "standard input ended: delivering what it held");
@@ -998,10 +997,12 @@ fn stdin_waits_for_a_collector_that_is_down_then_delivers_and_exits() {
 
 /// `tailhook check -c` on a config made of `blocks` (plus a destination).
 fn check_blocks(setup: &Setup, blocks: &str) -> (Exit, PathBuf) {
-    let cfg = setup.config(&format!(
-        "{blocks}{}",
-        dest("fluentd", "http://127.0.0.1:9/x")
-    ));
+    let cfg = setup
+        .builder()
+        .block(blocks)
+        .destination("fluentd", "http://127.0.0.1:9/x")
+        .extra("concurrency = 1")
+        .write();
     let exit = run_cmd(&["check", "-c", &cfg.display().to_string()], &[]);
     (exit, cfg)
 }
@@ -1257,8 +1258,9 @@ fn run_exits_1_when_the_tcp_or_udp_port_is_taken() {
         let collector = fluentd();
         let name = format!("{kind}_in");
         let cfg = config(
-            &setup,
-            &format!("[[source]]\nname = \"{name}\"\ntype = \"{kind}\"\nlisten = \"{addr}\"\n\n"),
+            setup.builder().block(&format!(
+                "[[source]]\nname = \"{name}\"\ntype = \"{kind}\"\nlisten = \"{addr}\"\n\n"
+            )),
             &collector,
         );
         let exit = run_cmd(&["run", "-c", &cfg.display().to_string()], &[]);

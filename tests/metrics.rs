@@ -19,11 +19,11 @@ use support::check::{stop, wait_events, wait_log};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::check::{assert_each_exactly_once, dead_port};
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments};
 use support::metrics::{assert_promtool_clean, get, metrics_addr, wait_for_page, Page, LISTENING};
 use support::process::{bin, run_cmd, Tailhook};
@@ -64,10 +64,6 @@ const CHECKPOINT_WRITES: &str = "tailhook_checkpoint_writes_total";
 const CHECKPOINT_FAILURES: &str = "tailhook_checkpoint_write_failures_total";
 
 // ---- helpers ------------------------------------------------------------------
-
-fn fluentd() -> Collector {
-    Collector::start(Options::fluentd())
-}
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -978,14 +974,6 @@ fn busy_port() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
-fn metrics_config(setup: &Setup, url: &str, metrics: &str) -> PathBuf {
-    let mut text = "shutdown_timeout = \"1s\"\n\n".to_string();
-    text.push_str(&setup.source("w", "*.ndjson", ""));
-    text.push_str(&destination("fluentd", url, "", ""));
-    text.push_str(metrics);
-    setup.config(&text)
-}
-
 #[test]
 fn metrics_enabled_false_starts_no_listener_even_on_a_busy_port() {
     let setup = Setup::new();
@@ -993,11 +981,15 @@ fn metrics_enabled_false_starts_no_listener_even_on_a_busy_port() {
     let collector = fluentd();
     let busy = busy_port();
     let listen = busy.local_addr().unwrap();
-    let cfg = metrics_config(
-        &setup,
-        &collector.url("/t"),
-        &format!("\n[metrics]\nenabled = false\nlisten = \"{listen}\"\n"),
-    );
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"1s\"")
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", &collector.url("/t"))
+        .block(&format!(
+            "[metrics]\nenabled = false\nlisten = \"{listen}\""
+        ))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     wait_log(&tailhook, "tailhook running");
     wait_events(&collector, &tailhook, 5);
@@ -1015,11 +1007,13 @@ fn a_metrics_port_in_use_fails_the_start_in_words() {
     let setup = Setup::new();
     let busy = busy_port();
     let listen: SocketAddr = busy.local_addr().unwrap();
-    let cfg = metrics_config(
-        &setup,
-        "http://127.0.0.1:9/t",
-        &format!("\n[metrics]\nlisten = \"{listen}\"\n"),
-    );
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"1s\"")
+        .file_source("w", "*.ndjson")
+        .destination("fluentd", "http://127.0.0.1:9/t")
+        .block(&format!("[metrics]\nlisten = \"{listen}\""))
+        .write();
     let exit = run_cmd(&["run", "-c", cfg.to_str().unwrap()], &[]);
     assert_eq!(exit.code, Some(1), "{}", exit.output());
     let needle = format!("metrics: cannot listen on {listen}");

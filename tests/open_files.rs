@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use support::collector::{Collector, Options};
+use support::collector::fluentd;
 use support::process::Tailhook;
 use support::setup::{destination, seq_of, wallarm_hits, Setup};
 
@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(240);
 #[test]
 fn ten_thousand_files_and_three_destinations_under_ulimit_1024() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let mut n = 0;
     for f in 0..FILES {
         let mut body = String::new();

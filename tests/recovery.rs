@@ -19,12 +19,10 @@ use support::check::{
     assert_answered_once_and_only_stalled_duplicates, assert_clean_exit, assert_each_exactly_once,
     dead_port, seq_counts, wait_after_answer, wait_for_all_seqs, wait_for_all_seqs_answered,
 };
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::metrics::{metrics_addr, wait_for_page};
 use support::process::Tailhook;
-use support::setup::{
-    append, bytes_of, checkpointed_offset, destination, hits, seq_of, wallarm_hits, Setup,
-};
+use support::setup::{append, bytes_of, checkpointed_offset, hits, seq_of, wallarm_hits, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(20);
@@ -43,24 +41,6 @@ fn fluentd_on(port: u16) -> Collector {
     })
 }
 
-/// `config.toml` with `top` (top-level keys), one file source on
-/// `logs/*.ndjson` (with `source_extra`) and one destination `DEST` (with
-/// `dest_extra` keys and `tables`).
-fn config(
-    setup: &Setup,
-    top: &str,
-    source_extra: &str,
-    url: &str,
-    dest_extra: &str,
-    tables: &str,
-) -> PathBuf {
-    setup.config(&format!(
-        "{top}\n{}{}",
-        setup.source("wallarm", "*.ndjson", source_extra),
-        destination(DEST, url, dest_extra, tables)
-    ))
-}
-
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
@@ -74,14 +54,11 @@ fn retries_until_a_collector_that_was_not_listening_comes_up() {
     let port = dead.port;
     let lines = hits(0, 20, 150);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        "",
-        "",
-        &format!("http://127.0.0.1:{port}/wallarm.events"),
-        "",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &format!("http://127.0.0.1:{port}/wallarm.events"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -109,18 +86,16 @@ fn retries_until_a_collector_that_was_not_listening_comes_up() {
 #[test]
 fn retries_503_500_429_without_loss_or_duplicates() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next(&[503, 500, 429]);
     let lines = hits(0, 30, 150);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        "",
-        "",
-        &collector.url("/wallarm.events"),
-        "",
-        "[destination.batch]\nmax_events = 10\ntimeout = \"100ms\"\n",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("[destination.batch]\nmax_events = 10\ntimeout = \"100ms\"\n")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -158,7 +133,11 @@ fn logstash_busy_429_then_free_delivers_everything_once() {
     collector.set_busy(true);
     let lines = hits(0, 20, 150);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(&setup, "", "", &collector.url("/"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -203,18 +182,16 @@ fn logstash_busy_429_then_free_delivers_everything_once() {
 #[test]
 fn retry_after_is_honoured_and_the_batch_is_delivered() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next_with_retry_after(503, 1);
     let lines = hits(0, 10, 150);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        "",
-        "",
-        &collector.url("/wallarm.events"),
-        "",
-        "[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("[destination.retry]\ninitial = \"50ms\"\nmax = \"100ms\"\n")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -237,18 +214,16 @@ fn retry_after_is_honoured_and_the_batch_is_delivered() {
 #[test]
 fn a_hanging_collector_is_cut_by_request_timeout_and_retried() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_hang(true);
     let lines = hits(0, 10, 150);
     append(&setup.log("a.ndjson"), &lines);
-    let cfg = config(
-        &setup,
-        "",
-        "",
-        &collector.url("/wallarm.events"),
-        "request_timeout = \"500ms\"",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("request_timeout = \"500ms\"")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     // One batch: a second request can only be the retry of a cut one.
@@ -299,11 +274,15 @@ fn a_hanging_collector_is_cut_by_request_timeout_and_retried() {
 #[test]
 fn restart_resumes_from_the_checkpoint() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("a.ndjson");
     let first = hits(0, 10, 150);
     append(&log, &first);
-    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(collector.wait_for_events(first.len(), WAIT));
@@ -342,14 +321,12 @@ fn events_unacknowledged_at_stop_are_sent_after_restart() {
     let log = setup.log("a.ndjson");
     let lines = hits(0, 10, 150);
     append(&log, &lines);
-    let cfg = config(
-        &setup,
-        "shutdown_timeout = \"1s\"",
-        "",
-        &format!("http://127.0.0.1:{port}/wallarm.events"),
-        "",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"1s\"")
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &format!("http://127.0.0.1:{port}/wallarm.events"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -401,18 +378,16 @@ fn events_unacknowledged_at_stop_are_sent_after_restart() {
 #[test]
 fn kill_9_then_restart_loses_nothing() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("a.ndjson");
     let first = hits(0, 100, 150);
     append(&log, &first);
-    let cfg = config(
-        &setup,
-        "",
-        "",
-        &collector.url("/wallarm.events"),
-        "",
-        "[destination.batch]\nmax_events = 20\ntimeout = \"100ms\"\n",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("[destination.batch]\nmax_events = 20\ntimeout = \"100ms\"\n")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -483,14 +458,15 @@ const BATCH: usize = 50;
 const CONCURRENCY: usize = 2;
 
 fn small_batches(setup: &Setup, collector: &Collector) -> PathBuf {
-    config(
-        setup,
-        "",
-        "",
-        &collector.url("/wallarm.events"),
-        &format!("concurrency = {CONCURRENCY}"),
-        &format!("[destination.batch]\nmax_events = {BATCH}\ntimeout = \"100ms\"\n"),
-    )
+    setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra(&format!("concurrency = {CONCURRENCY}"))
+        .extra(&format!(
+            "[destination.batch]\nmax_events = {BATCH}\ntimeout = \"100ms\"\n"
+        ))
+        .write()
 }
 
 /// The checkpoint is written after every acknowledgement, without waiting
@@ -499,7 +475,7 @@ fn small_batches(setup: &Setup, collector: &Collector) -> PathBuf {
 #[test]
 fn kill_9_after_the_last_acknowledgement_is_saved_sends_nothing_again() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let log = setup.log("a.ndjson");
     let first = wallarm_hits(0, 2000);
     append(&log, &first);
@@ -548,7 +524,7 @@ fn kill_9_after_the_last_acknowledgement_is_saved_sends_nothing_again() {
 #[test]
 fn kill_9_during_delivery_re_sends_at_most_the_batches_in_flight_and_one_more() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_delay(Duration::from_millis(250));
     let log = setup.log("a.ndjson");
     let lines = wallarm_hits(0, 1000);
@@ -601,7 +577,7 @@ fn a_checkpoint_that_cannot_be_written_is_retried_and_logged_once() {
     const FAILURES: &str = "tailhook_checkpoint_write_failures_total";
     const WRITES: &str = "tailhook_checkpoint_writes_total";
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     // Its temp file cannot be created, even by root: a directory is in the way.
     let blocker = setup.checkpoint(DEST).with_extension("json.tmp");
     std::fs::create_dir_all(&blocker).unwrap();
@@ -657,7 +633,7 @@ fn a_checkpoint_that_cannot_be_written_is_retried_and_logged_once() {
 #[test]
 fn sigterm_delivers_what_is_batched() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let lines = hits(0, 20, 150);
     append(&setup.log("a.ndjson"), &lines);
     // Files are read in path order, one chunk each per round: once the
@@ -667,14 +643,13 @@ fn sigterm_delivers_what_is_batched() {
         &setup.log("z.ndjson"),
         &["not json: read marker".to_string()],
     );
-    let cfg = config(
-        &setup,
-        "",
-        "on_invalid = \"drop\"",
-        &collector.url("/wallarm.events"),
-        "",
-        "[destination.batch]\nmax_events = 1000\ntimeout = \"1h\"\n",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .extra("on_invalid = \"drop\"")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("[destination.batch]\nmax_events = 1000\ntimeout = \"1h\"\n")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -813,20 +788,18 @@ fn check_item(got: &[u8], want: &Want, index: usize) {
 
 fn run_on_invalid(mode: Option<&str>) -> (Setup, Vec<Want>, Vec<Vec<u8>>) {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let wants = write_mixed_file(&setup);
     let mut source_extra = "max_line_bytes = \"1KiB\"".to_string();
     if let Some(mode) = mode {
         source_extra.push_str(&format!("\non_invalid = \"{mode}\""));
     }
-    let cfg = config(
-        &setup,
-        "",
-        &source_extra,
-        &collector.url("/wallarm.events"),
-        "",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .extra(&source_extra)
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .write();
     let expected = if mode.is_none() || mode == Some("wrap") {
         wants.len()
     } else {
@@ -923,12 +896,16 @@ fn on_invalid_dead_letter_sets_invalid_lines_aside() {
 #[test]
 fn a_rejected_batch_is_dead_lettered_and_delivery_moves_on() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.respond_with_body(400, "bad field xyz");
     let log = setup.log("a.ndjson");
     let rejected = hits(0, 10, 150);
     append(&log, &rejected);
-    let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(
@@ -996,14 +973,18 @@ fn a_corrupt_checkpoint_is_reported_and_everything_is_sent_again() {
     ];
     for (what, content) in cases {
         let setup = Setup::new();
-        let collector = Collector::start(Options::fluentd());
+        let collector = fluentd();
         let log = setup.log("a.ndjson");
         let lines = hits(0, 10, 150);
         append(&log, &lines);
         let checkpoint = setup.checkpoint(DEST);
         std::fs::create_dir_all(checkpoint.parent().unwrap()).unwrap();
         std::fs::write(&checkpoint, content).unwrap();
-        let cfg = config(&setup, "", "", &collector.url("/wallarm.events"), "", "");
+        let cfg = setup
+            .builder()
+            .file_source("wallarm", "*.ndjson")
+            .destination(DEST, &collector.url("/wallarm.events"))
+            .write();
 
         let tailhook = Tailhook::start(&cfg);
         assert!(
@@ -1035,7 +1016,7 @@ fn a_corrupt_checkpoint_is_reported_and_everything_is_sent_again() {
 #[test]
 fn unreadable_and_vanishing_files_do_not_stop_the_others() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
 
     let a = setup.log("a.ndjson");
     let a_first = hits(0, 10, 150);
@@ -1054,14 +1035,12 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
     append(&c, &c_lines);
 
     // A deleted file is closed once it has been idle for rotate_wait.
-    let cfg = config(
-        &setup,
-        "",
-        "rotate_wait = \"1s\"",
-        &collector.url("/wallarm.events"),
-        "",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .extra("rotate_wait = \"1s\"")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
 
     if b_blocked {
@@ -1140,19 +1119,18 @@ fn unreadable_and_vanishing_files_do_not_stop_the_others() {
 #[test]
 fn sigterm_with_a_hanging_collector_stops_after_shutdown_timeout() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_hang(true);
     let lines = hits(0, 10, 150);
     append(&setup.log("a.ndjson"), &lines);
     // The request would wait an hour for an answer; shutdown_timeout is 1 s.
-    let cfg = config(
-        &setup,
-        "shutdown_timeout = \"1s\"",
-        "",
-        &collector.url("/wallarm.events"),
-        "request_timeout = \"1h\"",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"1s\"")
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("request_timeout = \"1h\"")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(collector.wait_for_requests(1, WAIT), "no request sent");
@@ -1184,19 +1162,17 @@ fn sigterm_with_a_hanging_collector_stops_after_shutdown_timeout() {
 #[test]
 fn a_second_sigterm_stops_at_once_even_with_a_request_in_flight() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_hang(true);
     let lines = hits(0, 10, 150);
     append(&setup.log("a.ndjson"), &lines);
     // Default shutdown_timeout (30 s); the request would wait an hour.
-    let cfg = config(
-        &setup,
-        "",
-        "",
-        &collector.url("/wallarm.events"),
-        "request_timeout = \"1h\"",
-        "",
-    );
+    let cfg = setup
+        .builder()
+        .file_source("wallarm", "*.ndjson")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        .extra("request_timeout = \"1h\"")
+        .write();
 
     let tailhook = Tailhook::start(&cfg);
     assert!(collector.wait_for_requests(1, WAIT), "no request sent");

@@ -12,26 +12,13 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, ndjson, show};
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments};
 use support::metrics::{metrics_addr, wait_for_page};
 use support::process::{bin, Tailhook};
 use support::setup::{append, destination, hits, wallarm_hits, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn fluentd() -> Collector {
-    Collector::start(Options::fluentd())
-}
-
-fn write_config(setup: &Setup, destinations: &[String]) -> PathBuf {
-    let mut text = "shutdown_timeout = \"2s\"\n\n".to_string();
-    text.push_str(&setup.source("w", "*.ndjson", ""));
-    for d in destinations {
-        text.push_str(d);
-    }
-    setup.config(&text)
-}
 
 /// Sends SIGHUP and waits until the new config runs (its `tailhook running`
 /// line is the `runs`-th).
@@ -59,18 +46,23 @@ fn a_destination_added_by_sighup_gets_everything_and_the_others_lose_nothing() {
     let log = setup.log("app.ndjson");
     let first = hits(0, 200, 200);
     append(&log, &first);
-    let cfg = write_config(&setup, &[destination("a", &a.url("/t"), "", "")]);
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &a.url("/t"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     started(&tailhook);
     assert!(a.wait_for_events(first.len(), WAIT));
 
-    write_config(
-        &setup,
-        &[
-            destination("a", &a.url("/t"), "", ""),
-            destination("b", &b.url("/t"), "", ""),
-        ],
-    );
+    setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &a.url("/t"))
+        .destination("b", &b.url("/t"))
+        .write();
     reload(&tailhook, 2);
     let second = hits(200, 200, 200);
     append(&log, &second);
@@ -89,17 +81,19 @@ fn a_destination_removed_by_sighup_stops_and_keeps_its_checkpoint() {
     let log = setup.log("app.ndjson");
     let first = hits(0, 100, 200);
     append(&log, &first);
-    let both = [
-        destination("a", &a.url("/t"), "", ""),
-        destination("b", &b.url("/t"), "", ""),
-    ];
-    let cfg = write_config(&setup, &both);
+    let a_only = setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &a.url("/t"));
+    let both = a_only.clone().destination("b", &b.url("/t"));
+    let cfg = both.write();
     let tailhook = Tailhook::start(&cfg);
     started(&tailhook);
     assert!(a.wait_for_events(first.len(), WAIT));
     assert!(b.wait_for_events(first.len(), WAIT));
 
-    write_config(&setup, &both[..1]);
+    a_only.write();
     reload(&tailhook, 2);
     let second = hits(100, 100, 200);
     append(&log, &second);
@@ -114,7 +108,7 @@ fn a_destination_removed_by_sighup_stops_and_keeps_its_checkpoint() {
     );
 
     // Added back, it resumes from its checkpoint: only what it missed.
-    let tailhook = Tailhook::start(&write_config(&setup, &both));
+    let tailhook = Tailhook::start(&both.write());
     assert!(b.wait_for_events(all.len(), WAIT), "b: {}", b.event_count());
     assert_clean_exit(&tailhook.terminate());
     assert_each_exactly_once(&b, &all, "the destination added back");
@@ -126,20 +120,24 @@ fn changed_settings_apply_after_sighup() {
     let a = fluentd();
     let log = setup.log("app.ndjson");
     append(&log, &hits(0, 10, 200));
-    let cfg = write_config(&setup, &[destination("a", &a.url("/before"), "", "")]);
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &a.url("/before"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     started(&tailhook);
     assert!(a.wait_for_events(10, WAIT));
 
-    write_config(
-        &setup,
-        &[destination(
-            "a",
-            &a.url("/after"),
-            "headers = { X-Reloaded = \"yes\" }",
-            "[destination.batch]\nmax_events = 1\ntimeout = \"100ms\"\n",
-        )],
-    );
+    setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &a.url("/after"))
+        .extra("headers = { X-Reloaded = \"yes\" }")
+        .extra("[destination.batch]\nmax_events = 1\ntimeout = \"100ms\"\n")
+        .write();
     reload(&tailhook, 2);
     append(&log, &hits(10, 5, 200));
     assert!(a.wait_for_events(15, WAIT));
@@ -165,8 +163,12 @@ fn an_invalid_config_on_sighup_is_reported_and_the_running_one_goes_on() {
     let a = fluentd();
     let log = setup.log("app.ndjson");
     append(&log, &hits(0, 10, 200));
-    let good = [destination("a", &a.url("/t"), "", "")];
-    let cfg = write_config(&setup, &good);
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &a.url("/t"))
+        .write();
     let tailhook = Tailhook::start(&cfg);
     started(&tailhook);
     assert!(a.wait_for_events(10, WAIT));
@@ -204,21 +206,25 @@ fn events_pending_at_a_reload_while_the_collector_is_down_are_delivered_later() 
     let log = setup.log("app.ndjson");
     let lines = hits(0, 300, 200);
     append(&log, &lines);
-    let cfg = write_config(&setup, &[destination("a", &url, "", "")]);
+    let cfg = setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &url)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     assert!(tailhook.wait_for_log("delivery failed", WAIT));
 
     // The reload gives up on the batches in flight after shutdown_timeout;
     // they were never acknowledged, so the new config reads them again.
-    write_config(
-        &setup,
-        &[destination(
-            "a",
-            &url,
-            "concurrency = 1",
-            "[destination.batch]\nmax_events = 50\ntimeout = \"100ms\"\n",
-        )],
-    );
+    setup
+        .builder()
+        .extra("shutdown_timeout = \"2s\"")
+        .file_source("w", "*.ndjson")
+        .destination("a", &url)
+        .extra("concurrency = 1")
+        .extra("[destination.batch]\nmax_events = 50\ntimeout = \"100ms\"\n")
+        .write();
     reload(&tailhook, 2);
     let a = Collector::start(Options {
         port,

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::collector::{Collector, Options};
+use support::collector::{fluentd, Collector};
 use support::process::Tailhook;
 use support::setup::{append, destination, hits, seq_of, wallarm_hits, Setup};
 
@@ -37,7 +37,7 @@ fn start(glob: &str) -> (Setup, Collector, Tailhook) {
 
 fn start_with(glob: &str, source_extra: &str) -> (Setup, Collector, Tailhook) {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let config = setup.config(&format!(
         "{}{}",
         setup.source("app", glob, source_extra),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use support::check::{assert_clean_exit, dead_port};
-use support::collector::{Collector, Options};
+use support::collector::fluentd;
 use support::inputs::input;
 use support::metrics::{metrics_addr, scrape};
 use support::process::{bin, run_cmd, Tailhook};
@@ -60,7 +60,7 @@ fn config(setup: &Setup, port: u16, broken: bool) -> PathBuf {
 #[test]
 fn no_output_of_any_command_shows_a_secret() {
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let cfg = config(&setup, collector.port(), false);
     let path = cfg.to_str().unwrap();
 
@@ -146,7 +146,7 @@ fn no_output_of_any_command_shows_a_secret() {
 fn what_tailhook_writes_is_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let setup = Setup::new();
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let cfg = setup.config(&format!(
         "shutdown_timeout = \"2s\"\n\n{}{}\
          [[destination]]\nname = \"siem\"\nurl = \"{}\"\nsources = [\"app\", \"net\"]\n\n\

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::check::{assert_clean_exit, assert_each_exactly_once, dead_port, seqs};
-use support::collector::{Collector, Options};
-use support::inputs::{input, listen_addr, spool_segments};
+use support::collector::{fluentd, Collector, Options};
+use support::inputs::{listen_addr, spool_segments};
 use support::process::Tailhook;
-use support::setup::{destination, hits, Setup};
+use support::setup::{hits, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -63,26 +63,19 @@ fn send_lines(addr: std::net::SocketAddr, lines: &[String]) {
     s.write_all(&buf).unwrap();
 }
 
-fn config(setup: &Setup, spool_max: &str, dests: &[String]) -> std::path::PathBuf {
-    let mut text = format!("[spool]\nmax_bytes = {spool_max:?}\n\n");
-    text.push_str(&input("net", "tcp", ""));
-    for d in dests {
-        text.push_str(d);
-    }
-    setup.config(&text)
-}
-
 #[test]
 fn a_tcp_sender_is_slowed_not_dropped_while_the_spool_is_full() {
     let setup = Setup::new();
     let dead = dead_port();
     let port = dead.port;
     let url = format!("http://127.0.0.1:{port}/t");
-    let cfg = config(
-        &setup,
-        "1MiB",
-        &[destination("down", &url, "concurrency = 1\n", "")],
-    );
+    let cfg = setup
+        .builder()
+        .block("[spool]\nmax_bytes = \"1MiB\"")
+        .input("net", "tcp")
+        .destination("down", &url)
+        .extra("concurrency = 1\n")
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "net");
 
@@ -135,10 +128,12 @@ fn datagrams_are_dropped_and_counted_while_the_spool_is_full() {
     let dead = dead_port();
     let port = dead.port;
     let url = format!("http://127.0.0.1:{port}/t");
-    let mut text = "[spool]\nmax_bytes = \"1MiB\"\n\n".to_string();
-    text.push_str(&input("dgram", "udp", ""));
-    text.push_str(&destination("down", &url, "", ""));
-    let tailhook = Tailhook::start(&setup.config(&text));
+    let config = setup
+        .builder()
+        .block("[spool]\nmax_bytes = \"1MiB\"")
+        .input("dgram", "udp")
+        .destination("down", &url);
+    let tailhook = Tailhook::start(&config.write());
     let addr = listen_addr(&tailhook, "dgram");
 
     // One datagram at a time, each seen in the spool before the next, so
@@ -182,7 +177,7 @@ fn datagrams_are_dropped_and_counted_while_the_spool_is_full() {
         port,
         ..Options::fluentd()
     });
-    let tailhook = Tailhook::start(&setup.config(&text));
+    let tailhook = Tailhook::start(&config.write());
     assert!(
         collector.wait_for_events(kept, WAIT),
         "kept {kept}, got {}",
@@ -201,7 +196,12 @@ fn restart_delivers(kill: bool) {
     let dead = dead_port();
     let port = dead.port;
     let url = format!("http://127.0.0.1:{port}/t");
-    let cfg = config(&setup, "64MiB", &[destination("down", &url, "", "")]);
+    let cfg = setup
+        .builder()
+        .block("[spool]\nmax_bytes = \"64MiB\"")
+        .input("net", "tcp")
+        .destination("down", &url)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "net");
     let lines = hits(0, 5_000, 300);
@@ -244,19 +244,18 @@ fn what_was_spooled_while_the_collector_was_down_is_delivered_after_kill_9_and_r
 #[test]
 fn segments_are_deleted_once_every_destination_has_them() {
     let setup = Setup::new();
-    let up = Collector::start(Options::fluentd());
+    let up = fluentd();
     let dead = dead_port();
     let port = dead.port;
     let late_url = format!("http://127.0.0.1:{port}/t");
     // 1 MiB spool: 128 KiB segments.
-    let cfg = config(
-        &setup,
-        "1MiB",
-        &[
-            destination("up", &up.url("/t"), "", ""),
-            destination("late", &late_url, "", ""),
-        ],
-    );
+    let cfg = setup
+        .builder()
+        .block("[spool]\nmax_bytes = \"1MiB\"")
+        .input("net", "tcp")
+        .destination("up", &up.url("/t"))
+        .destination("late", &late_url)
+        .write();
     let tailhook = Tailhook::start(&cfg);
     let addr = listen_addr(&tailhook, "net");
     let lines = hits(0, 2_000, 300);

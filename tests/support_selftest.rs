@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use support::collector::{base64, Collector, Options};
+use support::collector::{base64, fluentd, Collector, Options};
 use support::tls::make_pki;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -117,7 +117,7 @@ const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 #[test]
 fn fluentd_accepts_array_post_and_object_put_on_one_connection() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let mut conn = connect(collector.addr());
 
     let array = br#"[ {"a":1} ,{"b": "x\u00e9"}
@@ -152,7 +152,7 @@ fn fluentd_accepts_array_post_and_object_put_on_one_connection() {
 
 #[test]
 fn fluentd_ndjson_and_get() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let mut conn = connect(collector.addr());
     let r = conn.call(
         "POST",
@@ -172,7 +172,7 @@ fn fluentd_ndjson_and_get() {
 
 #[test]
 fn fluentd_rejects_missing_json_content_type_and_non_objects() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let mut conn = connect(collector.addr());
 
     let r = conn.call("POST", "/t", &[("Content-Type", "text/plain")], b"[{}]");
@@ -226,7 +226,7 @@ fn fluentd_413_over_body_limit_closes_connection() {
 
 #[test]
 fn fluentd_malformed_json_is_200_but_a_violation() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let mut conn = connect(collector.addr());
     let r = conn.call("POST", "/t", &[JSON], br#"[{"a":1},"#);
     assert_eq!(r.status, 200, "real Fluentd answers 200 to malformed JSON");
@@ -239,7 +239,7 @@ fn fluentd_malformed_json_is_200_but_a_violation() {
 #[test]
 fn violation_makes_drop_panic() {
     let result = std::panic::catch_unwind(|| {
-        let collector = Collector::start(Options::fluentd());
+        let collector = fluentd();
         let mut conn = connect(collector.addr());
         conn.call("POST", "/t", &[JSON], b"{nope");
         drop(collector);
@@ -317,7 +317,7 @@ fn base64_vectors() {
 
 #[test]
 fn fail_next_then_success() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next(&[503, 500]);
     collector.fail_next_with_retry_after(429, 7);
     let mut conn = connect(collector.addr());
@@ -341,7 +341,7 @@ fn fail_next_then_success() {
 
 #[test]
 fn set_delay_answers_late_and_records_the_batch() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let delay = Duration::from_millis(300);
     collector.set_delay(delay);
     let mut conn = connect(collector.addr());
@@ -383,7 +383,7 @@ fn respond_with_body_override_until_cleared() {
 
 #[test]
 fn hang_records_then_holds_the_connection_until_stop() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_hang(true);
     let mut conn = connect(collector.addr());
     conn.send("POST", "/t", &[JSON], br#"[{"a":1}]"#);
@@ -439,7 +439,7 @@ fn a_held_request_is_recorded_once_and_answered_on_release() {
 fn stall_before_recording_records_only_after_a_release() {
     use support::collector::Stall;
 
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.set_stall(Stall::BeforeRecording);
     collector.hang_next(1);
     let mut held = connect(collector.addr());
@@ -494,7 +494,7 @@ fn refused_and_stalled_bodies_are_checked_too() {
 
 #[test]
 fn exchanges_tell_when_each_request_arrived_and_was_answered() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     collector.fail_next_with_retry_after(503, 1);
     let mut conn = connect(collector.addr());
     assert_eq!(conn.call("POST", "/t", &[JSON], b"{}").status, 503);
@@ -512,7 +512,7 @@ fn exchanges_tell_when_each_request_arrived_and_was_answered() {
 
 #[test]
 fn wait_for_events_wakes_on_arrival_from_another_thread() {
-    let collector = Collector::start(Options::fluentd());
+    let collector = fluentd();
     let addr = collector.addr();
     let sender = std::thread::spawn(move || {
         let mut conn = connect(addr);

@@ -78,11 +78,13 @@ impl Env {
     /// `config.toml` with one file source and one destination named
     /// `fluentd` (`extra`: keys inside the destination block).
     fn config(&self, url: &str, extra: &str) -> PathBuf {
-        self.setup.config(&format!(
-            "shutdown_timeout = \"1s\"\n\n{}{}",
-            self.setup.source("wallarm", "*.ndjson", ""),
-            setup::destination("fluentd", url, extra, "")
-        ))
+        self.setup
+            .builder()
+            .extra("shutdown_timeout = \"1s\"")
+            .file_source("wallarm", "*.ndjson")
+            .destination("fluentd", url)
+            .extra(extra)
+            .write()
     }
 
     fn tailhook(&self, args: &[&str]) -> Exit {

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, body)) = data.split_first() else {
         return;
     };
-    if let Ok((lines, n)) = tailhook::source::http::body_lines(body, first & 1 == 1, 1 << 20) {
+    if let Ok((lines, n)) = tailhook::body_lines(body, first & 1 == 1, 1 << 20) {
         let text = std::str::from_utf8(&lines).expect("lines are UTF-8");
         assert_eq!(text.lines().count(), n);
         for l in text.lines() {

@@ -1,30 +1,29 @@
 //! The TOML configuration: raw serde structs with defaults, `${VAR}` expansion,
 //! and validation into a [`Config`] whose errors name the file, line and key.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
 mod delivery;
+mod destination;
 mod env;
 pub(crate) mod redact;
 mod source;
 mod units;
 
-use delivery::{validate_dead_letter, validate_status_policy, write_status_policy, RawDeadLetter};
 pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
+use destination::{validate_destinations, write_destination, RawDestination};
+pub use destination::{BatchConfig, Compression, DestinationConfig, Format, Method, RetryConfig};
 pub use env::expand_env;
+pub use redact::redact_url;
 use redact::Secrets;
 use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};
 pub use source::{FileInput, HttpInput, Input, ServerTls, SourceConfig, SpoolConfig};
 pub use units::{humanize_duration, parse_duration, parse_size, Dur, Size};
-
-use crate::event::Selection;
 
 /// A configuration that was read and validated.
 #[derive(Debug, Clone)]
@@ -96,110 +95,6 @@ pub enum OnInvalid {
     DeadLetter,
 }
 
-/// The HTTP method of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// POST (the default).
-    Post,
-    /// PUT.
-    Put,
-}
-
-impl Method {
-    /// `POST` or `PUT`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Post => "POST",
-            Method::Put => "PUT",
-        }
-    }
-}
-
-/// The body format of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A JSON array, `application/json`.
-    Json,
-    /// One event a line, `application/x-ndjson`.
-    Ndjson,
-}
-
-/// How a request body is encoded on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// As built.
-    None,
-    /// gzip, with `Content-Encoding: gzip` (Fluentd `in_http` decodes it since 1.2.3).
-    Gzip,
-}
-
-/// The batch bounds of a destination.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchConfig {
-    /// Most events in one request.
-    pub max_events: usize,
-    /// Most bytes in one body (one larger event goes alone).
-    pub max_bytes: usize,
-    /// How long the first event of a batch waits for more.
-    pub timeout: Duration,
-}
-
-/// The retry backoff of a destination.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryConfig {
-    /// The first backoff ceiling.
-    pub initial: Duration,
-    /// The largest backoff ceiling.
-    pub max: Duration,
-}
-
-/// One `[[destination]]` block.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DestinationConfig {
-    /// Its name: checkpoint and dead-letter files are named after it.
-    pub name: String,
-    /// The webhook URL.
-    pub url: reqwest::Url,
-    /// POST or PUT.
-    pub method: Method,
-    /// Extra request headers, values already expanded.
-    pub headers: Vec<(String, String)>,
-    /// A PEM file of CA certificates trusted besides the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// False turns certificate verification off.
-    pub verify_certificate: bool,
-    /// A PEM client certificate for mutual TLS.
-    pub client_cert_file: Option<PathBuf>,
-    /// The key of `client_cert_file`.
-    pub client_key_file: Option<PathBuf>,
-    /// Time allowed for one request, from sending to the whole answer.
-    pub request_timeout: Duration,
-    /// Time allowed to open a connection (TCP and TLS).
-    pub connect_timeout: Duration,
-    /// The kinds it receives.
-    pub events: Selection,
-    /// The `events` list as written, for `check` (None: all).
-    pub events_list: Option<Vec<String>>,
-    /// Indexes into [`Config::sources`] of the sources it reads.
-    pub sources: Vec<usize>,
-    /// Requests in flight.
-    pub concurrency: usize,
-    /// Batch bounds.
-    pub batch: BatchConfig,
-    /// Retry backoff.
-    pub retry: RetryConfig,
-    /// Body format.
-    pub format: Format,
-    /// Body encoding on the wire.
-    pub compression: Compression,
-    /// Which answers are retried and which are dead-lettered.
-    pub status_policy: StatusPolicy,
-    /// The bound on its dead-letter file.
-    pub dead_letter: DeadLetterConfig,
-}
-
 /// A config that could not be loaded: every message names the file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -235,134 +130,14 @@ struct RawConfig {
     destinations: Vec<RawDestination>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDestination {
-    name: Spanned<String>,
-    url: Spanned<String>,
-    #[serde(default)]
-    method: RawMethod,
-    headers: Option<Spanned<BTreeMap<String, String>>>,
-    ca_file: Option<PathBuf>,
-    #[serde(default = "yes")]
-    verify_certificate: bool,
-    client_cert_file: Option<PathBuf>,
-    client_key_file: Option<PathBuf>,
-    #[serde(default = "secs::<15>")]
-    request_timeout: Dur,
-    #[serde(default = "secs::<20>")]
-    connect_timeout: Dur,
-    events: Option<Spanned<Vec<String>>>,
-    sources: Option<Spanned<Vec<String>>>,
-    #[serde(default = "two")]
-    concurrency: Positive,
-    #[serde(default)]
-    batch: RawBatch,
-    #[serde(default)]
-    retry: RawRetry,
-    #[serde(default = "json")]
-    format: Format,
-    #[serde(default = "no_compression")]
-    compression: Compression,
-    retry_on: Option<Spanned<Vec<StatusMatch>>>,
-    dead_letter_on: Option<Spanned<Vec<StatusMatch>>>,
-    #[serde(default)]
-    dead_letter: RawDeadLetter,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBatch {
-    #[serde(default = "five_hundred")]
-    max_events: Positive,
-    #[serde(default = "mib::<1>")]
-    max_bytes: Size,
-    #[serde(default = "secs::<1>")]
-    timeout: Dur,
-}
-
-impl Default for RawBatch {
-    fn default() -> Self {
-        RawBatch {
-            max_events: five_hundred(),
-            max_bytes: mib::<1>(),
-            timeout: secs::<1>(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    #[serde(default = "secs::<1>")]
-    initial: Dur,
-    #[serde(default = "secs::<60>")]
-    max: Dur,
-}
-
-impl Default for RawRetry {
-    fn default() -> Self {
-        RawRetry {
-            initial: secs::<1>(),
-            max: secs::<60>(),
-        }
-    }
-}
-
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/tailhook")
 }
 fn secs<const N: u64>() -> Dur {
     Dur(Duration::from_secs(N))
 }
-fn mib<const N: u64>() -> Size {
-    Size(N << 20)
-}
-fn no_compression() -> Compression {
-    Compression::None
-}
-fn json() -> Format {
-    Format::Json
-}
 fn yes() -> bool {
     true
-}
-fn two() -> Positive {
-    Positive(2)
-}
-fn five_hundred() -> Positive {
-    Positive(500)
-}
-
-/// `POST` or `PUT`, in any case.
-#[derive(Default, Clone, Copy)]
-struct RawMethod(Option<Method>);
-
-impl<'de> Deserialize<'de> for RawMethod {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.to_ascii_uppercase().as_str() {
-            "POST" => Ok(RawMethod(Some(Method::Post))),
-            "PUT" => Ok(RawMethod(Some(Method::Put))),
-            _ => Err(de::Error::custom(format!(
-                "method `{s}` is not supported; expected POST or PUT"
-            ))),
-        }
-    }
-}
-
-/// An integer of at least 1.
-#[derive(Clone, Copy)]
-struct Positive(usize);
-
-impl<'de> Deserialize<'de> for Positive {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        if n < 1 {
-            return Err(de::Error::custom(format!("must be at least 1, not {n}")));
-        }
-        Ok(Positive(n as usize))
-    }
 }
 
 // ---- loading ----------------------------------------------------------------
@@ -559,64 +334,8 @@ impl Config {
         for s in &self.sources {
             write_source(&mut o, s);
         }
-        for dst in &self.destinations {
-            let _ = writeln!(o, "\n[[destination]]\nname = {}", q(&dst.name));
-            let _ = writeln!(o, "url = {}", q(&redact_url(&dst.url)));
-            let _ = writeln!(o, "method = \"{}\"", dst.method.as_str());
-            let headers: Vec<String> = dst
-                .headers
-                .iter()
-                .map(|(k, _)| format!("{} = \"<redacted>\"", q(k)))
-                .collect();
-            let _ = writeln!(o, "headers = {{ {} }}", headers.join(", "));
-            if let Some(ca) = &dst.ca_file {
-                let _ = writeln!(o, "ca_file = {}", q(&ca.to_string_lossy()));
-            }
-            let _ = writeln!(o, "verify_certificate = {}", dst.verify_certificate);
-            if let Some(c) = &dst.client_cert_file {
-                let _ = writeln!(o, "client_cert_file = {}", q(&c.to_string_lossy()));
-            }
-            if let Some(k) = &dst.client_key_file {
-                let _ = writeln!(o, "client_key_file = {}", q(&k.to_string_lossy()));
-            }
-            let _ = writeln!(o, "request_timeout = {}", d(dst.request_timeout));
-            let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
-            match &dst.events_list {
-                None => {
-                    let _ = writeln!(o, "# events: every kind");
-                }
-                Some(list) => {
-                    let items: Vec<String> = list.iter().map(|x| q(x)).collect();
-                    let _ = writeln!(o, "events = [{}]", items.join(", "));
-                }
-            }
-            let names: Vec<String> = dst
-                .sources
-                .iter()
-                .map(|&i| q(&self.sources[i].name))
-                .collect();
-            let _ = writeln!(o, "sources = [{}]", names.join(", "));
-            let _ = writeln!(o, "concurrency = {}", dst.concurrency);
-            let fmt = match dst.format {
-                Format::Json => "json",
-                Format::Ndjson => "ndjson",
-            };
-            let _ = writeln!(o, "format = \"{fmt}\"");
-            let compression = match dst.compression {
-                Compression::None => "none",
-                Compression::Gzip => "gzip",
-            };
-            let _ = writeln!(o, "compression = \"{compression}\"");
-            write_status_policy(&mut o, &dst.status_policy);
-            let _ = writeln!(o, "\n[destination.batch]");
-            let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
-            let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);
-            let _ = writeln!(o, "timeout = {}", d(dst.batch.timeout));
-            let _ = writeln!(o, "\n[destination.retry]");
-            let _ = writeln!(o, "initial = {}", d(dst.retry.initial));
-            let _ = writeln!(o, "max = {}", d(dst.retry.max));
-            let _ = writeln!(o, "\n[destination.dead_letter]");
-            let _ = writeln!(o, "max_bytes = {}", dst.dead_letter.max_bytes);
+        for d in &self.destinations {
+            write_destination(&mut o, d, &self.sources);
         }
         o
     }
@@ -672,15 +391,6 @@ fn is_placeholder(value: &str) -> bool {
         .contains(&t.as_str())
 }
 
-/// A URL with any password replaced, for printing.
-pub fn redact_url(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("redacted"));
-    }
-    u.to_string()
-}
-
 fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
     let spool = validate_spool(raw.spool, p);
     let metrics = MetricsConfig {
@@ -704,153 +414,7 @@ fn validate(raw: RawConfig, p: &mut Problems<'_>) -> Config {
         ));
     }
 
-    let mut destinations: Vec<DestinationConfig> = Vec::new();
-    for d in raw.destinations {
-        let name = d.name.get_ref().clone();
-        if !valid_name(&name) {
-            p.at(
-                d.name.span(),
-                format!("destination name `{name}` must be 1-64 letters, digits, `_`, `-` or `.`"),
-            );
-        }
-        if destinations.iter().any(|x| x.name == name) {
-            p.at(
-                d.name.span(),
-                format!("destination name `{name}` is used twice"),
-            );
-        }
-        let url = match reqwest::Url::parse(d.url.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-            Ok(u) => {
-                p.at(
-                    d.url.span(),
-                    format!("url `{}` must be http:// or https:// with a host", u),
-                );
-                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-            }
-            Err(e) => {
-                p.at(
-                    d.url.span(),
-                    format!("url `{}` is not a valid URL: {e}", d.url.get_ref()),
-                );
-                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-            }
-        };
-        let mut headers = Vec::new();
-        let empty = Spanned::new(0..0, BTreeMap::new());
-        let raw_headers = d.headers.as_ref().unwrap_or(&empty);
-        for (k, v) in raw_headers.get_ref() {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                p.at(
-                    raw_headers.span(),
-                    format!("header name `{k}` is not a valid HTTP header name"),
-                );
-            } else if reqwest::header::HeaderValue::from_str(v).is_err() {
-                p.at(
-                    raw_headers.span(),
-                    format!(
-                        "the value of header `{k}` holds characters not allowed in HTTP headers"
-                    ),
-                );
-            } else if k.eq_ignore_ascii_case("content-type")
-                || k.eq_ignore_ascii_case("content-length")
-            {
-                p.at(
-                    raw_headers.span(),
-                    format!(
-                        "header `{k}` is set by tailhook from `format` and cannot be overridden"
-                    ),
-                );
-            }
-            headers.push((k.clone(), v.clone()));
-        }
-        let (events, events_list) = match &d.events {
-            None => (Selection::all(), None),
-            Some(list) => match Selection::parse(list.get_ref()) {
-                Ok(sel) => (sel, Some(list.get_ref().clone())),
-                Err(e) => {
-                    p.at(list.span(), e);
-                    (Selection::all(), None)
-                }
-            },
-        };
-        let source_idx = match &d.sources {
-            None => (0..sources.len()).collect(),
-            Some(names) => {
-                let mut idx = Vec::new();
-                for n in names.get_ref() {
-                    match sources.iter().position(|s| &s.name == n) {
-                        Some(i) => idx.push(i),
-                        None => p.at(names.span(), format!("no source is named `{n}`")),
-                    }
-                }
-                idx
-            }
-        };
-        if d.client_cert_file.is_some() != d.client_key_file.is_some() {
-            p.at(
-                d.name.span(),
-                format!("destination `{name}`: client_cert_file and client_key_file go together"),
-            );
-        }
-        for (what, t) in [
-            ("request_timeout", d.request_timeout.0),
-            ("connect_timeout", d.connect_timeout.0),
-            ("batch.timeout", d.batch.timeout.0),
-            ("retry.initial", d.retry.initial.0),
-            ("retry.max", d.retry.max.0),
-        ] {
-            if t.is_zero() {
-                p.at(
-                    d.name.span(),
-                    format!("destination `{name}`: {what} must be more than 0"),
-                );
-            }
-        }
-        if d.retry.initial.0 > d.retry.max.0 {
-            p.at(
-                d.name.span(),
-                format!("destination `{name}`: retry.initial is larger than retry.max"),
-            );
-        }
-        if d.batch.max_bytes.0 < 2 {
-            p.at(
-                d.name.span(),
-                format!("destination `{name}`: batch.max_bytes must be at least 2 bytes"),
-            );
-        }
-        let status_policy = validate_status_policy(&name, d.retry_on, d.dead_letter_on, p);
-        let dead_letter = validate_dead_letter(&name, d.dead_letter, p);
-        destinations.push(DestinationConfig {
-            name,
-            url,
-            method: d.method.0.unwrap_or(Method::Post),
-            headers,
-            ca_file: d.ca_file,
-            verify_certificate: d.verify_certificate,
-            client_cert_file: d.client_cert_file,
-            client_key_file: d.client_key_file,
-            request_timeout: d.request_timeout.0,
-            connect_timeout: d.connect_timeout.0,
-            events,
-            events_list,
-            sources: source_idx,
-            concurrency: d.concurrency.0,
-            batch: BatchConfig {
-                max_events: d.batch.max_events.0,
-                max_bytes: d.batch.max_bytes.0.min(usize::MAX as u64) as usize,
-                timeout: d.batch.timeout.0,
-            },
-            retry: RetryConfig {
-                initial: d.retry.initial.0,
-                max: d.retry.max.0,
-            },
-            format: d.format,
-            compression: d.compression,
-            status_policy,
-            dead_letter,
-        });
-    }
+    let destinations = validate_destinations(raw.destinations, &sources, p);
     if destinations.is_empty() {
         p.list.push(format!(
             "{}: no [[destination]] block: add one so events have somewhere to go",

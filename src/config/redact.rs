@@ -177,6 +177,15 @@ pub(crate) fn mask_url_passwords(text: &str) -> String {
     out
 }
 
+/// A URL with any password replaced, for printing.
+pub fn redact_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+    }
+    u.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,28 @@ use crate::source::socket::{SocketInput, Stop};
 use crate::source::stdin;
 use crate::spool::{Spool, SpoolWriter};
 
+/// The bound listener of a socket or HTTP source.
+pub(super) enum Listener {
+    Socket(SocketInput),
+    Http(Box<HttpSource>),
+}
+
+impl Listener {
+    /// Binds the listener of a socket or HTTP source, so that a port in
+    /// use or a bad certificate fails in words; None for stdin.
+    pub(super) async fn bind(src: &SourceConfig) -> anyhow::Result<Option<Listener>> {
+        if let Some(socket) = SocketInput::bind(src).await? {
+            return Ok(Some(Listener::Socket(socket)));
+        }
+        Ok(HttpSource::bind(src)
+            .await?
+            .map(|h| Listener::Http(Box::new(h))))
+    }
+}
+
 impl Daemon {
-    /// Binds a spooled source (so a port in use fails in words) and starts
-    /// it with its spool writer.
+    /// Starts a spooled source with its spool writer: with the listener
+    /// [`Daemon::bind`] bound for it, or one bound now.
     pub(super) async fn start_input(
         &mut self,
         src: &SourceConfig,
@@ -52,19 +71,21 @@ impl Daemon {
             self.stdin.last = Some((name.clone(), task));
             (None, None)
         } else {
-            let bound = match SocketInput::bind(src).await? {
-                Some(s) => Ok(s),
-                None => Err(HttpSource::bind(src)
+            let bound = match self.listeners.remove(&src.name) {
+                Some(bound) => bound,
+                None => Listener::bind(src)
                     .await?
-                    .expect("a spooled source that is not stdin is a socket or http")),
+                    .expect("a spooled source that is not stdin is a socket or http"),
             };
             let writer = self.writer_of(&name, spool).await?;
             let (tx, closed) = oneshot::channel();
             let shutdown = self.process.soft.clone();
             let done = self.tasks.spawn(async move {
                 let open = match bound {
-                    Ok(socket) => socket.run(name.clone(), max_line, writer, reading).await,
-                    Err(http) => http.run(name.clone(), writer, reading.reading).await,
+                    Listener::Socket(socket) => {
+                        socket.run(name.clone(), max_line, writer, reading).await
+                    }
+                    Listener::Http(http) => http.run(name.clone(), writer, reading.reading).await,
                 };
                 let _ = tx.send(());
                 if !open.is_empty() && !shutdown.is_cancelled() {

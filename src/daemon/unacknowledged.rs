@@ -34,7 +34,7 @@ pub(super) fn warn_unacknowledged(
 fn unacknowledged(data_dir: &Path, source: &str, checkpoints: &Checkpoints) -> u64 {
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt;
-    let Ok(segments) = crate::spool::segments(&Spool::dir_of(data_dir, source)) else {
+    let Ok(segments) = crate::spool::segment::segments(&Spool::dir_of(data_dir, source)) else {
         return 0;
     };
     let mut total = 0;

@@ -1,5 +1,5 @@
-//! The webhook client: TLS through rustls (ring), timeouts, headers, and
-//! failures told in words a person can act on.
+//! The webhook client: timeouts, headers, TLS (configs from [`crate::tls`]),
+//! and failures told in words a person can act on.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,13 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::{DestinationConfig, Format};
+use crate::tls;
 
 /// A destination that could not be set up (bad TLS files).
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +22,6 @@ pub struct SetupError {
 /// How a collector answered.
 #[derive(Debug)]
 pub struct Answer {
-    /// The HTTP status.
     pub status: u16,
     /// `Retry-After`, when given.
     pub retry_after: Option<Duration>,
@@ -144,10 +139,10 @@ impl Webhook {
         // A plain-http destination never handshakes; giving it a config that
         // needs no roots keeps reqwest from loading its own.
         let (tls, probe_tls) = if cfg.url.scheme() == "https" {
-            let tls = tls_config(cfg).map_err(err)?;
+            let tls = tls::client_config(cfg).map_err(err)?;
             (tls.clone(), Some(Arc::new(tls)))
         } else {
-            (no_verification_config().map_err(err)?, None)
+            (tls::unverified_client_config().map_err(err)?, None)
         };
         builder = builder.tls_backend_preconfigured(tls);
         let client = builder
@@ -219,7 +214,7 @@ impl Webhook {
                 let why = e
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .map_or_else(|| e.to_string(), describe_tls);
+                    .map_or_else(|| e.to_string(), tls::describe);
                 SendError::Tls(why)
             })?;
         let _ = conn.shutdown().await;
@@ -284,7 +279,7 @@ impl Webhook {
         }
         for c in &chain {
             if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-                return SendError::Tls(describe_tls(tls));
+                return SendError::Tls(tls::describe(tls));
             }
             // hyper-rustls may wrap the rustls error in more than one io::Error.
             let mut io = c.downcast_ref::<std::io::Error>();
@@ -294,7 +289,7 @@ impl Webhook {
                 }
                 let inner = e.get_ref();
                 if let Some(tls) = inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    return SendError::Tls(describe_tls(tls));
+                    return SendError::Tls(tls::describe(tls));
                 }
                 io = inner.and_then(|i| i.downcast_ref::<std::io::Error>());
             }
@@ -324,33 +319,6 @@ impl Webhook {
     }
 }
 
-fn describe_tls(e: &rustls::Error) -> String {
-    use rustls::CertificateError as C;
-    match e {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
-            "unknown CA: the server's certificate is not signed by a trusted authority (set ca_file to your CA's PEM, or verify_certificate = false to skip the check)".into()
-        }
-        rustls::Error::InvalidCertificate(C::NotValidForName)
-        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
-            "the server's certificate is not valid for this host name".into()
-        }
-        rustls::Error::InvalidCertificate(C::Expired)
-        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
-            "the server's certificate has expired".into()
-        }
-        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
-            "the server requires a client certificate (set client_cert_file and client_key_file)".into()
-        }
-        rustls::Error::AlertReceived(
-            a @ (rustls::AlertDescription::UnknownCA
-            | rustls::AlertDescription::BadCertificate
-            | rustls::AlertDescription::CertificateUnknown
-            | rustls::AlertDescription::AccessDenied),
-        ) => format!("the server did not accept our client certificate (it answered {a:?})"),
-        other => other.to_string(),
-    }
-}
-
 /// `Retry-After` as seconds or an HTTP date, capped at one hour.
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let d = match v.trim().parse::<u64>() {
@@ -373,148 +341,6 @@ fn gzip(body: &[u8]) -> Bytes {
     // Writing to a Vec cannot fail.
     enc.write_all(body).expect("gzip into memory");
     Bytes::from(enc.finish().expect("gzip into memory"))
-}
-
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn tls_config(cfg: &DestinationConfig) -> Result<rustls::ClientConfig, String> {
-    let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let builder = if cfg.verify_certificate {
-        let mut roots = RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = &cfg.ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read ca_file {}: {}", path.display(), pem_error(&e)))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| {
-                    format!("cannot read ca_file {}: {}", path.display(), pem_error(&e))
-                })?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "ca_file {} holds no PEM certificate",
-                    path.display()
-                ));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            }
-        }
-        if roots.is_empty() {
-            return Err(
-                "no trusted CA: the system has no root certificates and no ca_file is set".into(),
-            );
-        }
-        builder.with_root_certificates(roots)
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-    };
-    let mut config = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect())
-                .map_err(|e| {
-                    format!(
-                        "cannot read client_cert_file {}: {}",
-                        cert.display(),
-                        pem_error(&e)
-                    )
-                })?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                format!(
-                    "cannot read client_key_file {}: {}",
-                    key.display(),
-                    pem_error(&e)
-                )
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-fn no_verification_config() -> Result<rustls::ClientConfig, String> {
-    let provider = provider();
-    Ok(
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth(),
-    )
-}
-
-pub(crate) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(io) => io.to_string(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item found".into(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Accepts any server certificate (`verify_certificate = false`), while still
-/// checking the handshake signatures.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -267,39 +267,27 @@ fn count_events(mut file: File) -> std::io::Result<Waiting> {
 /// was never acknowledged, so it is sent again): the next line must start on
 /// a line of its own. Returns the file's length after the cut.
 fn drop_torn_tail(file: &File) -> std::io::Result<u64> {
-    use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();
-    let mut end = len;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let part = &mut buf[..(end - start) as usize];
-        file.read_exact_at(part, start)?;
-        if let Some(i) = memchr::memrchr(b'\n', part) {
-            let keep = start + i as u64 + 1;
-            if keep < len {
-                tracing::warn!(
-                    bytes = len - keep,
-                    "dead-letter file ended in a half line (a crash during a write): cut"
-                );
-                file.set_len(keep)?;
-            }
-            return Ok(keep);
+    let keep = crate::line_end::last_line_end(file, len)?;
+    if keep < len {
+        if keep > 0 {
+            tracing::warn!(
+                bytes = len - keep,
+                "dead-letter file ended in a half line (a crash during a write): cut"
+            );
         }
-        if end == len && part.last() == Some(&b'\n') {
-            return Ok(len);
-        }
-        end = start;
+        file.set_len(keep)?;
     }
-    if len > 0 {
-        file.set_len(0)?;
-    }
-    Ok(0)
+    Ok(keep)
 }
 
 /// What `tailhook dead-letter resend` did for one destination.
 #[derive(Debug, Default)]
 pub struct ResendReport {
+    /// The destination's name.
+    pub destination: String,
+    /// Its dead-letter file.
+    pub path: PathBuf,
     /// Events delivered (2xx) and removed from the file.
     pub delivered: usize,
     /// Requests that delivered them.
@@ -316,6 +304,34 @@ impl ResendReport {
     /// Events still in the dead-letter file.
     pub fn kept(&self) -> usize {
         self.rejected + self.unsent
+    }
+}
+
+impl std::fmt::Display for ResendReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, path) = (&self.destination, self.path.display());
+        if self.delivered == 0 && self.kept() == 0 {
+            return write!(f, "{name}: no dead letters ({path})");
+        }
+        write!(
+            f,
+            "{name}: resent {} event(s) in {} batch(es)",
+            self.delivered, self.batches
+        )?;
+        if self.rejected > 0 {
+            write!(f, "; {} rejected again", self.rejected)?;
+        }
+        if self.unsent > 0 {
+            write!(f, "; {} not sent", self.unsent)?;
+        }
+        if let Some(p) = &self.problem {
+            write!(f, " ({p})")?;
+        }
+        if self.kept() > 0 {
+            write!(f, "; {} kept in {path}", self.kept())
+        } else {
+            f.write_str("; the dead-letter file is now empty")
+        }
     }
 }
 
@@ -351,7 +367,11 @@ const READ_CHUNK: usize = 64 * 1024;
 pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
     let webhook = Webhook::new(cfg)?;
     let dl = DeadLetter::new(data_dir, &cfg.name);
-    let mut report = ResendReport::default();
+    let mut report = ResendReport {
+        destination: cfg.name.clone(),
+        path: dl.path.clone(),
+        ..ResendReport::default()
+    };
     for taken in take_files(&dl)? {
         let file = File::options().read(true).write(true).open(&taken)?;
         drop_torn_tail(&file)?;

@@ -33,7 +33,6 @@ pub enum Outcome {
 /// What an HTTP status means for a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Delivered.
     Delivered,
     /// The collector or its configuration is wrong for now: try again later
     /// (by default 401, 403, 404, 407, 408, 429, 5xx, and anything unexpected).

@@ -128,6 +128,7 @@ impl OpenBudget {
     }
 
     /// Permits taken now.
+    #[cfg(test)]
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }

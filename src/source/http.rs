@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::listen::{self, HttpLimits, Listener, Report, Serve, Timeout};
-use super::reader::RateLimit;
 use crate::config::{humanize_duration, HttpInput, Input, SourceConfig};
+use crate::rate_limit::RateLimit;
 use crate::spool::{SpoolError, SpoolWriter};
 
 /// What a sender is told to wait before it sends again while the spool is full.
@@ -56,7 +56,7 @@ impl HttpSource {
         let tls = config
             .tls
             .as_ref()
-            .map(|t| super::tls::acceptor(&src.name, t, true))
+            .map(|t| crate::tls::acceptor(&src.name, t, true))
             .transpose()?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             anyhow::anyhow!(

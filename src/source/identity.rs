@@ -113,25 +113,6 @@ pub fn same_range(a: &File, b: &File, from: u64, to: u64) -> bool {
     true
 }
 
-/// The offset just after the last newline before `size` (0 if none): an
-/// unfinished last line is read whole once its newline arrives.
-pub fn after_last_newline(file: &File, size: u64) -> u64 {
-    let mut end = size;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let part = &mut buf[..(end - start) as usize];
-        if file.read_exact_at(part, start).is_err() {
-            return size;
-        }
-        if let Some(i) = memchr::memrchr(b'\n', part) {
-            return start + i as u64 + 1;
-        }
-        end = start;
-    }
-    0
-}
-
 /// Reads into `buf` from `offset` until it is full or the file ends; returns
 /// how many bytes were read.
 pub fn read_fully_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

@@ -37,8 +37,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::reader::RateLimit;
 use crate::config::humanize_duration;
+use crate::rate_limit::RateLimit;
 
 /// A connection's byte stream: TCP, TLS over TCP, or a Unix socket.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}

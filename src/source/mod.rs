@@ -3,6 +3,7 @@
 //! spool, whose segments are then tailed the same way.
 
 pub mod budget;
+pub mod copy;
 pub mod discover;
 pub mod file;
 pub mod http;
@@ -16,7 +17,6 @@ pub mod scan;
 pub mod socket;
 pub mod stdin;
 pub mod tailer;
-pub mod tls;
 
 use std::sync::Arc;
 

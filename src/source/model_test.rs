@@ -22,13 +22,14 @@ use proptest::prelude::*;
 
 use super::budget::OpenBudget;
 use super::file::{StartPositions, Tail};
-use super::reader::{FrameContext, RateLimit};
+use super::reader::FrameContext;
 use super::tailer::Tailer;
 use super::{Chunk, TailMode};
 use crate::checkpoint::{Entry, FileId};
 use crate::config::{FileInput, OnInvalid, ReadFrom};
 use crate::event::Selection;
 use crate::metrics::ReadMetrics;
+use crate::rate_limit::RateLimit;
 
 const ROTATE_WAIT: Duration = Duration::from_secs(300);
 const CLOSE_INACTIVE: Duration = Duration::from_secs(60);

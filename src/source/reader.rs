@@ -6,17 +6,19 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::copy::CopyState;
 use super::identity::{self, Tail, Window};
 use super::{Chunk, Event, TailMode};
 use crate::batch::TrackedFile;
 use crate::checkpoint::{FileId, Fingerprint, FINGERPRINT_BYTES};
 use crate::config::OnInvalid;
 use crate::event::{frame_line, wrap_invalid, Class, FrameSink, Invalid, Kind, Selection};
+use crate::rate_limit::RateLimit;
 
 /// How much one read asks for.
 const READ_SIZE: usize = 256 * 1024;
@@ -37,38 +39,6 @@ pub struct FrameContext {
     pub mode: TailMode,
     /// What reading this source for this destination counts.
     pub metrics: crate::metrics::ReadMetrics,
-}
-
-/// Lets a repeated message through at most once per period, counting the rest.
-pub struct RateLimit {
-    period: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl RateLimit {
-    /// A limiter of one message per `period`.
-    pub fn new(period: Duration) -> RateLimit {
-        RateLimit {
-            period,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(suppressed since the last one)` when a message may be logged now.
-    pub fn allow(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match s.0 {
-            Some(last) if now.duration_since(last) < self.period => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                s.0 = Some(now);
-                Some(std::mem::take(&mut s.1))
-            }
-        }
-    }
 }
 
 /// What one read found.
@@ -108,15 +78,10 @@ pub struct OpenFile {
     pub orphan: bool,
     /// Consecutive scans that did not find it under a matching name.
     pub missing_scans: u32,
-    /// A copy of this open file (same first bytes), not read unless that
-    /// file is truncated: then it holds what the truncation took away.
-    pub copy_of: Option<FileId>,
-    /// How much of a copy has been checked to be the same as its original.
-    pub copy_len: u64,
-    /// A handle on the original of a copy, to check what the copy grows by.
-    pub copy_src: Option<File>,
-    /// When it was taken for a copy.
-    pub copy_since: Option<Instant>,
+    /// Set while it is taken for a copy of another open file (same first
+    /// bytes): it is not read unless that file is truncated, and then it
+    /// holds what the truncation took away.
+    pub copy: Option<CopyState>,
     /// Its content started again (truncated or rewritten) and nothing of the
     /// new content has been read: it may be a copy of another file.
     pub fresh: bool,
@@ -158,10 +123,7 @@ impl OpenFile {
             path,
             orphan: false,
             missing_scans: 0,
-            copy_of: None,
-            copy_len: 0,
-            copy_src: None,
-            copy_since: None,
+            copy: None,
             fresh: false,
             read_failing: false,
             permit: None,
@@ -296,7 +258,7 @@ impl OpenFile {
                     }
                     None if line_start == 0
                         && ctx.mode == TailMode::Spool
-                        && lines[start..nl].starts_with(crate::spool::HEADER_PREFIX) => {}
+                        && lines[start..nl].starts_with(crate::spool::segment::HEADER_PREFIX) => {}
                     None => {
                         let line = lines.slice(start..nl);
                         out.line(line_start, line_end, |s| frame_line(&line, s));
@@ -354,7 +316,7 @@ impl OpenFile {
     pub fn closable(&self) -> bool {
         self.at_eof
             && self.oversize.is_none()
-            && self.copy_of.is_none()
+            && self.copy.is_none()
             && !self.orphan
             && self.missing_scans == 0
     }
@@ -428,10 +390,12 @@ impl OpenFile {
     /// Takes this file for a copy of `of` (open as `src`) being written:
     /// it is not read unless `of` is truncated.
     pub fn make_copy_of(&mut self, of: FileId, src: File, len: u64, now: Instant) {
-        self.copy_of = Some(of);
-        self.copy_src = Some(src);
-        self.copy_len = len;
-        self.copy_since = Some(now);
+        self.copy = Some(CopyState {
+            of,
+            src,
+            len,
+            since: now,
+        });
     }
 
     /// Closes a copy that was never read: its position is where it stands.
@@ -444,9 +408,7 @@ impl OpenFile {
 
     /// Reads this file as itself from now on.
     pub fn stop_being_a_copy(&mut self) {
-        self.copy_of = None;
-        self.copy_src = None;
-        self.copy_since = None;
+        self.copy = None;
     }
 
     /// The open file.

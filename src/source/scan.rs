@@ -493,7 +493,7 @@ impl Tailer {
             return s;
         }
         if c.skip_existing {
-            at(identity::after_last_newline(c.file, c.size), None)
+            at(crate::line_end::after_last_newline(c.file, c.size), None)
         } else {
             at(0, None)
         }
@@ -532,7 +532,7 @@ impl Tailer {
         let originals = self
             .files
             .iter()
-            .filter(|o| o.copy_of.is_none() && !o.fresh && o.tracked.id != c.id);
+            .filter(|o| o.copy.is_none() && !o.fresh && o.tracked.id != c.id);
         for o in originals {
             let Some(crc) = o.content_crc() else { continue };
             let (at, fp, original) = (o.framed_to(), o.fingerprint(), o.file());

@@ -64,7 +64,7 @@ impl SocketInput {
             } => {
                 let tls = tls
                     .as_ref()
-                    .map(|t| super::tls::acceptor(name, t, false))
+                    .map(|t| crate::tls::acceptor(name, t, false))
                     .transpose()?;
                 let listener = TcpListener::bind(listen).await.map_err(|e| {
                     anyhow::anyhow!("source `{name}`: cannot listen on {listen}: {e}")

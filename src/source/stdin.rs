@@ -28,13 +28,10 @@ pub fn input() -> Input {
 
 /// One reader of standard input and what it needs.
 pub struct Reader {
-    /// The source's name.
     pub name: String,
     /// The source's `max_line_bytes`.
     pub max_line: usize,
-    /// The spool it writes to.
     pub spool: Arc<Spool>,
-    /// Standard input.
     pub input: Input,
     /// What it replaces: the last reader of standard input, or the spool
     /// writer of another input that had this source's name. It starts once

@@ -143,11 +143,6 @@ impl Tailer {
         })
     }
 
-    /// The files open now.
-    pub fn files(&self) -> &[OpenFile] {
-        &self.files
-    }
-
     /// The directories to watch for changes.
     pub fn discovery(&self) -> &Arc<Discovery> {
         &self.discovery
@@ -291,7 +286,11 @@ impl Tailer {
     /// Otherwise returns the truncation, to remember for a copy found later.
     fn hand_to_copy(&mut self, i: usize, t: Truncated) -> Result<Chunk, Truncated> {
         let id = self.files[i].tracked.id;
-        for c in self.files.iter_mut().filter(|c| c.copy_of == Some(id)) {
+        for c in self
+            .files
+            .iter_mut()
+            .filter(|c| c.copy.as_ref().is_some_and(|copy| copy.of == id))
+        {
             let verified = c.crc_of_prefix(t.offset).ok().flatten() == Some(t.crc);
             if verified && c.start_copy_at(t.offset, t.crc).is_ok() {
                 tracing::info!(path = %c.path.display(), offset = t.offset, "the original of this copy was truncated: reading the copy from where the original had been read");
@@ -366,7 +365,7 @@ fn step(
     rotate_wait: Duration,
 ) -> Step {
     let mut run = || -> std::io::Result<Step> {
-        if f.copy_of.is_some() {
+        if f.copy.is_some() {
             if let Some(s) = step_copy(f, now)? {
                 return Ok(s);
             }
@@ -409,23 +408,17 @@ fn step(
 /// waiting (or is closed), `None` once it is to be read as a file.
 fn step_copy(f: &mut OpenFile, now: Instant) -> std::io::Result<Option<Step>> {
     let size = f.size()?;
-    let src_len = f
-        .copy_src
-        .as_ref()
-        .map(|src| src.metadata().map(|m| m.len()).unwrap_or(0));
-    let grown_alike = f.copy_src.as_ref().is_some_and(|src| {
-        src_len.is_some_and(|l| l >= size) && identity::same_range(f.file(), src, f.copy_len, size)
-    });
+    let Some(copy) = &f.copy else {
+        return Ok(None);
+    };
+    let src_len = copy.src.metadata().map(|m| m.len()).unwrap_or(0);
+    let grown_alike = src_len >= size && identity::same_range(f.file(), &copy.src, copy.len, size);
     // Checked after the comparison: an original truncated meanwhile is not
     // evidence against the copy; its own step hands the copy its start
     // (hand_to_copy), after checking the copy's content.
-    let src_shrank = f
-        .copy_src
-        .as_ref()
-        .is_some_and(|src| src.metadata().map(|m| m.len()).unwrap_or(0) < size.max(f.copy_len));
-    let waited = f
-        .copy_since
-        .is_some_and(|t| now.saturating_duration_since(t) >= COPY_WAIT);
+    let src_shrank = copy.src.metadata().map(|m| m.len()).unwrap_or(0) < size.max(copy.len);
+    let waited = now.saturating_duration_since(copy.since) >= COPY_WAIT;
+    let copy_len = copy.len;
     if waited {
         // copytruncate truncates right after copying: a copy whose original
         // is still whole after this long is just a file that starts like
@@ -434,10 +427,12 @@ fn step_copy(f: &mut OpenFile, now: Instant) -> std::io::Result<Option<Step>> {
         f.stop_being_a_copy();
         return Ok(None);
     }
-    if size == f.copy_len || grown_alike || src_shrank {
-        if size == f.copy_len || grown_alike {
+    if size == copy_len || grown_alike || src_shrank {
+        if size == copy_len || grown_alike {
             // Still a prefix of the original (a copy being written).
-            f.copy_len = size;
+            if let Some(copy) = &mut f.copy {
+                copy.len = size;
+            }
         }
         // A copy removed holds nothing that its original did not.
         return Ok(Some(if f.is_deleted() {

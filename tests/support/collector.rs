@@ -135,6 +135,11 @@ pub struct Options {
     pub keepalive_timeout: Option<Duration>,
 }
 
+/// A Fluentd `in_http` emulator on a free port.
+pub fn fluentd() -> Collector {
+    Collector::start(Options::fluentd())
+}
+
 impl Options {
     /// Fluentd `in_http` defaults: plain HTTP, `body_size_limit` 32 MiB,
     /// `keepalive_timeout` 10 s.

@@ -1,6 +1,6 @@
 //! A temporary working directory for one test: a `logs/` folder to tail, a
 //! `data/` folder for checkpoints and dead letters, and config files built
-//! from blocks with test-friendly timings.
+//! from blocks with test-friendly timings ([`ConfigBuilder`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,15 @@ impl Setup {
         );
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// A config built block by block: see [`ConfigBuilder`].
+    pub fn builder(&self) -> ConfigBuilder<'_> {
+        ConfigBuilder {
+            setup: self,
+            top: String::new(),
+            blocks: Vec::new(),
+        }
     }
 
     /// A file source named `name` tailing `logs/<glob>`, polling every 100 ms.
@@ -101,6 +110,114 @@ impl Setup {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// A test's `config.toml`, block by block, with test-friendly timings:
+///
+/// ```ignore
+/// let cfg = setup
+///     .builder()
+///     .extra("shutdown_timeout = \"1s\"") // top-level keys, before any block
+///     .file_source("app", "*.ndjson")
+///     .extra("read_from = \"end\"") // more settings of the block just added
+///     .destination("fluentd", &collector.url("/e"))
+///     .extra("concurrency = 1\n[destination.batch]\nmax_events = 5")
+///     .write();
+/// ```
+///
+/// A destination gets `[destination.batch] timeout = "100ms"` and
+/// `[destination.retry]` from 50 ms to 500 ms unless its settings hold
+/// those tables; `data_dir` and (unless a block has `[metrics]`) metrics on
+/// a free port are added by [`Setup::config`].
+#[derive(Clone)]
+pub struct ConfigBuilder<'a> {
+    setup: &'a Setup,
+    top: String,
+    blocks: Vec<Block>,
+}
+
+#[derive(Clone)]
+enum Block {
+    /// A `[[source]]` block, or any block given as written.
+    Plain(String),
+    /// A `[[destination]]` block: its head and its settings; the default
+    /// tables go after them.
+    Destination { head: String, settings: String },
+}
+
+impl ConfigBuilder<'_> {
+    /// A `file` source named `name` tailing `logs/<glob>`, polling every 100 ms.
+    pub fn file_source(mut self, name: &str, glob: &str) -> Self {
+        self.blocks
+            .push(Block::Plain(self.setup.source(name, glob, "")));
+        self
+    }
+
+    /// A socket, HTTP or stdin source (`kind`: tcp, udp, http, unix, stdin);
+    /// tcp, udp and http listen on `127.0.0.1:0`.
+    pub fn input(mut self, name: &str, kind: &str) -> Self {
+        self.blocks
+            .push(Block::Plain(super::inputs::input(name, kind, "")));
+        self
+    }
+
+    /// A destination named `name` posting to `url`.
+    pub fn destination(mut self, name: &str, url: &str) -> Self {
+        self.blocks.push(Block::Destination {
+            head: format!("[[destination]]\nname = {name:?}\nurl = {url:?}\n"),
+            settings: String::new(),
+        });
+        self
+    }
+
+    /// Any other block (`[spool]`, `[metrics]`, a block as written).
+    pub fn block(mut self, text: &str) -> Self {
+        self.blocks.push(Block::Plain(format!("{text}\n")));
+        self
+    }
+
+    /// Settings of the block added last (keys first, then its tables), or
+    /// top-level keys before any block.
+    pub fn extra(mut self, settings: &str) -> Self {
+        let text = match self.blocks.last_mut() {
+            None => &mut self.top,
+            Some(Block::Plain(text)) => text,
+            Some(Block::Destination { settings: text, .. }) => text,
+        };
+        text.push_str(settings);
+        text.push('\n');
+        self
+    }
+
+    /// The config's blocks, without `data_dir` (see [`Setup::config`]).
+    pub fn text(&self) -> String {
+        let mut out = self.top.clone();
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        for b in &self.blocks {
+            match b {
+                Block::Plain(text) => out.push_str(text),
+                Block::Destination { head, settings } => {
+                    out.push_str(head);
+                    out.push_str(settings);
+                    if !settings.contains("[destination.batch]") {
+                        out.push_str("[destination.batch]\ntimeout = \"100ms\"\n");
+                    }
+                    if !settings.contains("[destination.retry]") {
+                        out.push_str("[destination.retry]\ninitial = \"50ms\"\nmax = \"500ms\"\n");
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes `config.toml` and returns its path.
+    pub fn write(&self) -> PathBuf {
+        self.setup.config(&self.text())
     }
 }
 

@@ -20,7 +20,7 @@ pub fn test_body(format: Format) -> bytes::Bytes {
 
 /// What sending the test message to one destination gave.
 #[derive(Debug)]
-pub struct ProbeReport {
+pub struct TestReport {
     /// The destination's name.
     pub destination: String,
     /// `POST https://…` (password redacted).
@@ -29,7 +29,7 @@ pub struct ProbeReport {
     pub result: Result<(u16, Duration), String>,
 }
 
-impl std::fmt::Display for ProbeReport {
+impl std::fmt::Display for TestReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.result {
             Ok((status, latency)) => write!(
@@ -46,7 +46,7 @@ impl std::fmt::Display for ProbeReport {
 
 /// Sends the test message once, with the destination's method, headers, TLS
 /// settings and timeouts. No retry: the point is to see the first answer.
-pub async fn probe(dest: &DestinationConfig) -> ProbeReport {
+pub async fn send(dest: &DestinationConfig) -> TestReport {
     let target = format!("{} {}", dest.method.as_str(), redact_url(&dest.url));
     let result = match Webhook::new(dest) {
         Err(e) => Err(e.to_string()),
@@ -72,7 +72,7 @@ pub async fn probe(dest: &DestinationConfig) -> ProbeReport {
             },
         },
     };
-    ProbeReport {
+    TestReport {
         destination: dest.name.clone(),
         target,
         result,
