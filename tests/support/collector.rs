@@ -492,6 +492,28 @@ impl Collector {
         self.shared.wait_until(timeout, |s| s.event_count >= n)
     }
 
+    /// Blocks until at least `n` events have been accepted, for as long as
+    /// events keep arriving: fails only when none came for `stall` (or after
+    /// `limit` in all). For long runs whose speed depends on how busy the
+    /// machine is: what is checked is that delivery goes on, not how fast.
+    pub fn wait_for_events_while_arriving(
+        &self,
+        n: usize,
+        stall: Duration,
+        limit: Duration,
+    ) -> bool {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let before = self.event_count();
+            if self.wait_for_events(n, stall) {
+                return true;
+            }
+            if self.event_count() == before || std::time::Instant::now() >= end {
+                return false;
+            }
+        }
+    }
+
     /// Blocks until at least `n` events of batches answered at once (see
     /// [`Collector::answered_events`]) have been accepted, or `timeout`.
     pub fn wait_for_answered_events(&self, n: usize, timeout: Duration) -> bool {
