@@ -137,6 +137,10 @@ pub fn client_config(cfg: &DestinationConfig) -> Result<rustls::ClientConfig, St
             .with_custom_certificate_verifier(Arc::new(Verifier {
                 webpki,
                 pinned,
+                server_name: cfg
+                    .server_name
+                    .as_deref()
+                    .and_then(|n| ServerName::try_from(n.to_string()).ok()),
                 provider: provider.clone(),
             }))
     } else {
@@ -257,6 +261,8 @@ struct Verifier {
     webpki: Arc<WebPkiServerVerifier>,
     /// The certificates of `ca_file`, as they are.
     pinned: Vec<CertificateDer<'static>>,
+    /// `tls.server_name`: the name to verify instead of the url's host.
+    server_name: Option<ServerName<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -294,6 +300,7 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let server_name = self.server_name.as_ref().unwrap_or(server_name);
         let err = match self.webpki.verify_server_cert(
             end_entity,
             intermediates,
@@ -326,7 +333,7 @@ impl ServerCertVerifier for Verifier {
             });
         }
         // The pinned certificate: as trusted as ca_file itself; it must still
-        // name the host.
+        // name the host (or tls.server_name).
         cert.verify_is_valid_for_subject_name(server_name)
             .map_err(|e| match e {
                 webpki::Error::CertNotValidForName(ctx) => rustls::Error::InvalidCertificate(
@@ -432,13 +439,13 @@ pub fn describe(e: &rustls::Error) -> String {
                     format!("is for {}", names.join(", "))
                 };
                 format!(
-                    "the collector's certificate {holds}, not for {}: use one of those names in the url, or give the collector a certificate that names {}",
+                    "the collector's certificate {holds}, not for {}: use one of those names in the url, or set tls.server_name to the one the collector goes by, or give the collector a certificate that names {}",
                     server_name_str(expected),
                     server_name_str(expected)
                 )
             }
             C::NotValidForName => {
-                "the collector's certificate does not name the host in the url: use a name the certificate holds".into()
+                "the collector's certificate does not name the host in the url: use a name the certificate holds, or set tls.server_name".into()
             }
             C::ExpiredContext { time, not_after } => format!(
                 "the collector's certificate expired on {} (it is now {}): renew the collector's certificate (or check this machine's clock)",
@@ -476,8 +483,14 @@ pub fn describe(e: &rustls::Error) -> String {
             "the server requires a client certificate (set client_cert_file and client_key_file)".into()
         }
         E::AlertReceived(
-            a @ (A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied | A::UnsupportedCertificate),
+            a @ (A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate),
         ) => format!("the server did not accept our client certificate (it answered {a:?}): use a client certificate signed by a CA the collector trusts (Fluentd: client_cert_auth with ca_path)"),
+        E::AlertReceived(A::AccessDenied) => {
+            "the collector denied access (TLS alert access_denied): it refused our client certificate, or it has no certificate for the name we asked for (SNI): check client_cert_file and client_key_file, and set tls.server_name to the name of the collector's certificate".into()
+        }
+        E::AlertReceived(A::UnrecognisedName) => {
+            "the collector has no certificate for the name we asked for (SNI): set tls.server_name to the name of the collector's certificate, or use that name in the url".into()
+        }
         E::AlertReceived(A::HandshakeFailure) => {
             "the collector refused the handshake: no TLS version and cipher suite in common, or it requires a client certificate (tailhook speaks TLS 1.2 and 1.3 with ECDHE AEAD ciphers; check the collector's min_version and ciphers, and set client_cert_file and client_key_file if it asks for one)".into()
         }

@@ -1272,3 +1272,124 @@ fn protocol_version_and_cipher_mismatches_are_told() {
         assert!(line.contains(words), "{alert}: {line}");
     }
 }
+
+// ---- 7. tls.server_name -----------------------------------------------------------
+
+/// A collector reached by IP address whose certificate names only
+/// `collector.internal`.
+fn internal_collector(ca: &Ca) -> Collector {
+    let (cert, key) = ca.issue(&["collector.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    collector_with(&cert, &key)
+}
+
+/// A collector whose certificate for `collector.internal` is served only to
+/// a client that sends that name as SNI.
+fn sni_only_collector(ca: &Ca) -> Collector {
+    let (cert, key) = ca.issue(&["collector.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let provider = ring();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let certified = rustls::sign::CertifiedKey::new(
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        provider.key_provider.load_private_key(key).unwrap(),
+    );
+    let mut sni = rustls::server::ResolvesServerCertUsingSni::new();
+    sni.add("collector.internal", certified).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(sni));
+    Collector::start(Options {
+        tls: Some(Arc::new(config)),
+        ..Options::fluentd()
+    })
+}
+
+#[test]
+fn server_name_verifies_an_ip_address_url_against_the_certificate_name() {
+    let env = Env::new();
+    let ca = Ca::new("tailhook test CA");
+    let collector = internal_collector(&ca);
+    let ca_file = env.file("ca.pem", &ca.pem());
+    let url = format!("https://127.0.0.1:{}/wallarm.events", collector.port());
+
+    // Without tls.server_name: refused, naming what the certificate holds.
+    let (exit, line) = test_line(&env, &url, &format!("ca_file = {}", toml_path(&ca_file)));
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("FAILED: TLS handshake failed: the collector's certificate is for collector.internal, not for 127.0.0.1"),
+        "{line}"
+    );
+    assert!(line.contains("tls.server_name"), "{line}");
+    assert_eq!(collector.request_count(), 0);
+
+    // With it: delivered, and the Host header is still the url's. This
+    // collector has a certificate only for the SNI name collector.internal:
+    // the name is sent as SNI too.
+    let collector = sni_only_collector(&ca);
+    let url = format!("https://127.0.0.1:{}/wallarm.events", collector.port());
+    let (exit, line) = test_line(&env, &url, &format!("ca_file = {}", toml_path(&ca_file)));
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("it has no certificate for the name we asked for (SNI)"),
+        "{line}"
+    );
+    let extra = format!(
+        "ca_file = {}\ntls.server_name = \"collector.internal\"",
+        toml_path(&ca_file)
+    );
+    let (exit, line) = test_line(&env, &url, &extra);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(line.starts_with("fluentd: OK: HTTP 200 in "), "{line}");
+    assert!(line.ends_with(&format!("(POST {url})")), "{line}");
+    let batches = collector.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        batches[0].header("host"),
+        Some(format!("127.0.0.1:{}", collector.port()).as_str())
+    );
+
+    // `run` delivers through it too.
+    let lines = setup::hits(0, 10, 150);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+    let config = env.config(&url, &extra);
+    let th = env.start(&config);
+    assert!(
+        collector.wait_for_events(1 + lines.len(), WAIT),
+        "got {} events\n{}",
+        collector.event_count(),
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+}
+
+#[test]
+fn check_prints_server_name_and_refuses_a_bad_one() {
+    let env = Env::new();
+    let config = env.config(
+        "https://127.0.0.1:9880/wallarm.events",
+        "tls.server_name = \"collector.internal\"",
+    );
+    let exit = check_cmd(&env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stdout
+            .contains("[destination.tls]\nserver_name = \"collector.internal\"\n"),
+        "{}",
+        exit.output()
+    );
+
+    let config = env.config(
+        "https://127.0.0.1:9880/wallarm.events",
+        "tls.server_name = \"not a name!\"",
+    );
+    let exit = check_cmd(&env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        exit.output()
+            .contains("tls.server_name `not a name!` is neither a DNS name nor an IP address"),
+        "{}",
+        exit.output()
+    );
+}
