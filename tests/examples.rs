@@ -404,6 +404,10 @@ fn full_toml_states_every_setting() {
         keys(table(d, "retry")),
         accepted(&format!("{BASE}[destination.retry]\nzzz = 1\n"), &env)
     );
+    assert_eq!(
+        keys(table(d, "tls")),
+        accepted(&format!("{BASE}[destination.tls]\nzzz = 1\n"), &env)
+    );
     // `events` says "every kind, as here": it lists every kind there is.
     let events: BTreeSet<String> = d["events"]
         .as_array()

@@ -412,7 +412,7 @@ fn test_with_a_certificate_for_another_name_says_so() {
     assert_eq!(exit.code, Some(1), "{}", exit.output());
     assert!(
         report_line(&exit, "fluentd").contains(
-            "FAILED: TLS handshake failed: the server's certificate is not valid for this host name"
+            "FAILED: TLS handshake failed: the collector's certificate is for collector.example, not for localhost"
         ),
         "{}",
         exit.output()
@@ -937,4 +937,459 @@ fn missing_client_certificate_files_are_errors_naming_the_file() {
         ),
     );
     assert_bad_tls_file(&m.env, &config, &missing, "client_key_file");
+}
+
+// ---- 5. self-signed collector certificates (issue 15) -------------------------
+
+/// A self-signed certificate in the shape of `openssl req -x509 -newkey
+/// rsa:2048 -nodes -subj /CN=localhost -addext subjectAltName=DNS:localhost`:
+/// basic constraints CA:TRUE, issuer = subject = CN=localhost, SAN
+/// DNS:localhost; valid from `from` to `until` (years) when given.
+/// (certificate PEM, PKCS#8 key PEM)
+fn self_signed(names: &[&str], years: Option<(i32, i32)>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(names).unwrap();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "localhost");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    if let Some((from, until)) = years {
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until, 1, 1);
+    }
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A collector serving `cert`/`key`.
+fn collector_with(cert: &str, key: &str) -> Collector {
+    Collector::start(Options {
+        tls: Some(server_config(cert, key, None)),
+        ..Options::fluentd()
+    })
+}
+
+/// `tailhook test` against a collector serving `cert`, with `extra` in the
+/// destination: the one report line.
+fn test_line(env: &Env, url: &str, extra: &str) -> (Exit, String) {
+    let config = env.config(url, extra);
+    let exit = test_cmd(env, &config);
+    let line = report_line(&exit, "fluentd").to_string();
+    (exit, line)
+}
+
+/// The openssl-made Fluentd certificate, in ca_file: `test` succeeds (it
+/// used to fail with `Other(OtherError(CaUsedAsEndEntity))`).
+#[test]
+fn self_signed_certificate_in_ca_file_passes_test() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&["localhost"], None);
+    let collector = collector_with(&cert, &key);
+    let ca = env.file("fluentd.crt", &cert);
+    let (exit, line) = test_line(
+        &env,
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(line.starts_with("fluentd: OK: HTTP 200 in "), "{line}");
+    assert_eq!(collector.event_count(), 1);
+    assert_eq!(collector.tls_failures(), 0);
+}
+
+/// `run` delivers every event to that collector, in order.
+#[test]
+fn self_signed_certificate_in_ca_file_run_delivers() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&["localhost"], None);
+    let collector = collector_with(&cert, &key);
+    let ca = env.file("fluentd.crt", &cert);
+    let lines = setup::hits(0, 40, 200);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+    let config = env.config(
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    let th = env.start(&config);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "got {} of {} events\n{}",
+        collector.event_count(),
+        lines.len(),
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let got: Vec<String> = collector
+        .events()
+        .iter()
+        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .collect();
+    assert_eq!(got, lines);
+    assert!(
+        !exit.stderr.contains("delivery failed"),
+        "{}",
+        exit.output()
+    );
+}
+
+/// `dead-letter resend` delivers the dead letters to that collector and
+/// empties the file.
+#[test]
+fn self_signed_certificate_in_ca_file_dead_letter_resend_delivers() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&["localhost"], None);
+    let collector = collector_with(&cert, &key);
+    let ca = env.file("fluentd.crt", &cert);
+    let config = env.config(
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    let lines = setup::hits(0, 7, 150);
+    let dead = env.setup.dead_letter("fluentd");
+    std::fs::create_dir_all(dead.parent().unwrap()).unwrap();
+    std::fs::write(
+        &dead,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+
+    let exit = env.tailhook(&["dead-letter", "resend", "-c", &path_str(&config)]);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(!exit.stderr.contains("panicked"), "{}", exit.output());
+    let got: Vec<String> = collector
+        .events()
+        .iter()
+        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .collect();
+    assert_eq!(got, lines);
+    assert_eq!(std::fs::read(&dead).unwrap_or_default(), b"");
+}
+
+/// Another self-signed certificate of the same name in ca_file does not
+/// make the collector's trusted: refused, in words.
+#[test]
+fn a_different_self_signed_certificate_in_ca_file_is_refused() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&["localhost"], None);
+    let (other, _) = self_signed(&["localhost"], None);
+    let collector = collector_with(&cert, &key);
+    let ca = env.file("other.crt", &other);
+    let (exit, line) = test_line(
+        &env,
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("FAILED: TLS handshake failed: the collector presents a self-signed certificate that is not in ca_file"),
+        "{line}"
+    );
+    assert!(!line.contains("OtherError"), "{line}");
+    assert_eq!(collector.request_count(), 0);
+}
+
+/// An expired self-signed certificate is refused even in ca_file, and the
+/// message gives its end date.
+#[test]
+fn an_expired_self_signed_certificate_in_ca_file_is_refused_with_its_dates() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&["localhost"], Some((2020, 2021)));
+    let collector = collector_with(&cert, &key);
+    let ca = env.file("fluentd.crt", &cert);
+    let (exit, line) = test_line(
+        &env,
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("FAILED: TLS handshake failed: the collector's certificate expired on Fri, 01 Jan 2021 00:00:00 GMT (it is now "),
+        "{line}"
+    );
+    assert!(line.contains("renew"), "{line}");
+    assert_eq!(collector.request_count(), 0);
+}
+
+/// A pinned self-signed certificate must still name the host.
+#[test]
+fn a_self_signed_certificate_in_ca_file_for_another_name_is_refused() {
+    let env = Env::new();
+    let (cert, key) = self_signed(&["fluentd.example"], None);
+    let collector = collector_with(&cert, &key);
+    let ca = env.file("fluentd.crt", &cert);
+    let (exit, line) = test_line(
+        &env,
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("the collector's certificate is for fluentd.example, not for localhost"),
+        "{line}"
+    );
+    assert_eq!(collector.request_count(), 0);
+}
+
+// ---- 6. every TLS failure in words ------------------------------------------------
+
+/// A CA-signed certificate, expired or not valid yet: the dates.
+#[test]
+fn expired_and_not_yet_valid_certificates_are_told_with_their_dates() {
+    let env = Env::new();
+    let ca = Ca::new("tailhook test CA");
+    let ca_file = env.file("ca.pem", &ca.pem());
+    for (years, words) in [
+        (
+            (2019, 2020),
+            "the collector's certificate expired on Wed, 01 Jan 2020 00:00:00 GMT (it is now ",
+        ),
+        (
+            (2098, 2099),
+            "the collector's certificate is not valid until Wed, 01 Jan 2098 00:00:00 GMT (it is now ",
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+        params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        let collector = collector_with(&cert.pem(), &key.serialize_pem());
+        let (exit, line) = test_line(
+            &env,
+            &collector.url("/wallarm.events"),
+            &format!("ca_file = {}", toml_path(&ca_file)),
+        );
+        assert_eq!(exit.code, Some(1), "{}", exit.output());
+        assert!(line.contains(words), "{line}");
+        assert_eq!(collector.request_count(), 0);
+    }
+}
+
+/// A CA certificate (CA:TRUE) signed by the trusted CA, served as the
+/// server's own.
+#[test]
+fn a_ca_certificate_served_as_the_server_certificate_is_told() {
+    let env = Env::new();
+    let ca = Ca::new("tailhook test CA");
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let collector = collector_with(&cert.pem(), &key.serialize_pem());
+    let ca_file = env.file("ca.pem", &ca.pem());
+    let (exit, line) = test_line(
+        &env,
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca_file)),
+    );
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("the collector presents a CA certificate (basic constraints CA:TRUE) as its own server certificate"),
+        "{line}"
+    );
+    assert!(!line.contains("OtherError"), "{line}");
+}
+
+/// A collector that requires a client certificate, and none is set.
+#[test]
+fn a_required_client_certificate_is_told() {
+    let env = Env::new();
+    let pki = make_pki();
+    let client_ca = Ca::new("client CA");
+    let collector = Collector::start(Options {
+        tls: Some(server_config(
+            &pki.cert_pem,
+            &pki.key_pem,
+            Some(&client_ca.pem()),
+        )),
+        ..Options::fluentd()
+    });
+    let ca = pki.write_ca(env.setup.dir.path());
+    let (exit, line) = test_line(
+        &env,
+        &collector.url("/wallarm.events"),
+        &format!("ca_file = {}", toml_path(&ca)),
+    );
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains(
+            "the server requires a client certificate (set client_cert_file and client_key_file)"
+        ),
+        "{line}"
+    );
+}
+
+/// A plain-HTTP collector behind an https:// url.
+#[test]
+fn a_plain_http_collector_on_an_https_url_is_told() {
+    let env = Env::new();
+    let collector = support::collector::fluentd();
+    let url = format!("https://localhost:{}/wallarm.events", collector.port());
+    let (exit, line) = test_line(&env, &url, "");
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("FAILED: TLS handshake failed: the collector did not answer in TLS: it is probably plain HTTP; use an http:// url"),
+        "{line}"
+    );
+    assert_eq!(collector.event_count(), 0);
+}
+
+/// A server on 127.0.0.1 that answers every ClientHello with one fatal TLS
+/// alert (`description`) and closes: a collector with no TLS version
+/// (70, protocol_version) or no cipher suite (40, handshake_failure) in
+/// common. Returns its port.
+fn alerting_server(description: u8) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]);
+        }
+    });
+    port
+}
+
+#[test]
+fn protocol_version_and_cipher_mismatches_are_told() {
+    let env = Env::new();
+    for (alert, words) in [
+        (70u8, "no TLS version in common: the collector refused TLS 1.2 and 1.3"),
+        (40u8, "the collector refused the handshake: no TLS version and cipher suite in common, or it requires a client certificate"),
+    ] {
+        let port = alerting_server(alert);
+        let url = format!("https://localhost:{port}/wallarm.events");
+        let (exit, line) = test_line(&env, &url, "");
+        assert_eq!(exit.code, Some(1), "{}", exit.output());
+        assert!(line.contains(words), "{alert}: {line}");
+    }
+}
+
+// ---- 7. tls.server_name -----------------------------------------------------------
+
+/// A collector reached by IP address whose certificate names only
+/// `collector.internal`.
+fn internal_collector(ca: &Ca) -> Collector {
+    let (cert, key) = ca.issue(&["collector.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    collector_with(&cert, &key)
+}
+
+/// A collector whose certificate for `collector.internal` is served only to
+/// a client that sends that name as SNI.
+fn sni_only_collector(ca: &Ca) -> Collector {
+    let (cert, key) = ca.issue(&["collector.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let provider = ring();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let certified = rustls::sign::CertifiedKey::new(
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        provider.key_provider.load_private_key(key).unwrap(),
+    );
+    let mut sni = rustls::server::ResolvesServerCertUsingSni::new();
+    sni.add("collector.internal", certified).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(sni));
+    Collector::start(Options {
+        tls: Some(Arc::new(config)),
+        ..Options::fluentd()
+    })
+}
+
+#[test]
+fn server_name_verifies_an_ip_address_url_against_the_certificate_name() {
+    let env = Env::new();
+    let ca = Ca::new("tailhook test CA");
+    let collector = internal_collector(&ca);
+    let ca_file = env.file("ca.pem", &ca.pem());
+    let url = format!("https://127.0.0.1:{}/wallarm.events", collector.port());
+
+    // Without tls.server_name: refused, naming what the certificate holds.
+    let (exit, line) = test_line(&env, &url, &format!("ca_file = {}", toml_path(&ca_file)));
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("FAILED: TLS handshake failed: the collector's certificate is for collector.internal, not for 127.0.0.1"),
+        "{line}"
+    );
+    assert!(line.contains("tls.server_name"), "{line}");
+    assert_eq!(collector.request_count(), 0);
+
+    // With it: delivered, and the Host header is still the url's. This
+    // collector has a certificate only for the SNI name collector.internal:
+    // the name is sent as SNI too.
+    let collector = sni_only_collector(&ca);
+    let url = format!("https://127.0.0.1:{}/wallarm.events", collector.port());
+    let (exit, line) = test_line(&env, &url, &format!("ca_file = {}", toml_path(&ca_file)));
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.contains("it has no certificate for the name we asked for (SNI)"),
+        "{line}"
+    );
+    let extra = format!(
+        "ca_file = {}\ntls.server_name = \"collector.internal\"",
+        toml_path(&ca_file)
+    );
+    let (exit, line) = test_line(&env, &url, &extra);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(line.starts_with("fluentd: OK: HTTP 200 in "), "{line}");
+    assert!(line.ends_with(&format!("(POST {url})")), "{line}");
+    let batches = collector.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        batches[0].header("host"),
+        Some(format!("127.0.0.1:{}", collector.port()).as_str())
+    );
+
+    // `run` delivers through it too.
+    let lines = setup::hits(0, 10, 150);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+    let config = env.config(&url, &extra);
+    let th = env.start(&config);
+    assert!(
+        collector.wait_for_events(1 + lines.len(), WAIT),
+        "got {} events\n{}",
+        collector.event_count(),
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+}
+
+#[test]
+fn check_prints_server_name_and_refuses_a_bad_one() {
+    let env = Env::new();
+    let config = env.config(
+        "https://127.0.0.1:9880/wallarm.events",
+        "tls.server_name = \"collector.internal\"",
+    );
+    let exit = check_cmd(&env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    assert!(
+        exit.stdout
+            .contains("[destination.tls]\nserver_name = \"collector.internal\"\n"),
+        "{}",
+        exit.output()
+    );
+
+    let config = env.config(
+        "https://127.0.0.1:9880/wallarm.events",
+        "tls.server_name = \"not a name!\"",
+    );
+    let exit = check_cmd(&env, &config);
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        exit.output()
+            .contains("tls.server_name `not a name!` is neither a DNS name nor an IP address"),
+        "{}",
+        exit.output()
+    );
 }

@@ -98,6 +98,9 @@ pub struct DestinationConfig {
     pub client_cert_file: Option<PathBuf>,
     /// The key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
+    /// `tls.server_name`: the name the certificate must hold, and sent as
+    /// SNI, instead of the url's host (an IP address or an alias).
+    pub server_name: Option<String>,
     /// Time allowed for one request, from sending to the whole answer.
     pub request_timeout: Duration,
     /// Time allowed to open a connection (TCP and TLS).
@@ -137,6 +140,8 @@ pub(super) struct RawDestination {
     verify_certificate: bool,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: RawDestinationTls,
     #[serde(default = "secs::<15>")]
     request_timeout: Dur,
     #[serde(default = "secs::<20>")]
@@ -157,6 +162,12 @@ pub(super) struct RawDestination {
     dead_letter_on: Option<Spanned<Vec<StatusMatch>>>,
     #[serde(default)]
     dead_letter: RawDeadLetter,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDestinationTls {
+    server_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +351,19 @@ pub(super) fn validate_destinations(
                 format!("destination `{name}`: client_cert_file and client_key_file go together"),
             );
         }
+        let server_name = d.tls.server_name.map(|n| {
+            let text = n.get_ref().trim_start_matches('[').trim_end_matches(']');
+            if rustls::pki_types::ServerName::try_from(text).is_err() {
+                p.at(
+                    n.span(),
+                    format!(
+                        "destination `{name}`: tls.server_name `{}` is neither a DNS name nor an IP address",
+                        n.get_ref()
+                    ),
+                );
+            }
+            text.to_string()
+        });
         for (what, t) in [
             ("request_timeout", d.request_timeout.0),
             ("connect_timeout", d.connect_timeout.0),
@@ -377,6 +401,7 @@ pub(super) fn validate_destinations(
             verify_certificate: d.verify_certificate,
             client_cert_file: d.client_cert_file,
             client_key_file: d.client_key_file,
+            server_name,
             request_timeout: d.request_timeout.0,
             connect_timeout: d.connect_timeout.0,
             events,
@@ -450,6 +475,10 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     };
     let _ = writeln!(o, "compression = \"{compression}\"");
     write_status_policy(o, &dst.status_policy);
+    if let Some(n) = &dst.server_name {
+        let _ = writeln!(o, "\n[destination.tls]");
+        let _ = writeln!(o, "server_name = {}", q(n));
+    }
     let _ = writeln!(o, "\n[destination.batch]");
     let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
     let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);

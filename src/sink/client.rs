@@ -88,6 +88,10 @@ impl fmt::Display for SendError {
 pub struct Webhook {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// The url requests go to: `url` with `tls.server_name` as its host.
+    request_url: reqwest::Url,
+    /// `tls.server_name`, for the probe's handshake.
+    server_name: Option<String>,
     method: reqwest::Method,
     headers: HeaderMap,
     connect_timeout: Duration,
@@ -145,6 +149,26 @@ impl Webhook {
             (tls::unverified_client_config().map_err(err)?, None)
         };
         builder = builder.tls_backend_preconfigured(tls);
+        // tls.server_name (a DNS name): the request goes to that name, so it
+        // is what the certificate is checked against and what SNI carries,
+        // while the connection goes where the url's host leads and the Host
+        // header stays the url's. (An IP address is never sent as SNI; the
+        // verifier checks it in place of the url's host.)
+        let mut request_url = cfg.url.clone();
+        if let (Some(name), "https") = (&cfg.server_name, cfg.url.scheme()) {
+            if name.parse::<std::net::IpAddr>().is_err() {
+                let host = cfg.url.host_str().unwrap_or_default().to_string();
+                let port = cfg.url.port_or_known_default().unwrap_or(443);
+                if let Ok(authority) = HeaderValue::from_str(&authority(&cfg.url)) {
+                    headers.entry(reqwest::header::HOST).or_insert(authority);
+                }
+                if request_url.set_host(Some(name)).is_ok() {
+                    builder = builder.dns_resolver(Arc::new(ToHost { host, port }));
+                } else {
+                    request_url = cfg.url.clone();
+                }
+            }
+        }
         let client = builder
             .build()
             .map_err(|e| err(format!("cannot build HTTP client: {e}")))?;
@@ -155,6 +179,8 @@ impl Webhook {
         Ok(Webhook {
             client,
             url: cfg.url.clone(),
+            request_url,
+            server_name: cfg.server_name.clone(),
             method,
             headers,
             connect_timeout: cfg.connect_timeout,
@@ -205,7 +231,8 @@ impl Webhook {
         let Some(tls) = &self.probe_tls else {
             return Ok(());
         };
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        let name = self.server_name.as_deref().unwrap_or(host);
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
             .map_err(|e| SendError::Other(format!("bad host name `{host}`: {e}")))?;
         let mut conn = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, stream)
@@ -228,7 +255,7 @@ impl Webhook {
         let started = Instant::now();
         let response = self
             .client
-            .request(self.method.clone(), self.url.clone())
+            .request(self.method.clone(), self.request_url.clone())
             .headers(self.headers.clone())
             .body(body)
             .send()
@@ -316,6 +343,39 @@ impl Webhook {
         };
         // reqwest's messages may quote the URL: never with its password.
         SendError::Other(crate::config::redact::mask_url_passwords(&detail))
+    }
+}
+
+/// The url's `host[:port]`, as a Host header holds it.
+fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Resolves whatever name reqwest asks for (`tls.server_name`) to the
+/// addresses of the url's host.
+struct ToHost {
+    host: String,
+    port: u16,
+}
+
+impl reqwest::dns::Resolve for ToHost {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = self
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = self.port;
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 
