@@ -339,10 +339,22 @@ impl Webhook {
         let detail = if text.len() > 1 {
             text[1..].join(": ")
         } else {
-            joined
+            joined.clone()
         };
         // reqwest's messages may quote the URL: never with its password.
-        SendError::Other(crate::config::redact::mask_url_passwords(&detail))
+        let mut detail = crate::config::redact::mask_url_passwords(&detail);
+        // Under TLS 1.3 a server that wants a client certificate refuses it
+        // after the handshake: often all the client sees is the connection
+        // going away before the request could be sent.
+        if self.url.scheme() == "https"
+            && (joined.contains("connection was not ready")
+                || joined.contains("connection closed before message completed"))
+        {
+            detail.push_str(
+                " (the collector closed the connection right after the TLS handshake: if it requires a client certificate, set client_cert_file and client_key_file)",
+            );
+        }
+        SendError::Other(detail)
     }
 }
 
