@@ -265,7 +265,31 @@ impl BatchBuilder {
     }
 }
 
-/// Splits a body built by [`BatchBuilder`] back into its events (for the dead-letter file).
+/// The body [`BatchBuilder`] makes of `events`: what a part of a batch
+/// that a collector refused as too large (413) is sent as.
+pub fn body_of(events: &[Bytes], format: Format) -> Bytes {
+    let len: usize = events.iter().map(|e| e.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(len + 1);
+    for (i, e) in events.iter().enumerate() {
+        match format {
+            Format::Json => {
+                body.put_u8(if i == 0 { b'[' } else { b',' });
+                body.extend_from_slice(e);
+            }
+            Format::Ndjson => {
+                body.extend_from_slice(e);
+                body.put_u8(b'\n');
+            }
+        }
+    }
+    if format == Format::Json && !events.is_empty() {
+        body.put_u8(b']');
+    }
+    body.freeze()
+}
+
+/// Splits a body built by [`BatchBuilder`] back into its events (for the
+/// dead-letter file, and to split a batch refused as too large).
 pub fn events_of(body: &Bytes, format: Format) -> Vec<Bytes> {
     match format {
         Format::Ndjson => body
@@ -317,6 +341,10 @@ mod tests {
             events_of(&batch.body, Format::Json),
             [&br#"{"a":1}"#[..], &br#"{"b":2}"#[..]]
         );
+        // A body split back into events and rebuilt is the same bytes.
+        let events = events_of(&batch.body, Format::Json);
+        assert_eq!(body_of(&events, Format::Json), batch.body);
+        assert_eq!(&body_of(&events[1..], Format::Json)[..], br#"[{"b":2}]"#);
         // One event over max_bytes goes alone.
         assert!(b.fits(100));
         b.push(&[b'x'; 100]);
@@ -332,7 +360,9 @@ mod tests {
         assert!(b.is_full() && !b.fits(1));
         let batch = b.take().unwrap();
         assert_eq!(&batch.body[..], b"{}\n{\"x\":[1]}\n");
-        assert_eq!(events_of(&batch.body, Format::Ndjson).len(), 2);
+        let events = events_of(&batch.body, Format::Ndjson);
+        assert_eq!(events.len(), 2);
+        assert_eq!(body_of(&events, Format::Ndjson), batch.body);
     }
 
     #[test]

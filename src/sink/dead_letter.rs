@@ -464,7 +464,9 @@ async fn send_with_retries(
         match webhook.send(body.clone()).await {
             Ok(a) => match verdict(a.status, &cfg.status_policy) {
                 Verdict::Delivered => return Ok(()),
-                Verdict::Reject => {
+                // `resend` sends what it sends as it is: a 413 leaves the
+                // events in the file, to be sent with a smaller batch.
+                Verdict::Reject | Verdict::Split => {
                     return Err((true, format!("HTTP {}: {}", a.status, a.body_start)))
                 }
                 Verdict::Retry => {

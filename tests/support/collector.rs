@@ -121,8 +121,12 @@ pub struct Options {
     /// Serve HTTPS with this configuration (see `tls::TestPki::server_config`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest accepted body in bytes; above it, `413` and the connection is
-    /// closed. Fluentd `body_size_limit` is 32 MiB, Logstash
-    /// `max_content_length` 100 MiB.
+    /// closed. Mirrors Fluentd `in_http`'s `body_size_limit` (32 MiB by
+    /// default; `413 Request Entity Too Large`, body `Too large`, connection
+    /// closed, nothing of the body emitted) and the Logstash `http` input's
+    /// `max_content_length` (100 MiB; `413`, empty body); a proxy's limit
+    /// (nginx `client_max_body_size`) answers the same way. Set it small to
+    /// test how a sender splits a refused batch.
     pub body_limit: usize,
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
