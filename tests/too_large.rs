@@ -3,7 +3,9 @@
 //! the batch is split in halves and each part sent, down to single events;
 //! only a single event refused with 413 goes to the dead-letter file, and
 //! the checkpoint moves past the batch once every part is delivered or
-//! dead-lettered. `dead_letter_on = [413]` dead-letters the whole batch.
+//! dead-lettered; each part carries its own `X-Tailhook-Batch-Id`, the
+//! batch's id and the events it holds. `dead_letter_on = [413]`
+//! dead-letters the whole batch.
 //!
 //! Checked as a user sees it: the events the collector accepted (bytes,
 //! order, body sizes), the answers it gave, the dead-letter file, the
@@ -100,6 +102,18 @@ fn a_413_splits_the_batch_until_every_part_fits() {
         assert!(b.body.len() <= 2000, "a body of {} bytes", b.body.len());
         assert_eq!(b.events.len(), 5);
     }
+    // Each part carries its own id: the batch's id and the events it holds.
+    let seen = collector.header_of_each_request("x-tailhook-batch-id");
+    let parent = seen[0].0.clone().expect("the batch carries an id");
+    assert_eq!(parent.len(), 32, "{parent}");
+    let parts: Vec<String> = batches
+        .iter()
+        .map(|b| b.header("x-tailhook-batch-id").unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..8)
+        .map(|i| format!("{parent}:{}-{}", i * 5, i * 5 + 5))
+        .collect();
+    assert_eq!(parts, want);
     let statuses = collector.statuses();
     assert_eq!(
         statuses.iter().filter(|&&s| s == 413).count(),

@@ -1,6 +1,7 @@
 //! Delivering batches: the webhook client, the retry policy and the
 //! dead-letter file.
 
+pub mod batch_id;
 pub mod client;
 pub mod dead_letter;
 
@@ -218,10 +219,20 @@ impl Sender {
         if batch.events == 0 {
             return (batch, Outcome::Acked);
         }
-        // The parts still to send, the next one last.
-        let mut parts = vec![(batch.body.clone(), batch.events)];
-        while let Some((body, events)) = parts.pop() {
-            let refused = match self.send_until_answered(&body, events, hard).await {
+        let id = batch_id::of_positions(&self.name, &batch.positions);
+        // The parts still to send, the next one last: body, the index of
+        // its first event in the batch, how many events it holds.
+        let mut parts = vec![(batch.body.clone(), 0, batch.events)];
+        while let Some((body, from, events)) = parts.pop() {
+            let part_id = if from == 0 && events == batch.events {
+                id.clone()
+            } else {
+                batch_id::part(&id, from, from + events)
+            };
+            let refused = match self
+                .send_until_answered(&body, &part_id, events, hard)
+                .await
+            {
                 Sent::Delivered => continue,
                 Sent::Abandoned => return (batch, Outcome::Abandoned),
                 Sent::Refused(refused) => refused,
@@ -232,8 +243,9 @@ impl Sender {
                 self.too_large.split(&self.name, body.len(), self.max_bytes);
                 m.batches_split.increment(1);
                 let (first, second) = lines.split_at(lines.len() / 2);
-                parts.push((body_of(second, self.format), second.len()));
-                parts.push((body_of(first, self.format), first.len()));
+                let mid = from + first.len();
+                parts.push((body_of(second, self.format), mid, second.len()));
+                parts.push((body_of(first, self.format), from, first.len()));
                 continue;
             }
             if refused.split {
@@ -270,6 +282,7 @@ impl Sender {
     async fn send_until_answered(
         &self,
         body: &Bytes,
+        id: &str,
         events: usize,
         hard: &CancellationToken,
     ) -> Sent {
@@ -282,7 +295,7 @@ impl Sender {
             }
             let started = Instant::now();
             let sent = tokio::select! {
-                r = self.webhook.send(body.clone()) => r,
+                r = self.webhook.send(body.clone(), id) => r,
                 _ = hard.cancelled() => return Sent::Abandoned,
             };
             self.ready.tried(&self.name);
