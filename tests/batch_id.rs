@@ -4,6 +4,9 @@
 //! positions are read again) carries the id of its first attempt; different
 //! batches carry different ids.
 //!
+//! Spooled input (an `http` source) is read back from spool segment files,
+//! which have positions like any file, and gets ids the same way.
+//!
 //! Checked as a collector sees it: the header of every request, whatever
 //! its answer, and the events that arrived.
 
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 use support::check::{assert_same_events, stop, wait_events};
 use support::collector::{fluentd, Stall};
+use support::http_client::post;
+use support::inputs::listen_addr;
 use support::process::Tailhook;
 use support::setup::{append, bytes_of, hits, Setup};
 
@@ -97,7 +102,9 @@ fn after_kill_9_and_a_restart_the_batch_sent_again_carries_the_same_id() {
         .builder()
         .file_source("w", "*.ndjson")
         .destination(DEST, &collector.url("/wallarm.events"))
-        .extra("concurrency = 1\n[destination.batch]\nmax_events = 100\ntimeout = \"100ms\"\n")
+        // The batch is sent when it holds all ten events, however the
+        // file happens to be read: the same bounds on both runs.
+        .extra("concurrency = 1\n[destination.batch]\nmax_events = 10\ntimeout = \"30s\"\n")
         .write();
     let first = Tailhook::start(&cfg);
     assert!(
@@ -121,6 +128,57 @@ fn after_kill_9_and_a_restart_the_batch_sent_again_carries_the_same_id() {
         seen[1],
         (Some(first_id), 200),
         "sent again after the restart with the same id"
+    );
+    assert_same_events(
+        &collector.events(),
+        &bytes_of(&lines),
+        "every event, in order",
+    );
+}
+
+/// An `http` input (spooled): its events are read back from spool segment
+/// files, which have positions like any file. A batch whose request is
+/// never answered, sent again after `kill -9` and a restart, carries the id
+/// of its first attempt; every event accepted with 200 arrives, in order.
+#[test]
+fn a_spooled_batch_sent_again_after_kill_9_carries_the_same_id() {
+    let setup = Setup::new();
+    let collector = fluentd();
+    collector.set_stall(Stall::BeforeRecording);
+    collector.set_hang(true);
+    let cfg = setup
+        .builder()
+        .input("hook", "http")
+        .destination(DEST, &collector.url("/wallarm.events"))
+        // The batch is sent when it holds all eight events, however the
+        // spool is written and read: the same bounds on both runs.
+        .extra("concurrency = 1\n[destination.batch]\nmax_events = 8\ntimeout = \"30s\"\n")
+        .write();
+    let first = Tailhook::start(&cfg);
+    let addr = listen_addr(&first, "hook");
+    let lines = hits(0, 8, 150);
+    let reply = post(addr, format!("[{}]", lines.join(",")).as_bytes());
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        collector.wait_for_requests(1, WAIT),
+        "the first attempt arrives\n{}",
+        first.stderr()
+    );
+    first.kill9();
+    collector.set_hang(false);
+
+    let second = Tailhook::start(&cfg);
+    wait_events(&collector, &second, lines.len());
+    stop(second);
+
+    let seen = collector.header_of_each_request(HEADER);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let first_id = seen[0].0.clone().expect("the first attempt carries an id");
+    assert!(is_id(&first_id), "{first_id}");
+    assert_eq!(
+        seen[1],
+        (Some(first_id), 200),
+        "the same id after the restart"
     );
     assert_same_events(
         &collector.events(),

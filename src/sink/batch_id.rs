@@ -20,8 +20,12 @@ pub const HEADER: &str = "x-tailhook-batch-id";
 
 /// The id of a batch of `destination` that covers `positions`.
 pub fn of_positions(destination: &str, positions: &[Position]) -> String {
+    // A file the batch covers no bytes of (a spool segment just created, a
+    // file found empty) may or may not join a batch depending on timing:
+    // it does not name what the batch holds.
     let mut parts: Vec<_> = positions
         .iter()
+        .filter(|p| p.start < p.offset)
         .map(|p| {
             (
                 p.file.source.as_str(),
