@@ -74,6 +74,10 @@ impl TrackedFile {
 #[derive(Debug, Clone)]
 pub struct Position {
     pub file: Arc<TrackedFile>,
+    /// Where the batch's part of the file starts: the offset the previous
+    /// batch of this builder reached in it, or where reading it began (for
+    /// the batch id, `crate::batch_id`).
+    pub start: u64,
     /// The offset delivery reaches.
     pub offset: u64,
     /// The file's leading bytes when they were read.
@@ -139,6 +143,9 @@ pub struct BatchBuilder {
     positions: Vec<Position>,
     dead_letters: Vec<Bytes>,
     last_len: usize,
+    /// The offset each file's last batch reached, by source and identity:
+    /// where its part of the next batch starts.
+    reached: std::collections::HashMap<(String, FileId), u64>,
 }
 
 impl BatchBuilder {
@@ -152,6 +159,7 @@ impl BatchBuilder {
             positions: Vec::new(),
             dead_letters: Vec::new(),
             last_len: 4096,
+            reached: std::collections::HashMap::new(),
         }
     }
 
@@ -218,8 +226,25 @@ impl BatchBuilder {
         content_crc: Option<u32>,
         closed: bool,
     ) {
+        let existing = self
+            .positions
+            .iter()
+            .find(|p| Arc::ptr_eq(&p.file, from.file))
+            .map(|p| p.start);
+        let start = existing.unwrap_or_else(|| {
+            // Where the previous batch stopped, if that is inside or at the
+            // start of this chunk; else (a file new to this builder, or one
+            // truncated and read again from 0) where this chunk starts.
+            let (begin, end) = from.window.range();
+            self.reached
+                .get(&(from.file.source.clone(), from.file.id))
+                .copied()
+                .filter(|r| (begin..=end).contains(r))
+                .unwrap_or(begin)
+        });
         let position = Position {
             file: from.file.clone(),
+            start,
             offset,
             fingerprint: from.fingerprint,
             closed,
@@ -248,6 +273,12 @@ impl BatchBuilder {
         }
         self.last_len = self.body.len();
         for p in &mut self.positions {
+            let key = (p.file.source.clone(), p.file.id);
+            if p.closed {
+                self.reached.remove(&key);
+            } else {
+                self.reached.insert(key, p.offset);
+            }
             if let Some(w) = p.window.take() {
                 p.tail = w.tail_at(p.offset);
                 // A batch that ends inside a chunk: its CRC, from the bytes
@@ -265,7 +296,31 @@ impl BatchBuilder {
     }
 }
 
-/// Splits a body built by [`BatchBuilder`] back into its events (for the dead-letter file).
+/// The body [`BatchBuilder`] makes of `events`: what a part of a batch
+/// that a collector refused as too large (413) is sent as.
+pub fn body_of(events: &[Bytes], format: Format) -> Bytes {
+    let len: usize = events.iter().map(|e| e.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(len + 1);
+    for (i, e) in events.iter().enumerate() {
+        match format {
+            Format::Json => {
+                body.put_u8(if i == 0 { b'[' } else { b',' });
+                body.extend_from_slice(e);
+            }
+            Format::Ndjson => {
+                body.extend_from_slice(e);
+                body.put_u8(b'\n');
+            }
+        }
+    }
+    if format == Format::Json && !events.is_empty() {
+        body.put_u8(b']');
+    }
+    body.freeze()
+}
+
+/// Splits a body built by [`BatchBuilder`] back into its events (for the
+/// dead-letter file, and to split a batch refused as too large).
 pub fn events_of(body: &Bytes, format: Format) -> Vec<Bytes> {
     match format {
         Format::Ndjson => body
@@ -317,6 +372,10 @@ mod tests {
             events_of(&batch.body, Format::Json),
             [&br#"{"a":1}"#[..], &br#"{"b":2}"#[..]]
         );
+        // A body split back into events and rebuilt is the same bytes.
+        let events = events_of(&batch.body, Format::Json);
+        assert_eq!(body_of(&events, Format::Json), batch.body);
+        assert_eq!(&body_of(&events[1..], Format::Json)[..], br#"[{"b":2}]"#);
         // One event over max_bytes goes alone.
         assert!(b.fits(100));
         b.push(&[b'x'; 100]);
@@ -332,7 +391,9 @@ mod tests {
         assert!(b.is_full() && !b.fits(1));
         let batch = b.take().unwrap();
         assert_eq!(&batch.body[..], b"{}\n{\"x\":[1]}\n");
-        assert_eq!(events_of(&batch.body, Format::Ndjson).len(), 2);
+        let events = events_of(&batch.body, Format::Ndjson);
+        assert_eq!(events.len(), 2);
+        assert_eq!(body_of(&events, Format::Ndjson), batch.body);
     }
 
     #[test]
@@ -365,6 +426,15 @@ mod tests {
         let mut whole = head.to_vec();
         whole.extend_from_slice(&lines[..8]);
         assert_eq!(batch.positions[0].offset, 108);
+        assert_eq!(batch.positions[0].start, 100, "where the chunk starts");
+        // The next batch's part of the file starts where this one stopped.
+        b.push(br#"{"b":2}"#);
+        b.advance(&from, 116);
+        let next = b.take().unwrap();
+        assert_eq!(
+            (next.positions[0].start, next.positions[0].offset),
+            (108, 116)
+        );
         assert_eq!(
             batch.positions[0].content_crc,
             Some(crc32fast::hash(&whole))

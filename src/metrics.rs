@@ -62,6 +62,8 @@ pub const DEST_RESPONSES: &str = "tailhook_destination_responses_total";
 pub const DEST_ERRORS: &str = "tailhook_destination_errors_total";
 /// Requests sent again after a failure.
 pub const DEST_RETRIES: &str = "tailhook_destination_retries_total";
+/// Bodies the collector refused as too large (413) and that were split in halves.
+pub const DEST_BATCHES_SPLIT: &str = "tailhook_destination_batches_split_total";
 /// Time from sending a request to its whole answer.
 pub const DEST_REQUEST_DURATION: &str = "tailhook_destination_request_duration_seconds";
 /// Events written to the destination's dead-letter file.
@@ -188,6 +190,11 @@ fn describe() {
         "Failed requests, by reason: connect, timeout, tls, status"
     );
     describe_counter!(DEST_RETRIES, C, "Requests sent again after a failure");
+    describe_counter!(
+        DEST_BATCHES_SPLIT,
+        C,
+        "Bodies the collector refused as too large (HTTP 413) that were split in halves and sent again"
+    );
     describe_histogram!(
         DEST_REQUEST_DURATION,
         S,
@@ -447,6 +454,8 @@ pub struct DestMetrics {
     pub bytes_sent: Counter,
     /// Requests sent again.
     pub retries: Counter,
+    /// Bodies split in halves after a 413.
+    pub batches_split: Counter,
     /// Events written to the dead-letter file.
     pub dead_lettered: Counter,
     /// Bytes in the dead-letter files.
@@ -475,6 +484,7 @@ impl DestMetrics {
             batches_sent: ::metrics::counter!(DEST_BATCHES_SENT, &[d()]),
             bytes_sent: ::metrics::counter!(DEST_BYTES_SENT, &[d()]),
             retries: ::metrics::counter!(DEST_RETRIES, &[d()]),
+            batches_split: ::metrics::counter!(DEST_BATCHES_SPLIT, &[d()]),
             dead_lettered: ::metrics::counter!(DEST_DEAD_LETTERED, &[d()]),
             dead_letter_bytes: ::metrics::gauge!(DEST_DEAD_LETTER_BYTES, &[d()]),
             up: ::metrics::gauge!(DEST_UP, &[d()]),

@@ -50,7 +50,13 @@ pub async fn send(dest: &DestinationConfig) -> TestReport {
     let target = format!("{} {}", dest.method.as_str(), redact_url(&dest.url));
     let result = match Webhook::new(dest) {
         Err(e) => Err(e.to_string()),
-        Ok(webhook) => match webhook.send(test_body(dest.format)).await {
+        Ok(webhook) => match webhook
+            .send(
+                test_body(dest.format),
+                &crate::sink::batch_id::of_body(&dest.name, &test_body(dest.format)),
+            )
+            .await
+        {
             Err(e) => Err(e.to_string()),
             Ok(a) => match verdict(a.status, &dest.status_policy) {
                 Verdict::Delivered => Ok((a.status, a.latency)),

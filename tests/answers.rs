@@ -1,9 +1,10 @@
-//! What each collector answer does to a batch: 2xx delivered; 400, 413, 415
+//! What each collector answer does to a batch: 2xx delivered; 400, 415
 //! and 422 (the events were refused) dead-lettered; 401, 403, 404, 407 and
 //! everything else (the collector or its configuration is wrong for now)
 //! retried until it is fixed, with the destination reported down and the
 //! status, URL and what to check in the log; and `retry_on` /
-//! `dead_letter_on`, which move statuses between the two.
+//! `dead_letter_on`, which move statuses between the two. (413 splits the
+//! batch: `tests/too_large.rs`.)
 //!
 //! Checked as a user sees it: the events a collector accepted (bytes,
 //! order), the dead-letter file, `/metrics` and the log.

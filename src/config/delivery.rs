@@ -89,7 +89,9 @@ impl<'de> Deserialize<'de> for StatusMatch {
 
 /// Which answers a destination retries and which it dead-letters. Without
 /// overrides: 400, 413, 415 and 422 say the events were refused and are
-/// dead-lettered; every other answer that is not 2xx (401, 403, 404, 407,
+/// dead-lettered (a 413 after splitting the batch down to the single event
+/// refused, unless `dead_letter_on` names 413 itself: see
+/// [`crate::sink::verdict`]); every other answer that is not 2xx (401, 403, 404, 407,
 /// 408, 429, 5xx, …) says the collector or its configuration is wrong for
 /// now, and is retried. A code named in `retry_on` or `dead_letter_on`
 /// beats a class named there, which beats the default.
@@ -123,6 +125,13 @@ impl StatusPolicy {
                 400 | 413 | 415 | 422 => StatusAction::DeadLetter,
                 _ => StatusAction::Retry,
             })
+    }
+
+    /// True when `status` itself (not a class holding it) is in
+    /// `dead_letter_on`: the user asked for exactly this status to be
+    /// dead-lettered, so a 413 is not split first.
+    pub fn dead_letters_code(&self, status: u16) -> bool {
+        self.dead_letter_on.contains(&StatusMatch::Code(status))
     }
 
     /// True when nothing overrides the defaults.
@@ -209,7 +218,7 @@ pub(super) fn write_status_policy(o: &mut String, policy: &StatusPolicy) {
     };
     let _ = writeln!(
         o,
-        "# besides these, 400, 413, 415, 422 are dead-lettered and any other failure is retried"
+        "# besides these, 400, 415, 422 are dead-lettered, 413 splits the batch (a single event refused is dead-lettered) and any other failure is retried"
     );
     let _ = writeln!(o, "retry_on = [{}]", list(&policy.retry_on));
     let _ = writeln!(o, "dead_letter_on = [{}]", list(&policy.dead_letter_on));

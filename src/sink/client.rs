@@ -248,15 +248,19 @@ impl Webhook {
         Ok(())
     }
 
-    /// Sends one body (gzipped first with `compression = "gzip"`) and
-    /// reads the whole answer.
-    pub async fn send(&self, body: Bytes) -> Result<Answer, SendError> {
+    /// Sends one body (gzipped first with `compression = "gzip"`) with
+    /// `X-Tailhook-Batch-Id: batch_id` and reads the whole answer.
+    pub async fn send(&self, body: Bytes, batch_id: &str) -> Result<Answer, SendError> {
         let body = if self.gzip { gzip(&body) } else { body };
         let started = Instant::now();
+        let mut headers = self.headers.clone();
+        if let Ok(v) = HeaderValue::from_str(batch_id) {
+            headers.insert(super::batch_id::HEADER, v);
+        }
         let response = self
             .client
             .request(self.method.clone(), self.request_url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .body(body)
             .send()
             .await

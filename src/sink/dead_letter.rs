@@ -455,16 +455,19 @@ async fn send_with_retries(
     body: Bytes,
 ) -> Result<(), (bool, String)> {
     const ATTEMPTS: u32 = 4;
+    let id = super::batch_id::of_body(&cfg.name, &body);
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             let wait = backoff(&cfg.retry, attempt).max(Duration::from_millis(10));
             tokio::time::sleep(wait).await;
         }
-        match webhook.send(body.clone()).await {
+        match webhook.send(body.clone(), &id).await {
             Ok(a) => match verdict(a.status, &cfg.status_policy) {
                 Verdict::Delivered => return Ok(()),
-                Verdict::Reject => {
+                // `resend` sends what it sends as it is: a 413 leaves the
+                // events in the file, to be sent with a smaller batch.
+                Verdict::Reject | Verdict::Split => {
                     return Err((true, format!("HTTP {}: {}", a.status, a.body_start)))
                 }
                 Verdict::Retry => {

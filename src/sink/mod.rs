@@ -1,6 +1,7 @@
 //! Delivering batches: the webhook client, the retry policy and the
 //! dead-letter file.
 
+pub mod batch_id;
 pub mod client;
 pub mod dead_letter;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{events_of, Batch};
+use crate::batch::{body_of, events_of, Batch};
 use crate::config::{DestinationConfig, Format, RetryConfig, StatusAction, StatusPolicy};
 use crate::metrics::{DestMetrics, Readiness};
 use client::Webhook;
@@ -30,6 +31,23 @@ pub enum Outcome {
     Abandoned,
 }
 
+/// How sending one body ended.
+enum Sent {
+    Delivered,
+    /// The collector refused it: dead-letter it, or split it first.
+    Refused(Refused),
+    /// `hard` fired first.
+    Abandoned,
+}
+
+/// A refusal.
+struct Refused {
+    status: u16,
+    body_start: String,
+    /// Too large (413): split it, unless it is one event.
+    split: bool,
+}
+
 /// What an HTTP status means for a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -37,9 +55,13 @@ pub enum Verdict {
     /// The collector or its configuration is wrong for now: try again later
     /// (by default 401, 403, 404, 407, 408, 429, 5xx, and anything unexpected).
     Retry,
-    /// The collector refuses these events (by default 400, 413, 415, 422):
-    /// dead-letter them.
+    /// The collector refuses these events (by default 400, 415, 422, and
+    /// 413 when `dead_letter_on` names it): dead-letter them.
     Reject,
+    /// The body is too large (413: Fluentd's `body_size_limit`, Logstash's
+    /// `max_content_length`, a proxy's limit): send it again in halves,
+    /// down to single events; dead-letter a single event refused so.
+    Split,
 }
 
 /// The verdict for a status code under a destination's `retry_on` and
@@ -50,6 +72,11 @@ pub fn verdict(status: u16, policy: &StatusPolicy) -> Verdict {
     }
     match policy.action(status) {
         StatusAction::Retry => Verdict::Retry,
+        // Unless the user named 413 itself in `dead_letter_on`: then the
+        // whole batch is dead-lettered, as asked.
+        StatusAction::DeadLetter if status == 413 && !policy.dead_letters_code(413) => {
+            Verdict::Split
+        }
         StatusAction::DeadLetter => Verdict::Reject,
     }
 }
@@ -113,6 +140,9 @@ pub struct Sender {
     dead_letter_max: u64,
     health: Health,
     full: FullLog,
+    too_large: TooLargeLog,
+    /// `batch.max_bytes`, for the advice when a collector says 413.
+    max_bytes: usize,
     metrics: DestMetrics,
     ready: Arc<Readiness>,
 }
@@ -136,6 +166,8 @@ impl Sender {
             dead_letter_max: cfg.dead_letter.max_bytes,
             health: Health::default(),
             full: FullLog::default(),
+            too_large: TooLargeLog::default(),
+            max_bytes: cfg.batch.max_bytes,
             metrics: DestMetrics::new(&cfg.name),
             ready,
         }
@@ -169,6 +201,13 @@ impl Sender {
 
     /// Delivers a batch, retrying until it is acknowledged or rejected, or
     /// until `hard` fires. Returns the batch back with the outcome.
+    ///
+    /// A batch the collector refuses as too large (413, unless
+    /// `dead_letter_on` names 413 itself) is split in halves, each sent in
+    /// turn, first half first, and so on down to single events; a single
+    /// event refused with 413 goes to the dead-letter file. The batch is
+    /// acknowledged once every part is delivered or dead-lettered, so the
+    /// checkpoint never passes a part that is not.
     pub async fn deliver(&self, batch: Batch, hard: &CancellationToken) -> (Batch, Outcome) {
         let mut attempt = 0u32;
         if !batch.dead_letters.is_empty() {
@@ -180,6 +219,74 @@ impl Sender {
         if batch.events == 0 {
             return (batch, Outcome::Acked);
         }
+        let id = batch_id::of_positions(&self.name, &batch.positions);
+        // The parts still to send, the next one last: body, the index of
+        // its first event in the batch, how many events it holds.
+        let mut parts = vec![(batch.body.clone(), 0, batch.events)];
+        while let Some((body, from, events)) = parts.pop() {
+            let part_id = if from == 0 && events == batch.events {
+                id.clone()
+            } else {
+                batch_id::part(&id, from, from + events)
+            };
+            let refused = match self
+                .send_until_answered(&body, &part_id, events, hard)
+                .await
+            {
+                Sent::Delivered => continue,
+                Sent::Abandoned => return (batch, Outcome::Abandoned),
+                Sent::Refused(refused) => refused,
+            };
+            let m = &self.metrics;
+            let lines = events_of(&body, self.format);
+            if refused.split && lines.len() > 1 {
+                self.too_large.split(&self.name, body.len(), self.max_bytes);
+                m.batches_split.increment(1);
+                let (first, second) = lines.split_at(lines.len() / 2);
+                let mid = from + first.len();
+                parts.push((body_of(second, self.format), mid, second.len()));
+                parts.push((body_of(first, self.format), from, first.len()));
+                continue;
+            }
+            if refused.split {
+                self.too_large.split(&self.name, body.len(), self.max_bytes);
+                tracing::error!(
+                    destination = %self.name,
+                    status = refused.status,
+                    url = %self.url,
+                    bytes = body.len(),
+                    "collector refused a single event of {} bytes as too large (HTTP 413): it goes to the dead-letter file",
+                    body.len()
+                );
+            } else {
+                tracing::error!(
+                    destination = %self.name,
+                    status = refused.status,
+                    url = %self.url,
+                    body = %refused.body_start,
+                    events,
+                    "collector rejected a batch (HTTP {}); it is not retried: its events go to the dead-letter file",
+                    refused.status
+                );
+            }
+            if !self.write_dead_letters(&lines, &mut attempt, hard).await {
+                return (batch, Outcome::Abandoned);
+            }
+        }
+        (batch, Outcome::Acked)
+    }
+
+    /// Sends one body of `events` events until the collector takes it or
+    /// refuses it, retrying everything else with backoff, or until `hard`
+    /// fires.
+    async fn send_until_answered(
+        &self,
+        body: &Bytes,
+        id: &str,
+        events: usize,
+        hard: &CancellationToken,
+    ) -> Sent {
+        let mut attempt = 0u32;
         loop {
             // Racing the request against `hard` lets a shutdown stop waiting for a
             // collector that never answers; the batch stays unacknowledged.
@@ -188,8 +295,8 @@ impl Sender {
             }
             let started = Instant::now();
             let sent = tokio::select! {
-                r = self.webhook.send(batch.body.clone()) => r,
-                _ = hard.cancelled() => return (batch, Outcome::Abandoned),
+                r = self.webhook.send(body.clone(), id) => r,
+                _ = hard.cancelled() => return Sent::Abandoned,
             };
             self.ready.tried(&self.name);
             let m = &self.metrics;
@@ -203,29 +310,20 @@ impl Sender {
                         self.health.ok(&self.name);
                         m.up.set(1.0);
                         m.last_success.set(crate::metrics::unix_now());
-                        m.events_sent.increment(batch.events as u64);
+                        m.events_sent.increment(events as u64);
                         m.batches_sent.increment(1);
-                        m.bytes_sent.increment(batch.body.len() as u64);
-                        return (batch, Outcome::Acked);
+                        m.bytes_sent.increment(body.len() as u64);
+                        return Sent::Delivered;
                     }
-                    Verdict::Reject => {
+                    v @ (Verdict::Reject | Verdict::Split) => {
                         m.error("status");
-                        // The collector answers; it refuses this batch.
+                        // The collector answers; it refuses this body.
                         m.up.set(1.0);
-                        tracing::error!(
-                            destination = %self.name,
-                            status = answer.status,
-                            url = %self.url,
-                            body = %answer.body_start,
-                            events = batch.events,
-                            "collector rejected a batch (HTTP {}); it is not retried: its events go to the dead-letter file",
-                            answer.status
-                        );
-                        let events = events_of(&batch.body, self.format);
-                        if !self.write_dead_letters(&events, &mut attempt, hard).await {
-                            return (batch, Outcome::Abandoned);
-                        }
-                        return (batch, Outcome::Acked);
+                        return Sent::Refused(Refused {
+                            status: answer.status,
+                            body_start: answer.body_start,
+                            split: v == Verdict::Split,
+                        });
                     }
                     Verdict::Retry => {
                         m.error("status");
@@ -246,7 +344,7 @@ impl Sender {
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = hard.cancelled() => return (batch, Outcome::Abandoned),
+                _ = hard.cancelled() => return Sent::Abandoned,
             }
         }
     }
@@ -334,6 +432,44 @@ impl Health {
     }
 }
 
+/// Logs, once per destination, that the collector refused a body as too
+/// large and which `batch.max_bytes` would avoid it.
+#[derive(Default)]
+struct TooLargeLog {
+    told: AtomicBool,
+}
+
+impl TooLargeLog {
+    fn split(&self, name: &str, refused: usize, max_bytes: usize) {
+        if self.told.swap(true, Ordering::Relaxed) {
+            tracing::debug!(
+                destination = name,
+                bytes = refused,
+                "collector refused {refused} bytes as too large (HTTP 413)"
+            );
+            return;
+        }
+        let suggest = suggested_max_bytes(refused);
+        tracing::warn!(
+            destination = name,
+            bytes = refused,
+            max_bytes,
+            "collector refused a body of {refused} bytes as too large (HTTP 413: over Fluentd's body_size_limit, Logstash's max_content_length or a proxy's limit); batches it refuses are split in halves and sent again, and a single event it refuses goes to the dead-letter file. Set batch.max_bytes below {refused} (now {max_bytes}), e.g. batch.max_bytes = \"{suggest}\", and below the collector's limit, so that batches are not refused first"
+        );
+    }
+}
+
+/// A `batch.max_bytes` below a refused body size: half of it, in KiB when
+/// that is at least 1 KiB.
+fn suggested_max_bytes(refused: usize) -> String {
+    let half = refused / 2;
+    if half >= 1024 {
+        format!("{}KiB", half / 1024)
+    } else {
+        format!("{}", half.max(1))
+    }
+}
+
 /// Logs that the dead-letter file is full when it fills, then at most once
 /// a minute, and when there is room again.
 #[derive(Default)]
@@ -385,9 +521,31 @@ mod tests {
         for s in [401, 403, 404, 407, 408, 429, 500, 502, 503, 504, 301] {
             assert_eq!(verdict(s, &p), Verdict::Retry, "{s}");
         }
-        for s in [400, 413, 415, 422] {
+        for s in [400, 415, 422] {
             assert_eq!(verdict(s, &p), Verdict::Reject, "{s}");
         }
+        assert_eq!(verdict(413, &p), Verdict::Split);
+        // 413 named in dead_letter_on: the whole batch is dead-lettered; in
+        // retry_on, retried; a class in dead_letter_on still splits.
+        let named = |retry_on: Vec<StatusMatch>, dead_letter_on: Vec<StatusMatch>| StatusPolicy {
+            retry_on,
+            dead_letter_on,
+        };
+        use crate::config::StatusMatch;
+        assert_eq!(
+            verdict(413, &named(vec![], vec![StatusMatch::Code(413)])),
+            Verdict::Reject
+        );
+        assert_eq!(
+            verdict(413, &named(vec![StatusMatch::Code(413)], vec![])),
+            Verdict::Retry
+        );
+        assert_eq!(
+            verdict(413, &named(vec![], vec![StatusMatch::Class(4)])),
+            Verdict::Split
+        );
+        assert_eq!(suggested_max_bytes(1 << 20), "512KiB");
+        assert_eq!(suggested_max_bytes(1000), "500");
         let p = StatusPolicy {
             retry_on: vec![crate::config::StatusMatch::Class(4)],
             dead_letter_on: vec![crate::config::StatusMatch::Class(2)],

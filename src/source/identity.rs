@@ -152,6 +152,11 @@ impl Window {
         }
     }
 
+    /// The offset the window's data starts at, and where it ends.
+    pub fn range(&self) -> (u64, u64) {
+        (self.start, self.start + self.data.len() as u64)
+    }
+
     /// CRC-32 of the file's bytes before `offset`, if the window reaches it
     /// and knows the CRC where it starts: what a checkpoint at an event in
     /// the middle of a chunk needs to recognise a copy of the file later.

@@ -3,8 +3,10 @@
 //!
 //! A [`Collector`] runs on its own thread with its own tokio runtime, so tests
 //! can be plain `#[test]` functions that use blocking calls. It records every
-//! accepted request ([`Batch`]) with the raw bytes of each event, counts every
-//! answer's status, notes when each request arrived and was answered
+//! accepted request ([`Batch`]) with the raw bytes of each event and its
+//! headers, the headers of every request whatever its answer
+//! ([`Collector::header_of_each_request`]), counts every answer's status,
+//! notes when each request arrived and was answered
 //! ([`Collector::exchanges`]), and lets a test inject faults
 //! ([`Collector::fail_next`], [`Collector::set_busy`], [`Collector::set_hang`],
 //! [`Collector::hang_next`] with [`Collector::release`],
@@ -121,8 +123,12 @@ pub struct Options {
     /// Serve HTTPS with this configuration (see `tls::TestPki::server_config`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest accepted body in bytes; above it, `413` and the connection is
-    /// closed. Fluentd `body_size_limit` is 32 MiB, Logstash
-    /// `max_content_length` 100 MiB.
+    /// closed. Mirrors Fluentd `in_http`'s `body_size_limit` (32 MiB by
+    /// default; `413 Request Entity Too Large`, body `Too large`, connection
+    /// closed, nothing of the body emitted) and the Logstash `http` input's
+    /// `max_content_length` (100 MiB; `413`, empty body); a proxy's limit
+    /// (nginx `client_max_body_size`) answers the same way. Set it small to
+    /// test how a sender splits a refused batch.
     pub body_limit: usize,
     /// Port on 127.0.0.1; 0 picks a free one.
     pub port: u16,
@@ -249,6 +255,9 @@ struct State {
     requests: usize,
     /// One per request counted in `requests`, in the same order.
     exchanges: Vec<Exchange>,
+    /// The headers of each request counted in `requests`, in the same
+    /// order, whatever it was answered (names lower-case).
+    request_headers: Vec<Vec<(String, String)>>,
     /// Events of the batches that are not `stalled`.
     answered_events: usize,
     stall: Stall,
@@ -457,6 +466,26 @@ impl Collector {
     /// Number of requests received: answered with any status, or stalled.
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests
+    }
+
+    /// The value of header `name` in each request counted by
+    /// [`Collector::request_count`], in the order they were counted, with
+    /// the status it was answered (0 while unanswered): refused, failed
+    /// and stalled requests alike, to follow one batch through its retries.
+    pub fn header_of_each_request(&self, name: &str) -> Vec<(Option<String>, u16)> {
+        let state = self.shared.lock();
+        state
+            .request_headers
+            .iter()
+            .zip(&state.exchanges)
+            .map(|(headers, exchange)| {
+                let value = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone());
+                (value, exchange.answered.map_or(0, |(_, status)| status))
+            })
+            .collect()
     }
 
     /// When each request counted by [`Collector::request_count`] arrived and
@@ -1023,6 +1052,7 @@ impl State {
         stalled: bool,
     ) -> usize {
         self.requests += 1;
+        self.request_headers.push(info.headers.clone());
         self.exchanges.push(Exchange {
             arrived: info.arrived,
             answered: None,
