@@ -280,6 +280,10 @@ impl Writer {
         let Some(e) = failed.or(synced.err()) else {
             return Ok(());
         };
+        // Shown blocked before anyone hears of it (a 503, the error logged).
+        if self.blocked.borrow().is_none() {
+            self.set_blocked(Some(format!("{e}; {}", free_space(&self.dir))));
+        }
         queue.retain_mut(|a| match a.durable.take() {
             Some(ack) => {
                 self.spool.release(a.lines.len() as u64);
