@@ -16,7 +16,7 @@ use super::delivery::{
 use super::redact::redact_url;
 use super::units::{humanize_duration, Dur, Size};
 use super::{
-    secs, valid_name, yes, DeadLetterConfig, Problems, SourceConfig, StatusMatch, StatusPolicy,
+    secs, valid_name, DeadLetterConfig, Problems, SourceConfig, StatusMatch, StatusPolicy,
 };
 use crate::event::Selection;
 
@@ -59,6 +59,21 @@ pub enum Compression {
     Gzip,
 }
 
+/// A `type = "forward"` destination: Fluentd Forward Protocol v1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// `host:port` of Fluentd's `in_forward` (or Fluent Bit's `forward` input).
+    pub address: String,
+    /// The Fluentd tag of every event.
+    pub tag: String,
+    /// The event field holding the event's time in Unix seconds (None: the
+    /// time the batch is first sent).
+    pub time_key: Option<String>,
+    /// How long to wait for `{"ack": chunk}` before sending the batch again
+    /// on a new connection.
+    pub ack_timeout: Duration,
+}
+
 /// The batch bounds of a destination.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchConfig {
@@ -84,8 +99,11 @@ pub struct RetryConfig {
 pub struct DestinationConfig {
     /// Its name: checkpoint and dead-letter files are named after it.
     pub name: String,
-    /// The webhook URL.
+    /// The webhook URL; for a forward destination `tcp://` and its address,
+    /// for logs.
     pub url: reqwest::Url,
+    /// `type = "forward"`: its settings (None: an HTTP webhook).
+    pub forward: Option<ForwardConfig>,
     /// POST or PUT.
     pub method: Method,
     /// Extra request headers, values already expanded.
@@ -128,17 +146,21 @@ pub struct DestinationConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDestination {
     name: Spanned<String>,
-    url: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    tag: Option<Spanned<String>>,
+    time_key: Option<Spanned<String>>,
+    ack_timeout: Option<Spanned<Dur>>,
     #[serde(default)]
     method: RawMethod,
     headers: Option<Spanned<BTreeMap<String, String>>>,
     ca_file: Option<PathBuf>,
-    #[serde(default = "yes")]
-    verify_certificate: bool,
+    verify_certificate: Option<bool>,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
-    #[serde(default = "secs::<15>")]
-    request_timeout: Dur,
+    request_timeout: Option<Dur>,
     #[serde(default = "secs::<20>")]
     connect_timeout: Dur,
     events: Option<Spanned<Vec<String>>>,
@@ -149,8 +171,7 @@ pub(super) struct RawDestination {
     batch: RawBatch,
     #[serde(default)]
     retry: RawRetry,
-    #[serde(default = "json")]
-    format: Format,
+    format: Option<Format>,
     #[serde(default = "no_compression")]
     compression: Compression,
     retry_on: Option<Spanned<Vec<StatusMatch>>>,
@@ -203,9 +224,6 @@ fn mib<const N: u64>() -> Size {
 }
 fn no_compression() -> Compression {
     Compression::None
-}
-fn json() -> Format {
-    Format::Json
 }
 fn two() -> Positive {
     Positive(2)
@@ -266,22 +284,65 @@ pub(super) fn validate_destinations(
                 format!("destination name `{name}` is used twice"),
             );
         }
-        let url = match reqwest::Url::parse(d.url.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-            Ok(u) => {
+        let forward = match d.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            None | Some("http") => {
+                for (key, given) in [
+                    ("address", d.address.as_ref().map(|x| x.span())),
+                    ("tag", d.tag.as_ref().map(|x| x.span())),
+                    ("time_key", d.time_key.as_ref().map(|x| x.span())),
+                    ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
+                ] {
+                    if let Some(span) = given {
+                        p.at(
+                            span,
+                            format!("destination `{name}`: `{key}` is a setting of `type = \"forward\"` destinations; an HTTP destination takes `url`"),
+                        );
+                    }
+                }
+                None
+            }
+            Some("forward") => Some(validate_forward(&name, &d, p)),
+            Some(other) => {
+                let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
                 p.at(
-                    d.url.span(),
-                    format!("url `{}` must be http:// or https:// with a host", u),
+                    span,
+                    format!("destination `{name}`: type `{other}` is not supported; expected \"http\" (the default) or \"forward\""),
                 );
+                None
+            }
+        };
+        let url = match (&forward, &d.url) {
+            (Some(f), _) => {
+                reqwest::Url::parse(&format!("tcp://{}", f.address)).unwrap_or_else(|_| {
+                    reqwest::Url::parse("tcp://invalid.invalid:24224").expect("static url")
+                })
+            }
+            (None, None) => {
+                if d.kind.as_ref().is_none_or(|k| k.get_ref() == "http") {
+                    p.at(
+                        d.name.span(),
+                        format!("destination `{name}` has no `url` (an HTTP destination needs one; `type = \"forward\"` takes `address` instead)"),
+                    );
+                }
                 reqwest::Url::parse("http://invalid.invalid/").expect("static url")
             }
-            Err(e) => {
-                p.at(
-                    d.url.span(),
-                    format!("url `{}` is not a valid URL: {e}", d.url.get_ref()),
-                );
-                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-            }
+            (None, Some(raw_url)) => match reqwest::Url::parse(raw_url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+                Ok(u) => {
+                    p.at(
+                        raw_url.span(),
+                        format!("url `{}` must be http:// or https:// with a host", u),
+                    );
+                    reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+                }
+                Err(e) => {
+                    p.at(
+                        raw_url.span(),
+                        format!("url `{}` is not a valid URL: {e}", raw_url.get_ref()),
+                    );
+                    reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+                }
+            },
         };
         let mut headers = Vec::new();
         let empty = Spanned::new(0..0, BTreeMap::new());
@@ -340,8 +401,9 @@ pub(super) fn validate_destinations(
                 format!("destination `{name}`: client_cert_file and client_key_file go together"),
             );
         }
+        let request_timeout = d.request_timeout.unwrap_or(secs::<15>());
         for (what, t) in [
-            ("request_timeout", d.request_timeout.0),
+            ("request_timeout", request_timeout.0),
             ("connect_timeout", d.connect_timeout.0),
             ("batch.timeout", d.batch.timeout.0),
             ("retry.initial", d.retry.initial.0),
@@ -371,13 +433,14 @@ pub(super) fn validate_destinations(
         destinations.push(DestinationConfig {
             name,
             url,
+            forward,
             method: d.method.0.unwrap_or(Method::Post),
             headers,
             ca_file: d.ca_file,
-            verify_certificate: d.verify_certificate,
+            verify_certificate: d.verify_certificate.unwrap_or(true),
             client_cert_file: d.client_cert_file,
             client_key_file: d.client_key_file,
-            request_timeout: d.request_timeout.0,
+            request_timeout: request_timeout.0,
             connect_timeout: d.connect_timeout.0,
             events,
             events_list,
@@ -392,7 +455,7 @@ pub(super) fn validate_destinations(
                 initial: d.retry.initial.0,
                 max: d.retry.max.0,
             },
-            format: d.format,
+            format: d.format.unwrap_or(Format::Json),
             compression: d.compression,
             status_policy,
             dead_letter,
@@ -401,12 +464,124 @@ pub(super) fn validate_destinations(
     destinations
 }
 
+/// The settings of a `type = "forward"` destination; HTTP-only settings
+/// given to one are errors.
+fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> ForwardConfig {
+    let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
+    let http_only = [
+        ("url", d.url.is_some()),
+        ("method", d.method.0.is_some()),
+        ("headers", d.headers.is_some()),
+        ("format", d.format.is_some()),
+        ("request_timeout", d.request_timeout.is_some()),
+        ("retry_on", d.retry_on.is_some()),
+        ("dead_letter_on", d.dead_letter_on.is_some()),
+    ];
+    for (key, given) in http_only {
+        if given {
+            p.at(
+                span.clone(),
+                format!("destination `{name}`: `{key}` is a setting of HTTP destinations; a `type = \"forward\"` destination takes `address` and `tag` (and `ack_timeout` instead of `request_timeout`)"),
+            );
+        }
+    }
+    let tls = [
+        ("ca_file", d.ca_file.is_some()),
+        ("verify_certificate", d.verify_certificate.is_some()),
+        ("client_cert_file", d.client_cert_file.is_some()),
+        ("client_key_file", d.client_key_file.is_some()),
+    ];
+    for (key, given) in tls {
+        if given {
+            p.at(
+                span.clone(),
+                format!("destination `{name}`: `{key}`: TLS is not supported for `type = \"forward\"` destinations in this version (plain TCP only)"),
+            );
+        }
+    }
+    let address = match &d.address {
+        None => {
+            p.at(
+                span.clone(),
+                format!("destination `{name}` of type \"forward\" needs `address = \"host:port\"` (Fluentd's in_forward listens on 24224 by default)"),
+            );
+            String::new()
+        }
+        Some(a) => {
+            let text = a.get_ref().trim();
+            let ok = reqwest::Url::parse(&format!("tcp://{text}"))
+                .ok()
+                .filter(|u| {
+                    u.host_str().is_some_and(|h| !h.is_empty())
+                        && u.port().is_some_and(|port| port != 0)
+                        && u.path().is_empty()
+                        && u.username().is_empty()
+                });
+            if ok.is_none() {
+                p.at(
+                    a.span(),
+                    format!("destination `{name}`: address `{text}` must be host:port (e.g. \"fluentd:24224\" or \"[::1]:24224\")"),
+                );
+            }
+            text.to_string()
+        }
+    };
+    let tag = match &d.tag {
+        Some(t) if !t.get_ref().trim().is_empty() => t.get_ref().clone(),
+        Some(t) => {
+            p.at(
+                t.span(),
+                format!("destination `{name}`: `tag` must not be empty"),
+            );
+            String::new()
+        }
+        None => {
+            p.at(
+                span.clone(),
+                format!("destination `{name}` of type \"forward\" needs `tag` (e.g. \"wallarm.events\"): Fluentd routes events by it"),
+            );
+            String::new()
+        }
+    };
+    let time_key = match &d.time_key {
+        Some(k) if k.get_ref().is_empty() => {
+            p.at(
+                k.span(),
+                format!("destination `{name}`: `time_key` must not be empty"),
+            );
+            None
+        }
+        k => k.as_ref().map(|k| k.get_ref().clone()),
+    };
+    let ack_timeout = d
+        .ack_timeout
+        .as_ref()
+        .map_or(Duration::from_secs(60), |t| t.get_ref().0);
+    if ack_timeout.is_zero() {
+        p.at(
+            d.ack_timeout.as_ref().map_or(span, |t| t.span()),
+            format!("destination `{name}`: ack_timeout must be more than 0"),
+        );
+    }
+    ForwardConfig {
+        address,
+        tag,
+        time_key,
+        ack_timeout,
+    }
+}
+
 /// Writes one `[[destination]]` block of the resolved config (see
 /// [`super::Config::to_redacted_toml`]).
 pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig]) {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let d = |d: Duration| q(&humanize_duration(d));
     let _ = writeln!(o, "\n[[destination]]\nname = {}", q(&dst.name));
+    if let Some(f) = &dst.forward {
+        write_forward(o, dst, f, sources);
+        return;
+    }
+    let _ = writeln!(o, "type = \"http\"");
     let _ = writeln!(o, "url = {}", q(&redact_url(&dst.url)));
     let _ = writeln!(o, "method = \"{}\"", dst.method.as_str());
     let headers: Vec<String> = dst
@@ -427,6 +602,14 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     }
     let _ = writeln!(o, "request_timeout = {}", d(dst.request_timeout));
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
+    write_common(o, dst, sources);
+}
+
+/// What HTTP and forward destinations share: events, sources, batches,
+/// retries, dead letters (and the HTTP body settings).
+fn write_common(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig]) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let d = |d: Duration| q(&humanize_duration(d));
     match &dst.events_list {
         None => {
             let _ = writeln!(o, "# events: every kind");
@@ -439,17 +622,21 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     let names: Vec<String> = dst.sources.iter().map(|&i| q(&sources[i].name)).collect();
     let _ = writeln!(o, "sources = [{}]", names.join(", "));
     let _ = writeln!(o, "concurrency = {}", dst.concurrency);
-    let fmt = match dst.format {
-        Format::Json => "json",
-        Format::Ndjson => "ndjson",
-    };
-    let _ = writeln!(o, "format = \"{fmt}\"");
+    if dst.forward.is_none() {
+        let fmt = match dst.format {
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+        };
+        let _ = writeln!(o, "format = \"{fmt}\"");
+    }
     let compression = match dst.compression {
         Compression::None => "none",
         Compression::Gzip => "gzip",
     };
     let _ = writeln!(o, "compression = \"{compression}\"");
-    write_status_policy(o, &dst.status_policy);
+    if dst.forward.is_none() {
+        write_status_policy(o, &dst.status_policy);
+    }
     let _ = writeln!(o, "\n[destination.batch]");
     let _ = writeln!(o, "max_events = {}", dst.batch.max_events);
     let _ = writeln!(o, "max_bytes = {}", dst.batch.max_bytes);
@@ -459,4 +646,32 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     let _ = writeln!(o, "max = {}", d(dst.retry.max));
     let _ = writeln!(o, "\n[destination.dead_letter]");
     let _ = writeln!(o, "max_bytes = {}", dst.dead_letter.max_bytes);
+}
+
+/// The rest of a `type = "forward"` block.
+fn write_forward(
+    o: &mut String,
+    dst: &DestinationConfig,
+    f: &ForwardConfig,
+    sources: &[SourceConfig],
+) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let d = |d: Duration| q(&humanize_duration(d));
+    let _ = writeln!(o, "type = \"forward\"");
+    let _ = writeln!(o, "address = {}", q(&f.address));
+    let _ = writeln!(o, "tag = {}", q(&f.tag));
+    match &f.time_key {
+        Some(k) => {
+            let _ = writeln!(o, "time_key = {}", q(k));
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "# time_key: none (events get the time they are first sent)"
+            );
+        }
+    }
+    let _ = writeln!(o, "ack_timeout = {}", d(f.ack_timeout));
+    let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
+    write_common(o, dst, sources);
 }
