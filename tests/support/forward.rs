@@ -199,12 +199,10 @@ fn serve(conn: TcpStream, id: usize, s: &Shared) {
             }
             Ok((tag, mode, entries, option)) => {
                 let chunk = option.as_ref().and_then(|o| get(o, "chunk")).map(|c| {
-                    c.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| {
-                            violation(s, format!("option.chunk is not a string: {c}"));
-                            String::new()
-                        })
+                    c.as_str().map(str::to_string).unwrap_or_else(|| {
+                        violation(s, format!("option.chunk is not a string: {c}"));
+                        String::new()
+                    })
                 });
                 if let Some(size) = option.as_ref().and_then(|o| get(o, "size")) {
                     if size.as_u64() != Some(entries.len() as u64) {
@@ -260,7 +258,9 @@ type Entries = Vec<((u64, u32), serde_json::Value)>;
 
 /// `[tag, …]` in any of the four modes.
 fn decode_message(v: &Value) -> Result<(String, &'static str, Entries, Option<Value>), String> {
-    let items = v.as_array().ok_or(format!("a message that is not an array: {v}"))?;
+    let items = v
+        .as_array()
+        .ok_or(format!("a message that is not an array: {v}"))?;
     let tag = items
         .first()
         .and_then(Value::as_str)
@@ -309,7 +309,12 @@ fn decode_message(v: &Value) -> Result<(String, &'static str, Entries, Option<Va
         time => {
             let record = items.get(2).ok_or("Message mode without a record")?;
             let entry = Value::Array(vec![time.clone(), record.clone()]);
-            Ok((tag, "Message", vec![decode_entry(&entry)?], items.get(3).cloned()))
+            Ok((
+                tag,
+                "Message",
+                vec![decode_entry(&entry)?],
+                items.get(3).cloned(),
+            ))
         }
     }
 }
@@ -355,7 +360,9 @@ pub fn to_json(v: &Value) -> Result<serde_json::Value, String> {
         Value::Map(m) => {
             let mut out = serde_json::Map::new();
             for (k, v) in m {
-                let k = k.as_str().ok_or(format!("a map key that is not a string: {k}"))?;
+                let k = k
+                    .as_str()
+                    .ok_or(format!("a map key that is not a string: {k}"))?;
                 out.insert(k.to_string(), to_json(v)?);
             }
             J::Object(out)
