@@ -49,7 +49,12 @@ impl std::fmt::Display for TestReport {
 /// settings and timeouts. No retry: the point is to see the first answer.
 pub async fn send(dest: &DestinationConfig) -> TestReport {
     let target = match &dest.forward {
-        Some(f) => format!("forward tcp://{} tag {}", f.address, f.tag),
+        Some(f) => format!(
+            "forward {}://{} tag {}",
+            if f.tls { "tls" } else { "tcp" },
+            f.address,
+            f.tag
+        ),
         None => format!("{} {}", dest.method.as_str(), redact_url(&dest.url)),
     };
     let sent = match Client::new(dest) {

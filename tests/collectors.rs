@@ -16,7 +16,8 @@
 //!    path and header values.
 //!
 //! A `type = "forward"` block is delivered instead to the forward-protocol
-//! emulator (its `address` changed), and the events compared as JSON.
+//! emulator (its `address` changed; TLS when the config has `<transport
+//! tls>`), and the events compared as JSON.
 //!
 //! The environment variables the blocks name are set here; a block naming
 //! one this test does not know fails, so a README change cannot skip the
@@ -375,13 +376,18 @@ fn deliver_forward_block(
     what: &str,
 ) {
     assert!(
-        !requires.tls && !requires.client_cert,
-        "{what}: forward destinations have no TLS yet, but the config requires it"
+        !requires.client_cert,
+        "{what}: the forward test does not do client certificates"
     );
     let table: toml::Table = toml::from_str(block).unwrap();
     let d = table["destination"].as_array().unwrap()[0]
         .as_table()
         .unwrap();
+    assert_eq!(
+        d.get("tls").and_then(|t| t.as_bool()).unwrap_or(false),
+        requires.tls,
+        "{what}: `tls` does not match the config"
+    );
     assert!(
         !d.contains_key("events") && !d.contains_key("sources"),
         "{what}: every sample event must reach the collector"
@@ -392,7 +398,11 @@ fn deliver_forward_block(
         block.contains(&old_line),
         "{what}: expected the line {old_line}"
     );
-    let fwd = support::forward::Forward::start();
+    let fwd = if requires.tls {
+        support::forward::Forward::start_tls(fixtures.pki.server_config())
+    } else {
+        support::forward::Forward::start()
+    };
     let pointed = block.replace(&old_line, &format!("address = {:?}", fwd.address()));
 
     let setup = Setup::new();

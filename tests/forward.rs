@@ -321,6 +321,7 @@ fn check_explains_forward_settings_and_prints_them() {
         "tag = \"t\"",
         "time_key = \"time\"",
         "ack_timeout = \"5s\"",
+        "tls = false",
     ] {
         assert!(
             out.stdout.contains(line),
@@ -346,7 +347,11 @@ fn check_explains_forward_settings_and_prints_them() {
         ),
         (
             "type = \"forward\"\naddress = \"h:1\"\ntag = \"t\"\nca_file = \"/x\"",
-            "TLS is not supported for `type = \"forward\"`",
+            "`ca_file` is a TLS setting, but this forward destination has no `tls = true`",
+        ),
+        (
+            "url = \"http://x/\"\ntls = true",
+            "`tls` is a setting of `type = \"forward\"`",
         ),
         (
             "url = \"http://x/\"\ntag = \"t\"",
@@ -369,4 +374,43 @@ fn check_explains_forward_settings_and_prints_them() {
             out.output()
         );
     }
+}
+
+#[test]
+fn tls_delivers_with_the_destination_ca_and_fails_in_words_without_it() {
+    let pki = support::tls::make_pki();
+    let fwd = Forward::start_tls(pki.server_config());
+    let setup = Setup::new();
+    let ca = pki.write_ca(setup.dir.path());
+    // The certificate is for 127.0.0.1 and localhost.
+    let cfg = config(
+        &setup,
+        &fwd.address(),
+        &format!("tls = true\nca_file = {:?}", ca.to_str().unwrap()),
+    );
+    let out = run_cmd(&["test", "-c", cfg.to_str().unwrap()], &[]);
+    assert!(out.success(), "{}", out.output());
+    assert!(
+        out.stdout.contains("OK: acknowledged in "),
+        "{}",
+        out.output()
+    );
+    let log = setup.log("a.ndjson");
+    let lines = events(1, 4);
+    append(&log, &lines);
+    let th = Tailhook::start(&cfg);
+    assert!(fwd.wait_accepted(5, WAIT), "{}", th.stderr());
+    stop(th);
+    let accepted = fwd.accepted();
+    assert_eq!(&accepted[1..], &json(&lines)[..]);
+
+    // Without the CA: the handshake fails, in words.
+    let cfg = config(&setup, &fwd.address(), "tls = true");
+    let out = run_cmd(&["test", "-c", cfg.to_str().unwrap()], &[]);
+    assert!(!out.success());
+    assert!(
+        out.stdout.contains("FAILED: TLS handshake failed: "),
+        "{}",
+        out.output()
+    );
 }

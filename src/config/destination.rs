@@ -72,6 +72,9 @@ pub struct ForwardConfig {
     /// How long to wait for `{"ack": chunk}` before sending the batch again
     /// on a new connection.
     pub ack_timeout: Duration,
+    /// TLS (`<transport tls>` on the Fluentd side), with the destination's
+    /// `ca_file`, `verify_certificate` and client certificate.
+    pub tls: bool,
 }
 
 /// The batch bounds of a destination.
@@ -153,6 +156,7 @@ pub(super) struct RawDestination {
     tag: Option<Spanned<String>>,
     time_key: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<Dur>>,
+    tls: Option<Spanned<bool>>,
     #[serde(default)]
     method: RawMethod,
     headers: Option<Spanned<BTreeMap<String, String>>>,
@@ -291,6 +295,7 @@ pub(super) fn validate_destinations(
                     ("tag", d.tag.as_ref().map(|x| x.span())),
                     ("time_key", d.time_key.as_ref().map(|x| x.span())),
                     ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
+                    ("tls", d.tls.as_ref().map(|x| x.span())),
                 ] {
                     if let Some(span) = given {
                         p.at(
@@ -485,17 +490,18 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
             );
         }
     }
-    let tls = [
+    let tls = d.tls.as_ref().is_some_and(|t| *t.get_ref());
+    let tls_files = [
         ("ca_file", d.ca_file.is_some()),
         ("verify_certificate", d.verify_certificate.is_some()),
         ("client_cert_file", d.client_cert_file.is_some()),
         ("client_key_file", d.client_key_file.is_some()),
     ];
-    for (key, given) in tls {
-        if given {
+    for (key, given) in tls_files {
+        if given && !tls {
             p.at(
                 span.clone(),
-                format!("destination `{name}`: `{key}`: TLS is not supported for `type = \"forward\"` destinations in this version (plain TCP only)"),
+                format!("destination `{name}`: `{key}` is a TLS setting, but this forward destination has no `tls = true`"),
             );
         }
     }
@@ -568,6 +574,7 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
         tag,
         time_key,
         ack_timeout,
+        tls,
     }
 }
 
@@ -590,16 +597,7 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
         .map(|(k, _)| format!("{} = \"<redacted>\"", q(k)))
         .collect();
     let _ = writeln!(o, "headers = {{ {} }}", headers.join(", "));
-    if let Some(ca) = &dst.ca_file {
-        let _ = writeln!(o, "ca_file = {}", q(&ca.to_string_lossy()));
-    }
-    let _ = writeln!(o, "verify_certificate = {}", dst.verify_certificate);
-    if let Some(c) = &dst.client_cert_file {
-        let _ = writeln!(o, "client_cert_file = {}", q(&c.to_string_lossy()));
-    }
-    if let Some(k) = &dst.client_key_file {
-        let _ = writeln!(o, "client_key_file = {}", q(&k.to_string_lossy()));
-    }
+    write_tls(o, dst);
     let _ = writeln!(o, "request_timeout = {}", d(dst.request_timeout));
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
     write_common(o, dst, sources);
@@ -648,6 +646,21 @@ fn write_common(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig
     let _ = writeln!(o, "max_bytes = {}", dst.dead_letter.max_bytes);
 }
 
+/// `ca_file`, `verify_certificate` and the client certificate.
+fn write_tls(o: &mut String, dst: &DestinationConfig) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    if let Some(ca) = &dst.ca_file {
+        let _ = writeln!(o, "ca_file = {}", q(&ca.to_string_lossy()));
+    }
+    let _ = writeln!(o, "verify_certificate = {}", dst.verify_certificate);
+    if let Some(c) = &dst.client_cert_file {
+        let _ = writeln!(o, "client_cert_file = {}", q(&c.to_string_lossy()));
+    }
+    if let Some(k) = &dst.client_key_file {
+        let _ = writeln!(o, "client_key_file = {}", q(&k.to_string_lossy()));
+    }
+}
+
 /// The rest of a `type = "forward"` block.
 fn write_forward(
     o: &mut String,
@@ -672,6 +685,10 @@ fn write_forward(
         }
     }
     let _ = writeln!(o, "ack_timeout = {}", d(f.ack_timeout));
+    let _ = writeln!(o, "tls = {}", f.tls);
+    if f.tls {
+        write_tls(o, dst);
+    }
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
     write_common(o, dst, sources);
 }

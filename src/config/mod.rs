@@ -280,7 +280,7 @@ impl Config {
                     d.name
                 ));
             }
-            if !d.verify_certificate && d.url.scheme() == "https" {
+            if !d.verify_certificate && matches!(d.url.scheme(), "https" | "tls") {
                 w.push(format!(
                     "destination `{}` has verify_certificate = false: TLS certificates of {} are NOT verified, so anyone on the path can read and alter the events",
                     d.name,

@@ -10,11 +10,11 @@
 //! again; one that fails or outwaits `ack_timeout` is dropped, and the batch
 //! goes again on a new one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::client::{SendError, SetupError};
@@ -31,13 +31,24 @@ pub struct Message {
     pub chunk: String,
 }
 
+/// A connection: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
+
 /// Sends batches to one `in_forward`.
 pub struct Forward {
     settings: ForwardConfig,
     connect_timeout: Duration,
     gzip: bool,
+    /// With `tls = true`: the client config and the name the server's
+    /// certificate must hold.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// Open connections not in use.
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<Conn>>,
     max_idle: usize,
 }
 
@@ -56,7 +67,18 @@ impl Forward {
             .forward
             .clone()
             .ok_or_else(|| SetupError::new(&cfg.name, "not a forward destination".into()))?;
+        let tls = if settings.tls {
+            let config =
+                crate::tls::client_config(cfg).map_err(|e| SetupError::new(&cfg.name, e))?;
+            let host = host_of(&settings.address);
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| SetupError::new(&cfg.name, format!("bad host name `{host}`: {e}")))?;
+            Some((Arc::new(config), name))
+        } else {
+            None
+        };
         Ok(Forward {
+            tls,
             settings,
             connect_timeout: cfg.connect_timeout,
             gzip: cfg.compression == Compression::Gzip,
@@ -139,7 +161,7 @@ impl Forward {
         }
     }
 
-    fn done(&self, conn: TcpStream, started: Instant) -> Duration {
+    fn done(&self, conn: Conn, started: Instant) -> Duration {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push(conn);
@@ -154,16 +176,37 @@ impl Forward {
         Ok(())
     }
 
-    async fn connect(&self) -> Result<TcpStream, SendError> {
+    /// A new connection: TCP, and the TLS handshake with `tls = true`,
+    /// within `connect_timeout`.
+    async fn connect(&self) -> Result<Conn, SendError> {
         let address = self.settings.address.clone();
-        let host = address
-            .rsplit_once(':')
-            .map_or(address.as_str(), |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = host_of(&address);
         let attempt = async {
-            let addrs: Vec<_> = tokio::net::lookup_host(address.as_str())
+            let stream = self.connect_tcp(&address, &host).await?;
+            let Some((config, name)) = &self.tls else {
+                return Ok(Box::new(stream) as Conn);
+            };
+            let conn = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| {
+                    let why = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .map_or_else(|| e.to_string(), crate::tls::describe);
+                    SendError::Tls(why)
+                })?;
+            Ok(Box::new(conn) as Conn)
+        };
+        tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .unwrap_or(Err(SendError::ConnectTimeout(self.connect_timeout)))
+    }
+
+    async fn connect_tcp(&self, address: &str, host: &str) -> Result<TcpStream, SendError> {
+        let host = host.to_string();
+        let attempt = async {
+            let addrs: Vec<_> = tokio::net::lookup_host(address)
                 .await
                 .map_err(|_| SendError::Dns(host.clone()))?
                 .collect();
@@ -182,19 +225,12 @@ impl Forward {
             }
             Err(last)
         };
-        tokio::time::timeout(self.connect_timeout, attempt)
-            .await
-            .unwrap_or(Err(SendError::ConnectTimeout(self.connect_timeout)))
+        attempt.await
     }
 
     /// Writes the message and reads until its acknowledgement, within
     /// `ack_timeout`. The connection comes back for use again.
-    async fn exchange(
-        &self,
-        mut conn: TcpStream,
-        msg: &Message,
-        reused: bool,
-    ) -> Result<TcpStream, Failure> {
+    async fn exchange(&self, mut conn: Conn, msg: &Message, reused: bool) -> Result<Conn, Failure> {
         let ack_timeout = self.settings.ack_timeout;
         let work = async {
             let mut answered = false;
@@ -205,7 +241,11 @@ impl Forward {
                     Failure::Failed(e)
                 }
             };
-            conn.write_all(&msg.bytes).await.map_err(|e| {
+            let written = async {
+                conn.write_all(&msg.bytes).await?;
+                conn.flush().await
+            };
+            written.await.map_err(|e| {
                 closed(
                     false,
                     SendError::Other(format!("sending to the collector failed: {e}")),
@@ -261,6 +301,16 @@ impl Forward {
             Err(_) => Err(Failure::Failed(SendError::NoAck(ack_timeout))),
         }
     }
+}
+
+/// The host of `host:port` (without the brackets of an IPv6 address).
+fn host_of(address: &str) -> String {
+    address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// Whether `answer` is `{"ack": chunk}`.

@@ -19,6 +19,7 @@
 //! map, a bin record, `option.size` not the entry count, a non-UTF-8
 //! string) is a violation, listed by [`Forward::violations`].
 //!
+//! Plain TCP, or TLS ([`Forward::start_tls`]) like `<transport tls>`.
 //! Fault injection: withhold acknowledgements ([`Forward::set_withhold`]),
 //! or acknowledge a different chunk id ([`Forward::set_wrong_ack`]).
 //! The `<security>` handshake (shared_key) is not emulated.
@@ -69,7 +70,17 @@ pub struct Forward {
 }
 
 impl Forward {
+    /// Plain TCP.
     pub fn start() -> Forward {
+        Forward::start_with(None)
+    }
+
+    /// TLS (`<transport tls>`), with this server configuration.
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> Forward {
+        Forward::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> Forward {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the forward emulator");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -93,7 +104,16 @@ impl Forward {
                 };
                 s.changed.notify_all();
                 let s = s.clone();
-                std::thread::spawn(move || serve(conn, id, &s));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, id, &s),
+                    Some(config) => {
+                        let Ok(server) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(server, conn), id, &s)
+                    }
+                });
             }
         });
         Forward { addr, shared }
@@ -177,8 +197,7 @@ impl Drop for Forward {
     }
 }
 
-fn serve(conn: TcpStream, id: usize, s: &Shared) {
-    let mut out = conn.try_clone().expect("clone the connection");
+fn serve<S: Read + Write>(conn: S, id: usize, s: &Shared) {
     let mut input = BufReader::new(conn);
     loop {
         if s.stop.load(Ordering::SeqCst) {
@@ -233,7 +252,8 @@ fn serve(conn: TcpStream, id: usize, s: &Shared) {
                     let ack = Value::Map(vec![(Value::from("ack"), Value::from(id))]);
                     let mut buf = Vec::new();
                     rmpv::encode::write_value(&mut buf, &ack).unwrap();
-                    if out.write_all(&buf).is_err() {
+                    let out = input.get_mut();
+                    if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
                         return;
                     }
                 }
