@@ -271,19 +271,27 @@ impl Forward {
                     }
                     Err(ReadError::Incomplete) => {}
                 }
+                // A new connection dropped before any answer: what in_forward
+                // does to a client that skips its TLS or <security> handshake.
+                let hint = if !reused && !answered {
+                    HINT_UNANSWERED
+                } else {
+                    ""
+                };
                 let n = conn.read(&mut read).await.map_err(|e| {
                     closed(
                         answered,
-                        SendError::Other(format!("reading the acknowledgement failed: {e}")),
+                        SendError::Protocol(format!(
+                            "reading the acknowledgement failed: {e}{hint}"
+                        )),
                     )
                 })?;
                 if n == 0 {
                     return Err(closed(
                         answered,
-                        SendError::Protocol(
-                            "the collector closed the connection before acknowledging the batch"
-                                .into(),
-                        ),
+                        SendError::Protocol(format!(
+                            "the collector closed the connection before acknowledging the batch{hint}"
+                        )),
                     ));
                 }
                 answered = true;
@@ -303,6 +311,9 @@ impl Forward {
     }
 }
 
+/// What to check when a new connection is dropped before any answer.
+const HINT_UNANSWERED: &str = " (does in_forward expect TLS — set tls = true — or have <security> with a shared_key, which tailhook does not support yet? Fluentd's log says which)";
+
 /// The host of `host:port` (without the brackets of an IPv6 address).
 fn host_of(address: &str) -> String {
     address
@@ -315,6 +326,13 @@ fn host_of(address: &str) -> String {
 
 /// Whether `answer` is `{"ack": chunk}`.
 fn check_ack(answer: &Value, chunk: &str) -> Result<(), SendError> {
+    if let Value::Array(items) = answer {
+        if items.first() == Some(&Value::Str(b"HELO".to_vec())) {
+            return Err(SendError::Protocol(
+                "the collector starts the shared_key handshake (HELO: in_forward has <security>), which tailhook does not support yet; remove <security> from the in_forward source".into(),
+            ));
+        }
+    }
     match answer.get("ack") {
         Some(Value::Str(id) | Value::Bin(id)) if id == chunk.as_bytes() => Ok(()),
         Some(Value::Str(id) | Value::Bin(id)) => Err(SendError::Protocol(format!(
@@ -399,5 +417,10 @@ mod tests {
             .to_string()
             .contains("acknowledged chunk `abd`"));
         assert!(check_ack(&Value::Int(1), "abc").is_err());
+        let helo = Value::Array(vec![Value::Str(b"HELO".to_vec()), Value::Map(vec![])]);
+        assert!(check_ack(&helo, "abc")
+            .unwrap_err()
+            .to_string()
+            .contains("shared_key handshake"));
     }
 }
