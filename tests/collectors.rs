@@ -384,9 +384,9 @@ fn deliver_forward_block(
         .as_table()
         .unwrap();
     assert_eq!(
-        d.get("tls").and_then(|t| t.as_bool()).unwrap_or(false),
+        d.get("transport").and_then(|t| t.as_str()) == Some("tls"),
         requires.tls,
-        "{what}: `tls` does not match the config"
+        "{what}: `transport` does not match the config"
     );
     assert!(
         !d.contains_key("events") && !d.contains_key("sources"),

@@ -429,7 +429,7 @@ fn full_toml_states_every_setting() {
 }
 
 /// Destination settings of `type = "forward"` only.
-const FORWARD_ONLY: &[&str] = &["address", "tag", "time_key", "ack_timeout", "tls"];
+const FORWARD_ONLY: &[&str] = &["address", "tag", "time_key", "ack_timeout", "transport"];
 
 /// Whether a value as written in full.toml is the value `check` printed:
 /// sizes are printed in bytes, durations normalised, secrets redacted.

@@ -321,7 +321,7 @@ fn check_explains_forward_settings_and_prints_them() {
         "tag = \"t\"",
         "time_key = \"time\"",
         "ack_timeout = \"5s\"",
-        "tls = false",
+        "transport = \"tcp\"",
     ] {
         assert!(
             out.stdout.contains(line),
@@ -347,11 +347,15 @@ fn check_explains_forward_settings_and_prints_them() {
         ),
         (
             "type = \"forward\"\naddress = \"h:1\"\ntag = \"t\"\nca_file = \"/x\"",
-            "`ca_file` is a TLS setting, but this forward destination has no `tls = true`",
+            "`ca_file` is a TLS setting, but this forward destination has no `transport = \"tls\"`",
         ),
         (
-            "url = \"http://x/\"\ntls = true",
-            "`tls` is a setting of `type = \"forward\"`",
+            "url = \"http://x/\"\ntransport = \"tls\"",
+            "`transport` is a setting of `type = \"forward\"`",
+        ),
+        (
+            "type = \"forward\"\naddress = \"h:1\"\ntag = \"t\"\ntransport = \"udp\"",
+            "transport `udp` is not supported",
         ),
         (
             "url = \"http://x/\"\ntag = \"t\"",
@@ -386,7 +390,7 @@ fn tls_delivers_with_the_destination_ca_and_fails_in_words_without_it() {
     let cfg = config(
         &setup,
         &fwd.address(),
-        &format!("tls = true\nca_file = {:?}", ca.to_str().unwrap()),
+        &format!("transport = \"tls\"\nca_file = {:?}", ca.to_str().unwrap()),
     );
     let out = run_cmd(&["test", "-c", cfg.to_str().unwrap()], &[]);
     assert!(out.success(), "{}", out.output());
@@ -405,7 +409,7 @@ fn tls_delivers_with_the_destination_ca_and_fails_in_words_without_it() {
     assert_eq!(&accepted[1..], &json(&lines)[..]);
 
     // Without the CA: the handshake fails, in words.
-    let cfg = config(&setup, &fwd.address(), "tls = true");
+    let cfg = config(&setup, &fwd.address(), "transport = \"tls\"");
     let out = run_cmd(&["test", "-c", cfg.to_str().unwrap()], &[]);
     assert!(!out.success());
     assert!(

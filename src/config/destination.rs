@@ -72,7 +72,7 @@ pub struct ForwardConfig {
     /// How long to wait for `{"ack": chunk}` before sending the batch again
     /// on a new connection.
     pub ack_timeout: Duration,
-    /// TLS (`<transport tls>` on the Fluentd side), with the destination's
+    /// `transport = "tls"` (`<transport tls>` on the Fluentd side), with the destination's
     /// `ca_file`, `verify_certificate` and client certificate.
     pub tls: bool,
 }
@@ -156,7 +156,7 @@ pub(super) struct RawDestination {
     tag: Option<Spanned<String>>,
     time_key: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<Dur>>,
-    tls: Option<Spanned<bool>>,
+    transport: Option<Spanned<String>>,
     #[serde(default)]
     method: RawMethod,
     headers: Option<Spanned<BTreeMap<String, String>>>,
@@ -295,7 +295,7 @@ pub(super) fn validate_destinations(
                     ("tag", d.tag.as_ref().map(|x| x.span())),
                     ("time_key", d.time_key.as_ref().map(|x| x.span())),
                     ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
-                    ("tls", d.tls.as_ref().map(|x| x.span())),
+                    ("transport", d.transport.as_ref().map(|x| x.span())),
                 ] {
                     if let Some(span) = given {
                         p.at(
@@ -490,7 +490,20 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
             );
         }
     }
-    let tls = d.tls.as_ref().is_some_and(|t| *t.get_ref());
+    let tls = match &d.transport {
+        None => false,
+        Some(t) => match t.get_ref().as_str() {
+            "tcp" => false,
+            "tls" => true,
+            other => {
+                p.at(
+                    t.span(),
+                    format!("destination `{name}`: transport `{other}` is not supported; expected \"tcp\" (the default) or \"tls\""),
+                );
+                false
+            }
+        },
+    };
     let tls_files = [
         ("ca_file", d.ca_file.is_some()),
         ("verify_certificate", d.verify_certificate.is_some()),
@@ -501,7 +514,7 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
         if given && !tls {
             p.at(
                 span.clone(),
-                format!("destination `{name}`: `{key}` is a TLS setting, but this forward destination has no `tls = true`"),
+                format!("destination `{name}`: `{key}` is a TLS setting, but this forward destination has no `transport = \"tls\"`"),
             );
         }
     }
@@ -685,7 +698,8 @@ fn write_forward(
         }
     }
     let _ = writeln!(o, "ack_timeout = {}", d(f.ack_timeout));
-    let _ = writeln!(o, "tls = {}", f.tls);
+    let transport = if f.tls { "tls" } else { "tcp" };
+    let _ = writeln!(o, "transport = \"{transport}\"");
     if f.tls {
         write_tls(o, dst);
     }

@@ -41,7 +41,7 @@ pub struct Forward {
     settings: ForwardConfig,
     connect_timeout: Duration,
     gzip: bool,
-    /// With `tls = true`: the client config and the name the server's
+    /// With `transport = "tls"`: the client config and the name the server's
     /// certificate must hold.
     tls: Option<(
         Arc<rustls::ClientConfig>,
@@ -176,7 +176,7 @@ impl Forward {
         Ok(())
     }
 
-    /// A new connection: TCP, and the TLS handshake with `tls = true`,
+    /// A new connection: TCP, and the TLS handshake with `transport = "tls"`,
     /// within `connect_timeout`.
     async fn connect(&self) -> Result<Conn, SendError> {
         let address = self.settings.address.clone();
@@ -312,7 +312,7 @@ impl Forward {
 }
 
 /// What to check when a new connection is dropped before any answer.
-const HINT_UNANSWERED: &str = " (does in_forward expect TLS — set tls = true — or have <security> with a shared_key, which tailhook does not support yet? Fluentd's log says which)";
+const HINT_UNANSWERED: &str = " (does in_forward expect TLS — set transport = \"tls\" — or have <security> with a shared_key, which tailhook does not support yet? Fluentd's log says which)";
 
 /// The host of `host:port` (without the brackets of an IPv6 address).
 fn host_of(address: &str) -> String {
