@@ -21,7 +21,7 @@ use crate::config::{Config, DestinationConfig, FileInput, Input, ReadFrom};
 use crate::metrics::{ReadMetrics, Readiness};
 use crate::rate_limit::RateLimit;
 use crate::shutdown::Shutdown;
-use crate::sink::client::Webhook;
+use crate::sink::client::Client;
 use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{Outcome, Sender};
 use crate::source::budget::OpenBudget;
@@ -62,7 +62,7 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> anyhow::Result<Pipeline> {
         let dest = config.destinations[index].clone();
-        let webhook = Webhook::new(&dest)?;
+        let webhook = Client::new(&dest)?;
         let (checkpoints, problem) = Checkpoints::load(&config.data_dir, &dest.name);
         let first_start = match &problem {
             Some(e) => {
@@ -374,7 +374,7 @@ mod tests {
     use super::*;
     use crate::batch::TrackedFile;
     use crate::checkpoint::{FileId, Fingerprint};
-    use crate::sink::client::Webhook;
+    use crate::sink::client::Client;
     use crate::source::identity::Window;
 
     const FILE: FileId = FileId { dev: 1, ino: 2 };
@@ -422,7 +422,7 @@ mod tests {
         let dest = config.destinations[0].clone();
         let sender = Sender::new(
             &dest,
-            Webhook::new(&dest).unwrap(),
+            Client::new(&dest).unwrap(),
             DeadLetter::new(dir.path(), "d"),
             Arc::new(Readiness::default()),
         );

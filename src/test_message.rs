@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{redact_url, DestinationConfig, Format};
-use crate::sink::client::Webhook;
+use crate::sink::client::{Client, Reply};
 use crate::sink::{verdict, Verdict};
 
 /// The test message of the webhook integration (the reference page's).
@@ -23,18 +23,19 @@ pub fn test_body(format: Format) -> bytes::Bytes {
 pub struct TestReport {
     /// The destination's name.
     pub destination: String,
-    /// `POST https://…` (password redacted).
+    /// `POST https://…` (password redacted), or `forward tcp://… tag …`.
     pub target: String,
-    /// The HTTP status and latency of a 2xx, or the failure in words.
-    pub result: Result<(u16, Duration), String>,
+    /// What the collector answered (`HTTP 200`, `acknowledged`) and how
+    /// fast, or the failure in words.
+    pub result: Result<(String, Duration), String>,
 }
 
 impl std::fmt::Display for TestReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.result {
-            Ok((status, latency)) => write!(
+            Ok((answer, latency)) => write!(
                 f,
-                "{}: OK: HTTP {status} in {} ms ({})",
+                "{}: OK: {answer} in {} ms ({})",
                 self.destination,
                 latency.as_millis(),
                 self.target
@@ -47,35 +48,44 @@ impl std::fmt::Display for TestReport {
 /// Sends the test message once, with the destination's method, headers, TLS
 /// settings and timeouts. No retry: the point is to see the first answer.
 pub async fn send(dest: &DestinationConfig) -> TestReport {
-    let target = format!("{} {}", dest.method.as_str(), redact_url(&dest.url));
-    let result = match Webhook::new(dest) {
+    let target = match &dest.forward {
+        Some(f) => format!(
+            "forward {}://{} tag {}",
+            if f.tls { "tls" } else { "tcp" },
+            f.address,
+            f.tag
+        ),
+        None => format!("{} {}", dest.method.as_str(), redact_url(&dest.url)),
+    };
+    let sent = match Client::new(dest) {
         Err(e) => Err(e.to_string()),
-        Ok(webhook) => match webhook
-            .send(
-                test_body(dest.format),
-                &crate::sink::batch_id::of_body(&dest.name, &test_body(dest.format)),
-            )
-            .await
-        {
-            Err(e) => Err(e.to_string()),
-            Ok(a) => match verdict(a.status, &dest.status_policy) {
-                Verdict::Delivered => Ok((a.status, a.latency)),
-                _ => {
-                    let reason = reqwest::StatusCode::from_u16(a.status)
-                        .ok()
-                        .and_then(|s| s.canonical_reason())
-                        .unwrap_or("");
-                    let body = if a.body_start.is_empty() {
-                        "(empty body)".to_string()
-                    } else {
-                        format!("body starts: {}", a.body_start)
-                    };
-                    let hint = crate::sink::hint(a.status)
-                        .map(|h| format!("; {h}"))
-                        .unwrap_or_default();
-                    Err(format!("HTTP {} {reason}: {body}{hint}", a.status))
-                }
-            },
+        Ok(client) => {
+            let body = test_body(dest.format);
+            let id = crate::sink::batch_id::of_body(&dest.name, &body);
+            let payload = client.prepare(&body, dest.format, &id);
+            client.send(&payload).await.map_err(|e| e.to_string())
+        }
+    };
+    let result = match sent {
+        Err(e) => Err(e),
+        Ok(Reply::Acked(latency)) => Ok(("acknowledged".to_string(), latency)),
+        Ok(Reply::Answer(a)) => match verdict(a.status, &dest.status_policy) {
+            Verdict::Delivered => Ok((format!("HTTP {}", a.status), a.latency)),
+            _ => {
+                let reason = reqwest::StatusCode::from_u16(a.status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("");
+                let body = if a.body_start.is_empty() {
+                    "(empty body)".to_string()
+                } else {
+                    format!("body starts: {}", a.body_start)
+                };
+                let hint = crate::sink::hint(a.status)
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                Err(format!("HTTP {} {reason}: {body}{hint}", a.status))
+            }
         },
     };
     TestReport {

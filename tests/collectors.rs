@@ -15,6 +15,10 @@
 //!    those events, byte for byte, each request with the block's method,
 //!    path and header values.
 //!
+//! A `type = "forward"` block is delivered instead to the forward-protocol
+//! emulator (its `address` changed; TLS when the config has `<transport
+//! tls>`), and the events compared as JSON.
+//!
 //! The environment variables the blocks name are set here; a block naming
 //! one this test does not know fails, so a README change cannot skip the
 //! test silently. Each README must also have a block under a heading naming
@@ -341,8 +345,12 @@ fn check_readme(folder: &str, flavor: Flavor) {
         let requires = requires(&std::fs::read_to_string(root.join(folder).join(conf)).unwrap());
         // Every variable the block names is one this test sets.
         fixtures.expand(&block.toml, &what);
-        let dest = parse_destination(&block.toml, &what);
         check_block(&fixtures, &block.toml, &what);
+        if block.toml.contains("type = \"forward\"") {
+            deliver_forward_block(&fixtures, &requires, &block.toml, &samples, &want, &what);
+            continue;
+        }
+        let dest = parse_destination(&block.toml, &what);
         deliver_block(
             &fixtures,
             flavor,
@@ -354,6 +362,76 @@ fn check_readme(folder: &str, flavor: Flavor) {
             &what,
         );
     }
+}
+
+/// A `type = "forward"` block, its `address` pointed at the forward
+/// emulator, delivers every sample event (compared as JSON: the emulator
+/// decodes MessagePack), acknowledged.
+fn deliver_forward_block(
+    fixtures: &Fixtures,
+    requires: &Requires,
+    block: &str,
+    samples: &Path,
+    want: &[Vec<u8>],
+    what: &str,
+) {
+    assert!(
+        !requires.client_cert,
+        "{what}: the forward test does not do client certificates"
+    );
+    let table: toml::Table = toml::from_str(block).unwrap();
+    let d = table["destination"].as_array().unwrap()[0]
+        .as_table()
+        .unwrap();
+    assert_eq!(
+        d.get("transport").and_then(|t| t.as_str()) == Some("tls"),
+        requires.tls,
+        "{what}: `transport` does not match the config"
+    );
+    assert!(
+        !d.contains_key("events") && !d.contains_key("sources"),
+        "{what}: every sample event must reach the collector"
+    );
+    let address = d["address"].as_str().expect("address");
+    let old_line = format!("address = {address:?}");
+    assert!(
+        block.contains(&old_line),
+        "{what}: expected the line {old_line}"
+    );
+    let fwd = if requires.tls {
+        support::forward::Forward::start_tls(fixtures.pki.server_config())
+    } else {
+        support::forward::Forward::start()
+    };
+    let pointed = block.replace(&old_line, &format!("address = {:?}", fwd.address()));
+
+    let setup = Setup::new();
+    std::fs::copy(samples, setup.log("sample-events.ndjson")).unwrap();
+    let config = setup.config(&format!(
+        "{}\n{pointed}",
+        setup.source("wallarm", "*.ndjson", "")
+    ));
+    let tailhook = Tailhook::start_with_env(&config, &fixtures.env());
+    let arrived = fwd.wait_accepted(want.len(), WAIT);
+    let exit = tailhook.terminate();
+    assert!(
+        arrived,
+        "{what}: the emulator did not get every event\n{}",
+        exit.output()
+    );
+    assert_clean_exit(&exit);
+    assert_eq!(fwd.violations(), Vec::<String>::new(), "{what}");
+    let key = |v: &serde_json::Value| v.to_string();
+    let mut got = fwd.accepted();
+    let mut expected: Vec<serde_json::Value> = want
+        .iter()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    got.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(got, expected, "{what}: not exactly the sample events");
+    let tag = d["tag"].as_str().expect("tag");
+    assert!(fwd.received().iter().all(|r| r.tag == tag), "{what}: tag");
 }
 
 /// `tailhook check` accepts the block as it is, with a file source.

@@ -16,7 +16,7 @@ use super::delivery::{
 use super::redact::redact_url;
 use super::units::{humanize_duration, Dur, Size};
 use super::{
-    secs, valid_name, yes, DeadLetterConfig, Problems, SourceConfig, StatusMatch, StatusPolicy,
+    secs, valid_name, DeadLetterConfig, Problems, SourceConfig, StatusMatch, StatusPolicy,
 };
 use crate::event::Selection;
 
@@ -59,6 +59,24 @@ pub enum Compression {
     Gzip,
 }
 
+/// A `type = "forward"` destination: Fluentd Forward Protocol v1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// `host:port` of Fluentd's `in_forward` (or Fluent Bit's `forward` input).
+    pub address: String,
+    /// The Fluentd tag of every event.
+    pub tag: String,
+    /// The event field holding the event's time in Unix seconds (None: the
+    /// time the batch is first sent).
+    pub time_key: Option<String>,
+    /// How long to wait for `{"ack": chunk}` before sending the batch again
+    /// on a new connection.
+    pub ack_timeout: Duration,
+    /// `transport = "tls"` (`<transport tls>` on the Fluentd side), with the destination's
+    /// `ca_file`, `verify_certificate` and client certificate.
+    pub tls: bool,
+}
+
 /// The batch bounds of a destination.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchConfig {
@@ -84,8 +102,11 @@ pub struct RetryConfig {
 pub struct DestinationConfig {
     /// Its name: checkpoint and dead-letter files are named after it.
     pub name: String,
-    /// The webhook URL.
+    /// The webhook URL; for a forward destination `tcp://` and its address,
+    /// for logs.
     pub url: reqwest::Url,
+    /// `type = "forward"`: its settings (None: an HTTP webhook).
+    pub forward: Option<ForwardConfig>,
     /// POST or PUT.
     pub method: Method,
     /// Extra request headers, values already expanded.
@@ -131,19 +152,24 @@ pub struct DestinationConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDestination {
     name: Spanned<String>,
-    url: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    tag: Option<Spanned<String>>,
+    time_key: Option<Spanned<String>>,
+    ack_timeout: Option<Spanned<Dur>>,
+    transport: Option<Spanned<String>>,
     #[serde(default)]
     method: RawMethod,
     headers: Option<Spanned<BTreeMap<String, String>>>,
     ca_file: Option<PathBuf>,
-    #[serde(default = "yes")]
-    verify_certificate: bool,
+    verify_certificate: Option<bool>,
     client_cert_file: Option<PathBuf>,
     client_key_file: Option<PathBuf>,
     #[serde(default)]
     tls: RawDestinationTls,
-    #[serde(default = "secs::<15>")]
-    request_timeout: Dur,
+    request_timeout: Option<Dur>,
     #[serde(default = "secs::<20>")]
     connect_timeout: Dur,
     events: Option<Spanned<Vec<String>>>,
@@ -154,8 +180,7 @@ pub(super) struct RawDestination {
     batch: RawBatch,
     #[serde(default)]
     retry: RawRetry,
-    #[serde(default = "json")]
-    format: Format,
+    format: Option<Format>,
     #[serde(default = "no_compression")]
     compression: Compression,
     retry_on: Option<Spanned<Vec<StatusMatch>>>,
@@ -214,9 +239,6 @@ fn mib<const N: u64>() -> Size {
 }
 fn no_compression() -> Compression {
     Compression::None
-}
-fn json() -> Format {
-    Format::Json
 }
 fn two() -> Positive {
     Positive(2)
@@ -277,22 +299,66 @@ pub(super) fn validate_destinations(
                 format!("destination name `{name}` is used twice"),
             );
         }
-        let url = match reqwest::Url::parse(d.url.get_ref()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-            Ok(u) => {
+        let forward = match d.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            None | Some("http") => {
+                for (key, given) in [
+                    ("address", d.address.as_ref().map(|x| x.span())),
+                    ("tag", d.tag.as_ref().map(|x| x.span())),
+                    ("time_key", d.time_key.as_ref().map(|x| x.span())),
+                    ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
+                    ("transport", d.transport.as_ref().map(|x| x.span())),
+                ] {
+                    if let Some(span) = given {
+                        p.at(
+                            span,
+                            format!("destination `{name}`: `{key}` is a setting of `type = \"forward\"` destinations; an HTTP destination takes `url`"),
+                        );
+                    }
+                }
+                None
+            }
+            Some("forward") => Some(validate_forward(&name, &d, p)),
+            Some(other) => {
+                let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
                 p.at(
-                    d.url.span(),
-                    format!("url `{}` must be http:// or https:// with a host", u),
+                    span,
+                    format!("destination `{name}`: type `{other}` is not supported; expected \"http\" (the default) or \"forward\""),
                 );
+                None
+            }
+        };
+        let url = match (&forward, &d.url) {
+            (Some(f), _) => {
+                reqwest::Url::parse(&format!("tcp://{}", f.address)).unwrap_or_else(|_| {
+                    reqwest::Url::parse("tcp://invalid.invalid:24224").expect("static url")
+                })
+            }
+            (None, None) => {
+                if d.kind.as_ref().is_none_or(|k| k.get_ref() == "http") {
+                    p.at(
+                        d.name.span(),
+                        format!("destination `{name}` has no `url` (an HTTP destination needs one; `type = \"forward\"` takes `address` instead)"),
+                    );
+                }
                 reqwest::Url::parse("http://invalid.invalid/").expect("static url")
             }
-            Err(e) => {
-                p.at(
-                    d.url.span(),
-                    format!("url `{}` is not a valid URL: {e}", d.url.get_ref()),
-                );
-                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-            }
+            (None, Some(raw_url)) => match reqwest::Url::parse(raw_url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+                Ok(u) => {
+                    p.at(
+                        raw_url.span(),
+                        format!("url `{}` must be http:// or https:// with a host", u),
+                    );
+                    reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+                }
+                Err(e) => {
+                    p.at(
+                        raw_url.span(),
+                        format!("url `{}` is not a valid URL: {e}", raw_url.get_ref()),
+                    );
+                    reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+                }
+            },
         };
         let mut headers = Vec::new();
         let empty = Spanned::new(0..0, BTreeMap::new());
@@ -364,8 +430,9 @@ pub(super) fn validate_destinations(
             }
             text.to_string()
         });
+        let request_timeout = d.request_timeout.unwrap_or(secs::<15>());
         for (what, t) in [
-            ("request_timeout", d.request_timeout.0),
+            ("request_timeout", request_timeout.0),
             ("connect_timeout", d.connect_timeout.0),
             ("batch.timeout", d.batch.timeout.0),
             ("retry.initial", d.retry.initial.0),
@@ -395,14 +462,15 @@ pub(super) fn validate_destinations(
         destinations.push(DestinationConfig {
             name,
             url,
+            forward,
             method: d.method.0.unwrap_or(Method::Post),
             headers,
             ca_file: d.ca_file,
-            verify_certificate: d.verify_certificate,
+            verify_certificate: d.verify_certificate.unwrap_or(true),
             client_cert_file: d.client_cert_file,
             client_key_file: d.client_key_file,
             server_name,
-            request_timeout: d.request_timeout.0,
+            request_timeout: request_timeout.0,
             connect_timeout: d.connect_timeout.0,
             events,
             events_list,
@@ -417,7 +485,7 @@ pub(super) fn validate_destinations(
                 initial: d.retry.initial.0,
                 max: d.retry.max.0,
             },
-            format: d.format,
+            format: d.format.unwrap_or(Format::Json),
             compression: d.compression,
             status_policy,
             dead_letter,
@@ -426,12 +494,139 @@ pub(super) fn validate_destinations(
     destinations
 }
 
+/// The settings of a `type = "forward"` destination; HTTP-only settings
+/// given to one are errors.
+fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> ForwardConfig {
+    let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
+    let http_only = [
+        ("url", d.url.is_some()),
+        ("method", d.method.0.is_some()),
+        ("headers", d.headers.is_some()),
+        ("format", d.format.is_some()),
+        ("request_timeout", d.request_timeout.is_some()),
+        ("retry_on", d.retry_on.is_some()),
+        ("dead_letter_on", d.dead_letter_on.is_some()),
+    ];
+    for (key, given) in http_only {
+        if given {
+            p.at(
+                span.clone(),
+                format!("destination `{name}`: `{key}` is a setting of HTTP destinations; a `type = \"forward\"` destination takes `address` and `tag` (and `ack_timeout` instead of `request_timeout`)"),
+            );
+        }
+    }
+    let tls = match &d.transport {
+        None => false,
+        Some(t) => match t.get_ref().as_str() {
+            "tcp" => false,
+            "tls" => true,
+            other => {
+                p.at(
+                    t.span(),
+                    format!("destination `{name}`: transport `{other}` is not supported; expected \"tcp\" (the default) or \"tls\""),
+                );
+                false
+            }
+        },
+    };
+    let tls_files = [
+        ("ca_file", d.ca_file.is_some()),
+        ("verify_certificate", d.verify_certificate.is_some()),
+        ("client_cert_file", d.client_cert_file.is_some()),
+        ("client_key_file", d.client_key_file.is_some()),
+    ];
+    for (key, given) in tls_files {
+        if given && !tls {
+            p.at(
+                span.clone(),
+                format!("destination `{name}`: `{key}` is a TLS setting, but this forward destination has no `transport = \"tls\"`"),
+            );
+        }
+    }
+    let address = match &d.address {
+        None => {
+            p.at(
+                span.clone(),
+                format!("destination `{name}` of type \"forward\" needs `address = \"host:port\"` (Fluentd's in_forward listens on 24224 by default)"),
+            );
+            String::new()
+        }
+        Some(a) => {
+            let text = a.get_ref().trim();
+            let ok = reqwest::Url::parse(&format!("tcp://{text}"))
+                .ok()
+                .filter(|u| {
+                    u.host_str().is_some_and(|h| !h.is_empty())
+                        && u.port().is_some_and(|port| port != 0)
+                        && u.path().is_empty()
+                        && u.username().is_empty()
+                });
+            if ok.is_none() {
+                p.at(
+                    a.span(),
+                    format!("destination `{name}`: address `{text}` must be host:port (e.g. \"fluentd:24224\" or \"[::1]:24224\")"),
+                );
+            }
+            text.to_string()
+        }
+    };
+    let tag = match &d.tag {
+        Some(t) if !t.get_ref().trim().is_empty() => t.get_ref().clone(),
+        Some(t) => {
+            p.at(
+                t.span(),
+                format!("destination `{name}`: `tag` must not be empty"),
+            );
+            String::new()
+        }
+        None => {
+            p.at(
+                span.clone(),
+                format!("destination `{name}` of type \"forward\" needs `tag` (e.g. \"wallarm.events\"): Fluentd routes events by it"),
+            );
+            String::new()
+        }
+    };
+    let time_key = match &d.time_key {
+        Some(k) if k.get_ref().is_empty() => {
+            p.at(
+                k.span(),
+                format!("destination `{name}`: `time_key` must not be empty"),
+            );
+            None
+        }
+        k => k.as_ref().map(|k| k.get_ref().clone()),
+    };
+    let ack_timeout = d
+        .ack_timeout
+        .as_ref()
+        .map_or(Duration::from_secs(60), |t| t.get_ref().0);
+    if ack_timeout.is_zero() {
+        p.at(
+            d.ack_timeout.as_ref().map_or(span, |t| t.span()),
+            format!("destination `{name}`: ack_timeout must be more than 0"),
+        );
+    }
+    ForwardConfig {
+        address,
+        tag,
+        time_key,
+        ack_timeout,
+        tls,
+    }
+}
+
 /// Writes one `[[destination]]` block of the resolved config (see
 /// [`super::Config::to_redacted_toml`]).
 pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig]) {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let d = |d: Duration| q(&humanize_duration(d));
     let _ = writeln!(o, "\n[[destination]]\nname = {}", q(&dst.name));
+    if let Some(f) = &dst.forward {
+        write_forward(o, dst, f, sources);
+        return;
+    }
+    let _ = writeln!(o, "type = \"http\"");
     let _ = writeln!(o, "url = {}", q(&redact_url(&dst.url)));
     let _ = writeln!(o, "method = \"{}\"", dst.method.as_str());
     let headers: Vec<String> = dst
@@ -440,18 +635,17 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
         .map(|(k, _)| format!("{} = \"<redacted>\"", q(k)))
         .collect();
     let _ = writeln!(o, "headers = {{ {} }}", headers.join(", "));
-    if let Some(ca) = &dst.ca_file {
-        let _ = writeln!(o, "ca_file = {}", q(&ca.to_string_lossy()));
-    }
-    let _ = writeln!(o, "verify_certificate = {}", dst.verify_certificate);
-    if let Some(c) = &dst.client_cert_file {
-        let _ = writeln!(o, "client_cert_file = {}", q(&c.to_string_lossy()));
-    }
-    if let Some(k) = &dst.client_key_file {
-        let _ = writeln!(o, "client_key_file = {}", q(&k.to_string_lossy()));
-    }
+    write_tls(o, dst);
     let _ = writeln!(o, "request_timeout = {}", d(dst.request_timeout));
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
+    write_common(o, dst, sources);
+}
+
+/// What HTTP and forward destinations share: events, sources, batches,
+/// retries, dead letters (and the HTTP body settings).
+fn write_common(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig]) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let d = |d: Duration| q(&humanize_duration(d));
     match &dst.events_list {
         None => {
             let _ = writeln!(o, "# events: every kind");
@@ -464,17 +658,21 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     let names: Vec<String> = dst.sources.iter().map(|&i| q(&sources[i].name)).collect();
     let _ = writeln!(o, "sources = [{}]", names.join(", "));
     let _ = writeln!(o, "concurrency = {}", dst.concurrency);
-    let fmt = match dst.format {
-        Format::Json => "json",
-        Format::Ndjson => "ndjson",
-    };
-    let _ = writeln!(o, "format = \"{fmt}\"");
+    if dst.forward.is_none() {
+        let fmt = match dst.format {
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+        };
+        let _ = writeln!(o, "format = \"{fmt}\"");
+    }
     let compression = match dst.compression {
         Compression::None => "none",
         Compression::Gzip => "gzip",
     };
     let _ = writeln!(o, "compression = \"{compression}\"");
-    write_status_policy(o, &dst.status_policy);
+    if dst.forward.is_none() {
+        write_status_policy(o, &dst.status_policy);
+    }
     if let Some(n) = &dst.server_name {
         let _ = writeln!(o, "\n[destination.tls]");
         let _ = writeln!(o, "server_name = {}", q(n));
@@ -488,4 +686,52 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     let _ = writeln!(o, "max = {}", d(dst.retry.max));
     let _ = writeln!(o, "\n[destination.dead_letter]");
     let _ = writeln!(o, "max_bytes = {}", dst.dead_letter.max_bytes);
+}
+
+/// `ca_file`, `verify_certificate` and the client certificate.
+fn write_tls(o: &mut String, dst: &DestinationConfig) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    if let Some(ca) = &dst.ca_file {
+        let _ = writeln!(o, "ca_file = {}", q(&ca.to_string_lossy()));
+    }
+    let _ = writeln!(o, "verify_certificate = {}", dst.verify_certificate);
+    if let Some(c) = &dst.client_cert_file {
+        let _ = writeln!(o, "client_cert_file = {}", q(&c.to_string_lossy()));
+    }
+    if let Some(k) = &dst.client_key_file {
+        let _ = writeln!(o, "client_key_file = {}", q(&k.to_string_lossy()));
+    }
+}
+
+/// The rest of a `type = "forward"` block.
+fn write_forward(
+    o: &mut String,
+    dst: &DestinationConfig,
+    f: &ForwardConfig,
+    sources: &[SourceConfig],
+) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let d = |d: Duration| q(&humanize_duration(d));
+    let _ = writeln!(o, "type = \"forward\"");
+    let _ = writeln!(o, "address = {}", q(&f.address));
+    let _ = writeln!(o, "tag = {}", q(&f.tag));
+    match &f.time_key {
+        Some(k) => {
+            let _ = writeln!(o, "time_key = {}", q(k));
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "# time_key: none (events get the time they are first sent)"
+            );
+        }
+    }
+    let _ = writeln!(o, "ack_timeout = {}", d(f.ack_timeout));
+    let transport = if f.tls { "tls" } else { "tcp" };
+    let _ = writeln!(o, "transport = \"{transport}\"");
+    if f.tls {
+        write_tls(o, dst);
+    }
+    let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
+    write_common(o, dst, sources);
 }

@@ -17,7 +17,9 @@ mod units;
 
 pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 use destination::{validate_destinations, write_destination, RawDestination};
-pub use destination::{BatchConfig, Compression, DestinationConfig, Format, Method, RetryConfig};
+pub use destination::{
+    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, Method, RetryConfig,
+};
 pub use env::expand_env;
 pub use redact::redact_url;
 use redact::Secrets;
@@ -278,7 +280,7 @@ impl Config {
                     d.name
                 ));
             }
-            if !d.verify_certificate && d.url.scheme() == "https" {
+            if !d.verify_certificate && matches!(d.url.scheme(), "https" | "tls") {
                 w.push(format!(
                     "destination `{}` has verify_certificate = false: TLS certificates of {} are NOT verified, so anyone on the path can read and alter the events",
                     d.name,

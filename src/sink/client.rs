@@ -11,12 +11,23 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use crate::config::{DestinationConfig, Format};
 use crate::tls;
 
+use super::forward::{Forward, Message};
+
 /// A destination that could not be set up (bad TLS files).
 #[derive(Debug, thiserror::Error)]
 #[error("destination `{destination}`: {message}")]
 pub struct SetupError {
     destination: String,
     message: String,
+}
+
+impl SetupError {
+    pub(crate) fn new(destination: &str, message: String) -> SetupError {
+        SetupError {
+            destination: destination.to_string(),
+            message,
+        }
+    }
 }
 
 /// How a collector answered.
@@ -46,14 +57,21 @@ pub enum SendError {
     Tls(String),
     /// Any other connection or protocol failure.
     Other(String),
+    /// A forward destination: no acknowledgement within `ack_timeout`.
+    NoAck(Duration),
+    /// A forward destination: an answer that is not the acknowledgement.
+    Protocol(String),
 }
 
 impl SendError {
     /// A short label for the failure kind (`connect`, `timeout`, `tls`).
     pub fn reason(&self) -> &'static str {
         match self {
-            SendError::Dns(_) | SendError::Refused | SendError::Other(_) => "connect",
-            SendError::ConnectTimeout(_) | SendError::Timeout(_) => "timeout",
+            SendError::Dns(_)
+            | SendError::Refused
+            | SendError::Other(_)
+            | SendError::Protocol(_) => "connect",
+            SendError::ConnectTimeout(_) | SendError::Timeout(_) | SendError::NoAck(_) => "timeout",
             SendError::Tls(_) => "tls",
         }
     }
@@ -80,6 +98,12 @@ impl fmt::Display for SendError {
             ),
             SendError::Tls(why) => write!(f, "TLS handshake failed: {why}"),
             SendError::Other(why) => write!(f, "request failed: {why}"),
+            SendError::NoAck(t) => write!(
+                f,
+                "no acknowledgement within ack_timeout ({}): the batch goes again on a new connection",
+                crate::config::humanize_duration(*t)
+            ),
+            SendError::Protocol(why) => write!(f, "forward protocol: {why}"),
         }
     }
 }
@@ -407,8 +431,85 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.min(Duration::from_secs(3600)))
 }
 
+/// The client of a destination, chosen by its `type`.
+pub enum Client {
+    /// `type = "http"`: webhooks.
+    Http(Webhook),
+    /// `type = "forward"`: Fluentd Forward Protocol v1.
+    Forward(Forward),
+}
+
+/// A batch as it goes on the wire, made once and sent again as it is.
+pub enum Payload {
+    /// A webhook body and its `X-Tailhook-Batch-Id`.
+    Http(Bytes, String),
+    /// A forward message (its chunk id inside).
+    Forward(Message),
+}
+
+#[allow(clippy::len_without_is_empty)]
+impl Payload {
+    /// Its size in bytes (before HTTP gzip).
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Http(b, _) => b.len(),
+            Payload::Forward(m) => m.bytes.len(),
+        }
+    }
+}
+
+/// What came back for a payload.
+#[derive(Debug)]
+pub enum Reply {
+    /// An HTTP answer, to judge by its status.
+    Answer(Answer),
+    /// A forward destination acknowledged the batch after this long.
+    Acked(Duration),
+}
+
+impl Client {
+    /// The client of a destination (reads its TLS files).
+    pub fn new(cfg: &DestinationConfig) -> Result<Client, SetupError> {
+        if cfg.forward.is_some() {
+            Forward::new(cfg).map(Client::Forward)
+        } else {
+            Webhook::new(cfg).map(Client::Http)
+        }
+    }
+
+    /// Encodes a batch body (http: with its batch id; forward: with a new
+    /// chunk id).
+    pub fn prepare(&self, body: &Bytes, format: Format, batch_id: &str) -> Payload {
+        match self {
+            Client::Http(_) => Payload::Http(body.clone(), batch_id.to_string()),
+            Client::Forward(f) => Payload::Forward(f.encode(body, format)),
+        }
+    }
+
+    /// Sends a payload prepared by this client.
+    pub async fn send(&self, payload: &Payload) -> Result<Reply, SendError> {
+        match (self, payload) {
+            (Client::Http(w), Payload::Http(b, id)) => {
+                w.send(b.clone(), id).await.map(Reply::Answer)
+            }
+            (Client::Forward(f), Payload::Forward(m)) => f.send(m).await.map(Reply::Acked),
+            _ => Err(SendError::Other(
+                "a payload prepared by another client".into(),
+            )),
+        }
+    }
+
+    /// Connects (and disconnects): the collector can be reached.
+    pub async fn connect_probe(&self) -> Result<(), SendError> {
+        match self {
+            Client::Http(w) => w.connect_probe().await,
+            Client::Forward(f) => f.connect_probe().await,
+        }
+    }
+}
+
 /// A gzip stream of `body` (level 6: most of the gain, little of the cost).
-fn gzip(body: &[u8]) -> Bytes {
+pub(crate) fn gzip(body: &[u8]) -> Bytes {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4 + 64),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::client::Webhook;
+use super::client::{Client, Reply};
 use super::{backoff, verdict, Verdict};
 use crate::batch::BatchBuilder;
 use crate::checkpoint::{create_dir_synced, sync_dir, PRIVATE_FILE};
@@ -365,7 +365,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// is written back as each batch is settled, so memory holds about one
 /// batch whatever the file's size.
 pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
-    let webhook = Webhook::new(cfg)?;
+    let webhook = Client::new(cfg)?;
     let dl = DeadLetter::new(data_dir, &cfg.name);
     let mut report = ResendReport {
         destination: cfg.name.clone(),
@@ -450,20 +450,23 @@ impl<R: BufRead> Lines<R> {
 /// is a rejection, `Err((false, _))` a collector that cannot be reached or
 /// keeps failing.
 async fn send_with_retries(
-    webhook: &Webhook,
+    webhook: &Client,
     cfg: &DestinationConfig,
     body: Bytes,
 ) -> Result<(), (bool, String)> {
-    const ATTEMPTS: u32 = 4;
+    // Made once: a forward batch sent again carries the same chunk id.
     let id = super::batch_id::of_body(&cfg.name, &body);
+    let payload = webhook.prepare(&body, cfg.format, &id);
+    const ATTEMPTS: u32 = 4;
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             let wait = backoff(&cfg.retry, attempt).max(Duration::from_millis(10));
             tokio::time::sleep(wait).await;
         }
-        match webhook.send(body.clone(), &id).await {
-            Ok(a) => match verdict(a.status, &cfg.status_policy) {
+        match webhook.send(&payload).await {
+            Ok(Reply::Acked(_)) => return Ok(()),
+            Ok(Reply::Answer(a)) => match verdict(a.status, &cfg.status_policy) {
                 Verdict::Delivered => return Ok(()),
                 // `resend` sends what it sends as it is: a 413 leaves the
                 // events in the file, to be sent with a smaller batch.

@@ -4,6 +4,8 @@
 pub mod batch_id;
 pub mod client;
 pub mod dead_letter;
+pub mod forward;
+pub mod msgpack;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{body_of, events_of, Batch};
 use crate::config::{DestinationConfig, Format, RetryConfig, StatusAction, StatusPolicy};
 use crate::metrics::{DestMetrics, Readiness};
-use client::Webhook;
+use client::{Client, Reply};
 use dead_letter::{AppendError, DeadLetter};
 
 /// While the dead-letter file is full, it is looked at again at least this
@@ -130,7 +132,7 @@ pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
 /// One destination's sending side, shared by its in-flight deliveries.
 pub struct Sender {
     name: String,
-    webhook: Webhook,
+    webhook: Client,
     retry: RetryConfig,
     format: Format,
     policy: StatusPolicy,
@@ -151,7 +153,7 @@ impl Sender {
     /// The sender of a destination.
     pub fn new(
         cfg: &DestinationConfig,
-        webhook: Webhook,
+        webhook: Client,
         dead_letter: DeadLetter,
         ready: Arc<Readiness>,
     ) -> Sender {
@@ -287,6 +289,8 @@ impl Sender {
         hard: &CancellationToken,
     ) -> Sent {
         let mut attempt = 0u32;
+        // Made once: a forward batch sent again carries the same chunk id.
+        let payload = self.webhook.prepare(body, self.format, id);
         loop {
             // Racing the request against `hard` lets a shutdown stop waiting for a
             // collector that never answers; the batch stays unacknowledged.
@@ -295,27 +299,35 @@ impl Sender {
             }
             let started = Instant::now();
             let sent = tokio::select! {
-                r = self.webhook.send(body.clone(), id) => r,
+                r = self.webhook.send(&payload) => r,
                 _ = hard.cancelled() => return Sent::Abandoned,
             };
             self.ready.tried(&self.name);
             let m = &self.metrics;
-            if let Ok(answer) = &sent {
+            if sent.is_ok() {
                 m.duration.record(started.elapsed().as_secs_f64());
-                m.response(answer.status);
             }
+            let delivered = || {
+                self.health.ok(&self.name);
+                m.up.set(1.0);
+                m.last_success.set(crate::metrics::unix_now());
+                m.events_sent.increment(events as u64);
+                m.batches_sent.increment(1);
+                m.bytes_sent.increment(payload.len() as u64);
+            };
             let (problem, retry_after) = match sent {
-                Ok(answer) => match verdict(answer.status, &self.policy) {
+                Ok(Reply::Acked(_)) => {
+                    delivered();
+                    return Sent::Delivered;
+                }
+                Ok(Reply::Answer(answer)) => match verdict(answer.status, &self.policy) {
                     Verdict::Delivered => {
-                        self.health.ok(&self.name);
-                        m.up.set(1.0);
-                        m.last_success.set(crate::metrics::unix_now());
-                        m.events_sent.increment(events as u64);
-                        m.batches_sent.increment(1);
-                        m.bytes_sent.increment(body.len() as u64);
+                        m.response(answer.status);
+                        delivered();
                         return Sent::Delivered;
                     }
                     v @ (Verdict::Reject | Verdict::Split) => {
+                        m.response(answer.status);
                         m.error("status");
                         // The collector answers; it refuses this body.
                         m.up.set(1.0);
@@ -326,6 +338,7 @@ impl Sender {
                         });
                     }
                     Verdict::Retry => {
+                        m.response(answer.status);
                         m.error("status");
                         (
                             answer_problem(answer.status, &self.url, &answer.body_start),

@@ -6,6 +6,7 @@
 //! - [`collector`]: HTTP collector emulators (Fluentd `in_http`, Logstash
 //!   `http` input) running on their own thread, with recording and fault
 //!   injection;
+//! - [`forward`]: a Fluentd forward-protocol (`in_forward`) emulator;
 //! - [`http_client`]: a hand-written HTTP/1.1 client for the `http` input;
 //! - [`process`]: running the real `tailhook` binary with bounded waits;
 //! - [`metrics`]: tailhook's `/metrics`, `/health` and `/ready` listener:
@@ -21,6 +22,7 @@
 
 pub mod check;
 pub mod collector;
+pub mod forward;
 pub mod http_client;
 pub mod inputs;
 pub mod metrics;
