@@ -346,6 +346,10 @@ fn check_explains_forward_settings_and_prints_them() {
             "`url` is a setting of HTTP destinations",
         ),
         (
+            "type = \"forward\"\naddress = \"h:1\"\ntag = \"t\"\n[destination.tls]\nserver_name = \"fluentd\"",
+            "`tls.server_name` is a setting of HTTP destinations",
+        ),
+        (
             "type = \"forward\"\naddress = \"h:1\"\ntag = \"t\"\nca_file = \"/x\"",
             "`ca_file` is a TLS setting, but this forward destination has no `transport = \"tls\"`",
         ),

@@ -506,6 +506,7 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
         ("request_timeout", d.request_timeout.is_some()),
         ("retry_on", d.retry_on.is_some()),
         ("dead_letter_on", d.dead_letter_on.is_some()),
+        ("tls.server_name", d.tls.server_name.is_some()),
     ];
     for (key, given) in http_only {
         if given {
