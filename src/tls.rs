@@ -141,7 +141,6 @@ pub fn client_config(cfg: &DestinationConfig) -> Result<rustls::ClientConfig, St
                     .server_name
                     .as_deref()
                     .and_then(|n| ServerName::try_from(n.to_string()).ok()),
-                provider: provider.clone(),
             }))
     } else {
         builder
@@ -263,7 +262,6 @@ struct Verifier {
     pinned: Vec<CertificateDer<'static>>,
     /// `tls.server_name`: the name to verify instead of the url's host.
     server_name: Option<ServerName<'static>>,
-    provider: Arc<CryptoProvider>,
 }
 
 /// Why a certificate was refused where rustls has no word of its own; it
@@ -353,12 +351,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -367,12 +360,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
