@@ -96,6 +96,28 @@ impl Env {
     }
 }
 
+/// Runs tailhook with `config` until `collector` has every line, stops it
+/// (it must exit 0), and checks the lines arrived in order, byte for byte.
+fn run_until_delivered(env: &Env, config: &Path, collector: &Collector, lines: &[String]) -> Exit {
+    let th = env.start(config);
+    assert!(
+        collector.wait_for_events(lines.len(), WAIT),
+        "got {} of {} events\n{}",
+        collector.event_count(),
+        lines.len(),
+        th.stderr()
+    );
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let got: Vec<String> = collector
+        .events()
+        .iter()
+        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .collect();
+    assert_eq!(got, lines);
+    exit
+}
+
 fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -597,22 +619,7 @@ fn run_delivers_nothing_without_ca_file_and_everything_with_it() {
 
     let ca = pki.write_ca(env.setup.dir.path());
     let config = env.config(&url, &format!("ca_file = {}", toml_path(&ca)));
-    let th = env.start(&config);
-    assert!(
-        collector.wait_for_events(lines.len(), WAIT),
-        "got {} of {} events\n{}",
-        collector.event_count(),
-        lines.len(),
-        th.stderr()
-    );
-    let exit = th.terminate();
-    assert_eq!(exit.code, Some(0), "{}", exit.output());
-    let got: Vec<String> = collector
-        .events()
-        .iter()
-        .map(|e| String::from_utf8(e.clone()).unwrap())
-        .collect();
-    assert_eq!(got, lines);
+    let exit = run_until_delivered(&env, &config, &collector, &lines);
     assert!(
         !exit.stderr.contains("delivery failed"),
         "{}",
@@ -867,23 +874,7 @@ fn mutual_tls_run_delivers_every_event() {
             toml_path(&m.key_file)
         ),
     );
-    let th = m.env.start(&config);
-    assert!(
-        m.collector.wait_for_events(lines.len(), WAIT),
-        "got {} of {} events\n{}",
-        m.collector.event_count(),
-        lines.len(),
-        th.stderr()
-    );
-    let exit = th.terminate();
-    assert_eq!(exit.code, Some(0), "{}", exit.output());
-    let got: Vec<String> = m
-        .collector
-        .events()
-        .iter()
-        .map(|e| String::from_utf8(e.clone()).unwrap())
-        .collect();
-    assert_eq!(got, lines);
+    run_until_delivered(&m.env, &config, &m.collector, &lines);
     assert_eq!(m.collector.tls_failures(), 0);
 }
 
@@ -1011,22 +1002,7 @@ fn self_signed_certificate_in_ca_file_run_delivers() {
         &collector.url("/wallarm.events"),
         &format!("ca_file = {}", toml_path(&ca)),
     );
-    let th = env.start(&config);
-    assert!(
-        collector.wait_for_events(lines.len(), WAIT),
-        "got {} of {} events\n{}",
-        collector.event_count(),
-        lines.len(),
-        th.stderr()
-    );
-    let exit = th.terminate();
-    assert_eq!(exit.code, Some(0), "{}", exit.output());
-    let got: Vec<String> = collector
-        .events()
-        .iter()
-        .map(|e| String::from_utf8(e.clone()).unwrap())
-        .collect();
-    assert_eq!(got, lines);
+    let exit = run_until_delivered(&env, &config, &collector, &lines);
     assert!(
         !exit.stderr.contains("delivery failed"),
         "{}",
