@@ -20,7 +20,7 @@ use support::collector::{fluentd, Stall};
 use support::http_client::post;
 use support::inputs::listen_addr;
 use support::process::Tailhook;
-use support::setup::{append, bytes_of, hits, Setup};
+use support::setup::{append, bytes_of, hits, wallarm_hits, Setup};
 
 /// Upper bound of every wait; a healthy run takes a small part of it.
 const WAIT: Duration = Duration::from_secs(30);
@@ -87,7 +87,8 @@ fn a_retry_after_a_503_carries_the_same_id_and_batches_differ() {
 }
 
 /// A batch whose request never gets an answer; tailhook is killed with
-/// SIGKILL and started again: the batch, read again from the same
+/// SIGKILL and started again (Wallarm-shaped lines, alike in their first
+/// bytes, as real logs are): the batch, read again from the same
 /// positions, carries the id of its first attempt; every event arrives, in
 /// order.
 #[test]
@@ -96,7 +97,7 @@ fn after_kill_9_and_a_restart_the_batch_sent_again_carries_the_same_id() {
     let collector = fluentd();
     collector.set_stall(Stall::BeforeRecording);
     collector.set_hang(true);
-    let lines = hits(0, 10, 200);
+    let lines = wallarm_hits(0, 10);
     append(&setup.log("a.ndjson"), &lines);
     let cfg = setup
         .builder()
