@@ -229,9 +229,13 @@ impl Writer {
             };
             if blocked.is_none() {
                 blocked = Some(Instant::now());
-                let why = format!("{e}; {}", free_space(&self.dir));
+                // write_all has shown the input blocked, with why.
+                let why = self
+                    .blocked
+                    .borrow()
+                    .clone()
+                    .unwrap_or_else(|| e.to_string());
                 tracing::error!(source = %self.source, dir = %self.dir.display(), "cannot write the spool: {why}; the input is held (sockets and stdin are not read, HTTP requests are answered 503) and the write is tried again every second");
-                self.set_blocked(Some(why));
             }
             if queue.is_empty() {
                 // Only answered appends failed: the next one tries again.
@@ -280,7 +284,8 @@ impl Writer {
         let Some(e) = failed.or(synced.err()) else {
             return Ok(());
         };
-        // Shown blocked before anyone hears of it (a 503, the error logged).
+        // Shown blocked (the gauge, and why) before anyone hears of it: a
+        // 503 to a waiting sender, the error logged by the caller.
         if self.blocked.borrow().is_none() {
             self.set_blocked(Some(format!("{e}; {}", free_space(&self.dir))));
         }
