@@ -15,6 +15,14 @@
 //! `CONNECTIONS` (`tcp`, `http`: connections to the input, default 1 for
 //! `tcp` and 4 for `http`), `BODY_EVENTS` (`http`: events per request, default 500),
 //! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build).
+//! `OUTPUT` (where tailhook sends, default `http`): `http`, one plain-HTTP
+//! sink; `https`, one HTTPS sink (TLS 1.3, its certificate signed by a CA
+//! made for the run and given to tailhook as `ca_file`). Any output but
+//! `http` runs after a plain-HTTP run of the same events and prints its
+//! events/s as a share of plain HTTP's. `REQUESTS_PER_CONNECTION` (default
+//! 0: never): the sink answers `Connection: close` after that many requests
+//! on a connection, so reconnects, and over TLS session resumption (the
+//! sink counts full and resumed handshakes), are part of the run.
 //! Every run ends when the sink has received every event's sequence number
 //! at least once: an event sent again (a retry) is counted as a duplicate,
 //! not as throughput. Prints events/s, the duplicates, CPU seconds per
@@ -84,6 +92,161 @@ impl Input {
             Input::Http => "type = \"http\"\nlisten = \"127.0.0.1:0\"\n".to_string(),
         }
     }
+}
+
+/// Where tailhook sends the events.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    /// Plain HTTP to one sink.
+    Http,
+    /// HTTPS (TLS 1.3, a certificate from a test CA in `ca_file`) to one sink.
+    Https,
+}
+
+impl Output {
+    fn name(self) -> &'static str {
+        match self {
+            Output::Http => "http",
+            Output::Https => "https",
+        }
+    }
+
+    fn from_env() -> Output {
+        match std::env::var("OUTPUT").as_deref() {
+            Err(_) | Ok("http") => Output::Http,
+            Ok("https") => Output::Https,
+            Ok(other) => {
+                eprintln!("OUTPUT must be http or https, not {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+/// The counting sink: what it received, and how its connections went.
+struct Sink {
+    n: u64,
+    tally: Arc<Tally>,
+    done: Arc<tokio::sync::Notify>,
+    /// Answer `Connection: close` after this many requests on a connection
+    /// (0: keep connections open), so reconnects (and, over TLS, session
+    /// resumption) are part of the run.
+    per_connection: u64,
+    full_handshakes: AtomicU64,
+    resumed_handshakes: AtomicU64,
+    connections: AtomicU64,
+}
+
+/// A test CA, the sink's certificate for 127.0.0.1 signed by it (written to
+/// `ca_file` for tailhook), and the sink's TLS acceptor.
+struct BenchTls {
+    ca_file: PathBuf,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl BenchTls {
+    fn new(dir: &Path) -> BenchTls {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        BenchTls {
+            ca_file,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+}
+
+/// Accepts connections on 127.0.0.1 (with TLS when given an acceptor) and
+/// counts every request's events; returns the address.
+async fn serve(sink: Arc<Sink>, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            sink.connections.fetch_add(1, Ordering::Relaxed);
+            let (sink, tls) = (sink.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => serve_connection(sink, stream).await,
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let resumed = stream.get_ref().1.handshake_kind()
+                            == Some(rustls::HandshakeKind::Resumed);
+                        let counter = if resumed {
+                            &sink.resumed_handshakes
+                        } else {
+                            &sink.full_handshakes
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        serve_connection(sink, stream).await
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Answers one connection's requests with 200, counting their events;
+/// closes it after `per_connection` requests when that is set.
+async fn serve_connection<S>(sink: Arc<Sink>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let requests = Arc::new(AtomicU64::new(0));
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (sink, requests) = (sink.clone(), requests.clone());
+        async move {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            sink.tally.count(&body);
+            if sink.tally.distinct() >= sink.n {
+                sink.done.notify_one();
+            }
+            let mut response = Response::new(Full::new(Bytes::new()));
+            let served = requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if sink.per_connection > 0 && served % sink.per_connection == 0 {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+        .await;
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -348,20 +511,73 @@ fn peak_size(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
     })
 }
 
+/// The settings of a benchmark run, from the environment.
+struct Params {
+    input: Input,
+    n: u64,
+    concurrency: u64,
+    files: u64,
+    connections: u64,
+    body_events: u64,
+    per_connection: u64,
+}
+
 fn main() {
     let input = Input::from_env();
-    let n = env_u64("EVENTS", 1_000_000);
-    let concurrency = env_u64("CONCURRENCY", 2);
-    let files = env_u64("FILES", 1).max(1);
-    let connections = env_u64("CONNECTIONS", if input == Input::Http { 4 } else { 1 }).max(1);
-    let body_events = env_u64("BODY_EVENTS", 500).max(1);
+    let output = Output::from_env();
+    let p = Params {
+        input,
+        n: env_u64("EVENTS", 1_000_000),
+        concurrency: env_u64("CONCURRENCY", 2),
+        files: env_u64("FILES", 1).max(1),
+        connections: env_u64("CONNECTIONS", if input == Input::Http { 4 } else { 1 }).max(1),
+        body_events: env_u64("BODY_EVENTS", 500).max(1),
+        per_connection: env_u64("REQUESTS_PER_CONNECTION", 0),
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let logs = dir.path().join("logs");
     if input == Input::File {
-        write_files(&logs, n, files);
+        write_files(&logs, p.n, p.files);
     }
-    let messages = messages(input, n, connections, body_events);
+    // Any output but plain HTTP is measured beside a plain-HTTP run of the
+    // same events, first, so the two figures come from the same machine state.
+    let outputs = if output == Output::Http {
+        vec![Output::Http]
+    } else {
+        vec![Output::Http, output]
+    };
+    let mut figures = Vec::new();
+    for (i, output) in outputs.into_iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let run_dir = dir.path().join(format!("run-{i}"));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        figures.push((output, run(&p, output, &logs, &run_dir)));
+    }
+    if let [(_, plain), .., (output, other)] = figures[..] {
+        println!();
+        println!(
+            "{}: {other:.0} events/s = {:.0}% of plain http ({plain:.0} events/s)",
+            output.name(),
+            other / plain * 100.0
+        );
+    }
+}
 
+/// One run: starts the sink and tailhook, feeds the events, waits for every
+/// one to arrive, prints the figures and returns the events per second.
+fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
+    let Params {
+        input,
+        n,
+        concurrency,
+        files,
+        connections,
+        body_events,
+        per_connection,
+    } = *p;
+    let messages = messages(input, n, connections, body_events);
     let tally = Arc::new(Tally::new(n));
     let done = Arc::new(tokio::sync::Notify::new());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -369,49 +585,34 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let addr = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tally, done) = (tally.clone(), done.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (tally, done) = (tally.clone(), done.clone());
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (tally, done) = (tally.clone(), done.clone());
-                            async move {
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                tally.count(&body);
-                                if tally.distinct() >= n {
-                                    done.notify_one();
-                                }
-                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        addr
+    let sink = Arc::new(Sink {
+        n,
+        tally: tally.clone(),
+        done: done.clone(),
+        per_connection,
+        full_handshakes: AtomicU64::new(0),
+        resumed_handshakes: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
     });
+    let tls = (output == Output::Https).then(|| BenchTls::new(dir));
+    let addr = rt.block_on(serve(
+        sink.clone(),
+        tls.as_ref().map(|t| t.acceptor.clone()),
+    ));
+    let destination = match &tls {
+        None => format!("url = \"http://{addr}/bench\"\n"),
+        Some(t) => format!(
+            "url = \"https://{addr}/bench\"\nca_file = {:?}\n",
+            t.ca_file.display().to_string()
+        ),
+    };
 
-    let config = dir.path().join("bench.toml");
-    let data = dir.path().join("data");
+    let config = dir.join("bench.toml");
+    let data = dir.join("data");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\nurl = \"http://{addr}/bench\"\nconcurrency = {concurrency}\n",
+            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\n{destination}concurrency = {concurrency}\n",
             data.display().to_string(),
             input.source_config(&logs.join("*.ndjson")),
         ),
@@ -529,6 +730,18 @@ fn main() {
             "events:            {n} x {EVENT_BYTES} bytes to the http input, {body_events} a request over {connections} connection(s), concurrency {concurrency}"
         ),
     }
+    let connections = sink.connections.load(Ordering::Relaxed);
+    match output {
+        Output::Http => println!("output:            http, {connections} connection(s) to the sink"),
+        Output::Https => println!(
+            "output:            https (TLS 1.3), {connections} connection(s) to the sink: {} full handshake(s), {} resumed",
+            sink.full_handshakes.load(Ordering::Relaxed),
+            sink.resumed_handshakes.load(Ordering::Relaxed)
+        ),
+    }
+    if per_connection > 0 {
+        println!("                   the sink closes a connection after {per_connection} requests");
+    }
     println!("elapsed:           {secs:.2} s");
     println!(
         "received:          every event, and {} duplicates (sent again; not counted below)",
@@ -552,4 +765,5 @@ fn main() {
         println!("input done:        {:.2} s ({what})", taken.as_secs_f64());
         println!("spool peak:        {:.1} MiB", peak as f64 / 1048576.0);
     }
+    n as f64 / secs
 }

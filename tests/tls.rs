@@ -1373,3 +1373,39 @@ fn check_prints_server_name_and_refuses_a_bad_one() {
         exit.output()
     );
 }
+
+/// A collector that closes the connection after every answer (as a load
+/// balancer may): each batch needs a new connection, and after the first
+/// full handshake tailhook resumes its TLS session instead of paying for a
+/// full one each time. Every event still arrives, in order.
+#[test]
+fn sessions_are_resumed_when_the_collector_closes_each_connection() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    collector.close_after_each_request();
+    let lines = setup::hits(0, 60, 300);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+    let ca = pki.write_ca(env.setup.dir.path());
+    let config = env.config(
+        &collector.url("/wallarm.events"),
+        &format!(
+            "ca_file = {}\nconcurrency = 1\n[destination.batch]\nmax_events = 5\ntimeout = \"100ms\"",
+            toml_path(&ca)
+        ),
+    );
+    run_until_delivered(&env, &config, &collector, &lines);
+    let (requests, connections) = (collector.request_count(), collector.connection_count());
+    assert!(requests >= 12, "{requests} requests for 60 events in 5s");
+    assert!(
+        connections > requests,
+        "{connections} connections for {requests} requests: the collector's Connection: close was not followed"
+    );
+    // The probe at start and the first request make full handshakes; every
+    // later connection can resume.
+    let resumed = collector.resumed_handshakes();
+    assert!(
+        resumed + 2 >= requests,
+        "only {resumed} of {connections} TLS handshakes resumed a session ({requests} requests)"
+    );
+}

@@ -263,6 +263,10 @@ struct State {
     stall: Stall,
     connections: usize,
     tls_failures: usize,
+    /// TLS handshakes that resumed an earlier session.
+    resumed_handshakes: usize,
+    /// Answer every request with `Connection: close` ([`Collector::close_after_each_request`]).
+    close_each: bool,
     violations: Vec<String>,
     script: VecDeque<Injected>,
     busy: bool,
@@ -500,6 +504,19 @@ impl Collector {
         self.shared.lock().connections
     }
 
+    /// Number of TLS handshakes that resumed an earlier session (a session
+    /// ticket or id from a previous connection) instead of a full handshake.
+    pub fn resumed_handshakes(&self) -> usize {
+        self.shared.lock().resumed_handshakes
+    }
+
+    /// From now on every answer carries `Connection: close`, so the sender
+    /// needs a new connection (and, over TLS, a new handshake) for each
+    /// request, as behind a load balancer that closes kept connections.
+    pub fn close_after_each_request(&self) {
+        self.shared.lock().close_each = true;
+    }
+
     /// Number of failed TLS handshakes.
     pub fn tls_failures(&self) -> usize {
         self.shared.lock().tls_failures
@@ -720,7 +737,14 @@ async fn accept_loop(
                     match acceptor {
                         None => serve_connection(stream, shared, config).await,
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls) => serve_connection(tls, shared, config).await,
+                            Ok(tls) => {
+                                if tls.get_ref().1.handshake_kind()
+                                    == Some(rustls::HandshakeKind::Resumed)
+                                {
+                                    shared.lock().resumed_handshakes += 1;
+                                }
+                                serve_connection(tls, shared, config).await
+                            }
                             Err(_) => {
                                 shared.lock().tls_failures += 1;
                                 shared.changed.notify_all();
@@ -749,7 +773,15 @@ where
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let config = Arc::clone(&config);
-        async move { Ok::<_, Infallible>(handle(req, &shared, &config).await) }
+        async move {
+            let mut response = handle(req, &shared, &config).await;
+            if shared.lock().close_each {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     // Errors (client went away, idle timeout, ...) just end the connection.
     let _ = builder
