@@ -175,6 +175,108 @@ pub fn client_config(cfg: &DestinationConfig) -> Result<rustls::ClientConfig, St
     Ok(config)
 }
 
+/// The TLS session cache of an https destination: sessions are resumed on
+/// new connections (saving the full handshake), until a collector shows it
+/// cannot resume them. Fluentd's TLS server (Ruby OpenSSL without a session
+/// id context, seen with 1.16.11) aborts every resumed handshake with an
+/// `internal_error` alert ("session id context uninitialized"); after one
+/// handshake that offered a session fails, [`Sessions::refused`] turns
+/// resumption off for good and the request goes again at once with a full
+/// handshake.
+#[derive(Debug)]
+pub struct Sessions {
+    cache: rustls::client::ClientSessionMemoryCache,
+    resume: std::sync::atomic::AtomicBool,
+    /// A session was handed out for a handshake since the last refusal check.
+    offered: std::sync::atomic::AtomicBool,
+}
+
+impl Sessions {
+    /// Puts a resuming session store into `config`, and returns it.
+    pub fn install(config: &mut rustls::ClientConfig) -> Arc<Sessions> {
+        let sessions = Arc::new(Sessions {
+            cache: rustls::client::ClientSessionMemoryCache::new(256),
+            resume: true.into(),
+            offered: false.into(),
+        });
+        config.resumption = rustls::client::Resumption::store(sessions.clone());
+        sessions
+    }
+
+    /// After a failed TLS handshake: true, once, when that handshake may have
+    /// offered a session to resume; resumption is then off from now on.
+    pub fn refused(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.offered.swap(false, Ordering::Relaxed) && self.resume.swap(false, Ordering::Relaxed)
+    }
+
+    fn resuming(&self) -> bool {
+        self.resume.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn offer<T>(&self, session: Option<T>) -> Option<T> {
+        if session.is_some() {
+            self.offered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        session
+    }
+}
+
+impl rustls::client::ClientSessionStore for Sessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.cache.set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.cache.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        if self.resuming() {
+            self.cache.set_tls12_session(server_name, value)
+        }
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        if !self.resuming() {
+            return None;
+        }
+        self.offer(self.cache.tls12_session(server_name))
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.cache.remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        if self.resuming() {
+            self.cache.insert_tls13_ticket(server_name, value)
+        }
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        if !self.resuming() {
+            return None;
+        }
+        self.offer(self.cache.take_tls13_ticket(server_name))
+    }
+}
+
 /// A client config that verifies no server certificate: for plain-http
 /// destinations, which never handshake, so reqwest loads no roots of its own.
 pub fn unverified_client_config() -> Result<rustls::ClientConfig, String> {

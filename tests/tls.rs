@@ -1409,3 +1409,46 @@ fn sessions_are_resumed_when_the_collector_closes_each_connection() {
         "only {resumed} of {connections} TLS handshakes resumed a session ({requests} requests)"
     );
 }
+
+/// Fluentd's TLS server aborts every handshake that offers to resume a
+/// session (seen with 1.16.11: "session id context uninitialized"). The
+/// first refusal turns resumption off for that collector: the request goes
+/// again at once with a full handshake, delivery is never reported failed,
+/// and the log says so once.
+#[test]
+fn a_collector_that_cannot_resume_sessions_gets_full_handshakes() {
+    let env = Env::new();
+    let pki = make_pki();
+    let collector = https_collector(&pki);
+    collector.close_after_each_request();
+    collector.refuse_resumption();
+    let lines = setup::hits(0, 60, 300);
+    setup::append(&env.setup.log("a.ndjson"), &lines);
+    let ca = pki.write_ca(env.setup.dir.path());
+    let config = env.config(
+        &collector.url("/wallarm.events"),
+        &format!(
+            "ca_file = {}\nconcurrency = 1\n[destination.batch]\nmax_events = 5\ntimeout = \"100ms\"",
+            toml_path(&ca)
+        ),
+    );
+    let exit = run_until_delivered(&env, &config, &collector, &lines);
+    assert_eq!(
+        collector.refused_resumptions(),
+        1,
+        "resumption was offered again after the collector refused it"
+    );
+    assert_eq!(collector.resumed_handshakes(), 0);
+    assert!(
+        !exit.stderr.contains("delivery failed"),
+        "a refused resumption was reported as a failed delivery:\n{}",
+        exit.stderr
+    );
+    let told: Vec<&str> = exit
+        .stderr
+        .lines()
+        .filter(|l| l.contains("refused to resume a TLS session"))
+        .collect();
+    assert_eq!(told.len(), 1, "{}", exit.stderr);
+    assert!(told[0].contains("full handshake"), "{}", told[0]);
+}

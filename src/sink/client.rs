@@ -122,6 +122,9 @@ pub struct Webhook {
     request_timeout: Duration,
     /// For https: the TLS config, to complete a handshake when probing.
     probe_tls: Option<Arc<rustls::ClientConfig>>,
+    /// For https: the TLS session cache (resumption, until the collector
+    /// refuses it).
+    sessions: Option<Arc<tls::Sessions>>,
     /// `compression = "gzip"`: bodies are gzipped on the way out.
     gzip: bool,
 }
@@ -166,11 +169,12 @@ impl Webhook {
             .pool_max_idle_per_host(cfg.concurrency);
         // A plain-http destination never handshakes; giving it a config that
         // needs no roots keeps reqwest from loading its own.
-        let (tls, probe_tls) = if cfg.url.scheme() == "https" {
-            let tls = tls::client_config(cfg).map_err(err)?;
-            (tls.clone(), Some(Arc::new(tls)))
+        let (tls, probe_tls, sessions) = if cfg.url.scheme() == "https" {
+            let mut tls = tls::client_config(cfg).map_err(err)?;
+            let sessions = tls::Sessions::install(&mut tls);
+            (tls.clone(), Some(Arc::new(tls)), Some(sessions))
         } else {
-            (tls::unverified_client_config().map_err(err)?, None)
+            (tls::unverified_client_config().map_err(err)?, None, None)
         };
         builder = builder.tls_backend_preconfigured(tls);
         // tls.server_name (a DNS name): the request goes to that name, so it
@@ -210,6 +214,7 @@ impl Webhook {
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             probe_tls,
+            sessions,
             gzip,
         })
     }
@@ -218,6 +223,17 @@ impl Webhook {
     /// https) and closes it cleanly: evidence that it can be reached,
     /// without sending a request.
     pub async fn connect_probe(&self) -> Result<(), SendError> {
+        match self.connect_probe_once().await {
+            // As for a request: a collector that cannot resume sessions gets
+            // a full handshake.
+            Err(SendError::Tls(_)) if self.sessions.as_ref().is_some_and(|s| s.refused()) => {
+                self.connect_probe_once().await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_probe_once(&self) -> Result<(), SendError> {
         let host = self.url.host_str().unwrap_or_default().to_string();
         let port = self.url.port_or_known_default().unwrap_or(80);
         let host = host
@@ -281,14 +297,23 @@ impl Webhook {
         if let Ok(v) = HeaderValue::from_str(batch_id) {
             headers.insert(super::batch_id::HEADER, v);
         }
-        let response = self
-            .client
-            .request(self.method.clone(), self.request_url.clone())
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.classify(&e))?;
+        let request = || {
+            self.client
+                .request(self.method.clone(), self.request_url.clone())
+                .headers(headers.clone())
+                .body(body.clone())
+                .send()
+        };
+        let response = match request().await.map_err(|e| self.classify(&e)) {
+            Err(SendError::Tls(why)) if self.sessions.as_ref().is_some_and(|s| s.refused()) => {
+                tracing::info!(
+                    url = %super::url_for_logs(&self.url),
+                    "the collector refused to resume a TLS session ({why}); from now on every new connection to it makes a full handshake (Fluentd's TLS server cannot resume sessions)"
+                );
+                request().await.map_err(|e| self.classify(&e))?
+            }
+            other => other?,
+        };
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -267,6 +267,10 @@ struct State {
     resumed_handshakes: usize,
     /// Answer every request with `Connection: close` ([`Collector::close_after_each_request`]).
     close_each: bool,
+    /// Abort handshakes that offer a session, as Fluentd does ([`Collector::refuse_resumption`]).
+    refuse_resumption: bool,
+    /// Handshakes aborted so.
+    refused_resumptions: usize,
     violations: Vec<String>,
     script: VecDeque<Injected>,
     busy: bool,
@@ -517,6 +521,17 @@ impl Collector {
         self.shared.lock().close_each = true;
     }
 
+    /// From now on a TLS handshake that offers to resume a session is
+    /// aborted with an `internal_error` alert, as Fluentd's TLS server does.
+    pub fn refuse_resumption(&self) {
+        self.shared.lock().refuse_resumption = true;
+    }
+
+    /// Handshakes aborted because they offered a session to resume.
+    pub fn refused_resumptions(&self) -> usize {
+        self.shared.lock().refused_resumptions
+    }
+
     /// Number of failed TLS handshakes.
     pub fn tls_failures(&self) -> usize {
         self.shared.lock().tls_failures
@@ -736,7 +751,9 @@ async fn accept_loop(
                 connections.spawn(async move {
                     match acceptor {
                         None => serve_connection(stream, shared, config).await,
-                        Some(acceptor) => match acceptor.accept(stream).await {
+                        Some(acceptor) => match refuses_resumption(&stream, &shared).await {
+                            true => {}
+                            false => match acceptor.accept(stream).await {
                             Ok(tls) => {
                                 if tls.get_ref().1.handshake_kind()
                                     == Some(rustls::HandshakeKind::Resumed)
@@ -749,7 +766,7 @@ async fn accept_loop(
                                 shared.lock().tls_failures += 1;
                                 shared.changed.notify_all();
                             }
-                        },
+                        }},
                     }
                 });
             }
@@ -759,6 +776,80 @@ async fn accept_loop(
     drop(listener);
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// With [`Collector::refuse_resumption`]: when the connection's ClientHello
+/// offers a session to resume (a TLS 1.3 `pre_shared_key` or a TLS 1.2
+/// session ticket), answers with a fatal `internal_error` alert and closes
+/// it, as Fluentd's TLS server does (Ruby OpenSSL without a session id
+/// context: "session id context uninitialized", seen with 1.16.11 for
+/// `in_http` and `in_forward`). True when the connection was refused so.
+async fn refuses_resumption(stream: &tokio::net::TcpStream, shared: &Shared) -> bool {
+    if !shared.lock().refuse_resumption {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let offered = loop {
+        let Ok(n) = stream.peek(&mut buf).await else {
+            return false;
+        };
+        match offers_resumption(&buf[..n]) {
+            Some(offered) => break offered,
+            None if n == 0 || Instant::now() >= deadline => return false,
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    if !offered {
+        return false;
+    }
+    // A TLS 1.2-framed fatal alert: level 2, description 80 (internal_error).
+    if stream.writable().await.is_ok() {
+        let _ = stream.try_write(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50]);
+    }
+    let mut state = shared.lock();
+    state.refused_resumptions += 1;
+    state.tls_failures += 1;
+    drop(state);
+    shared.changed.notify_all();
+    true
+}
+
+/// Whether the ClientHello at the start of `bytes` offers a session to
+/// resume; None until its whole first record has arrived.
+fn offers_resumption(bytes: &[u8]) -> Option<bool> {
+    let u16_at = |b: &[u8], i: usize| -> Option<usize> {
+        Some(usize::from(*b.get(i)?) << 8 | usize::from(*b.get(i + 1)?))
+    };
+    if bytes.len() < 5 {
+        return None;
+    }
+    if bytes[0] != 22 {
+        return Some(false);
+    }
+    let record = bytes.get(5..5 + u16_at(bytes, 3)?)?;
+    let scan = || -> Option<bool> {
+        // Handshake type 1 (ClientHello), 3-byte length, version, random.
+        if *record.first()? != 1 {
+            return Some(false);
+        }
+        let mut at = 4 + 2 + 32;
+        at += 1 + usize::from(*record.get(at)?); // session id
+        at += 2 + u16_at(record, at)?; // cipher suites
+        at += 1 + usize::from(*record.get(at)?); // compression methods
+        let end = at + 2 + u16_at(record, at)?;
+        at += 2;
+        while at + 4 <= end {
+            let (kind, len) = (u16_at(record, at)?, u16_at(record, at + 2)?);
+            // 41: pre_shared_key (TLS 1.3); 35: session_ticket (TLS 1.2), when not empty.
+            if kind == 41 || (kind == 35 && len > 0) {
+                return Some(true);
+            }
+            at += 4 + len;
+        }
+        Some(false)
+    };
+    Some(scan().unwrap_or(false))
 }
 
 async fn serve_connection<S>(stream: S, shared: Arc<Shared>, config: Arc<Config>)
