@@ -187,8 +187,9 @@ pub fn client_config(cfg: &DestinationConfig) -> Result<rustls::ClientConfig, St
 pub struct Sessions {
     cache: rustls::client::ClientSessionMemoryCache,
     resume: std::sync::atomic::AtomicBool,
-    /// A session was handed out for a handshake since the last refusal check.
-    offered: std::sync::atomic::AtomicBool,
+    /// Sessions handed out for handshakes since the last request that was
+    /// answered.
+    offered: std::sync::atomic::AtomicUsize,
 }
 
 impl Sessions {
@@ -197,17 +198,26 @@ impl Sessions {
         let sessions = Arc::new(Sessions {
             cache: rustls::client::ClientSessionMemoryCache::new(256),
             resume: true.into(),
-            offered: false.into(),
+            offered: 0.into(),
         });
         config.resumption = rustls::client::Resumption::store(sessions.clone());
         sessions
     }
 
-    /// After a failed TLS handshake: true, once, when that handshake may have
-    /// offered a session to resume; resumption is then off from now on.
-    pub fn refused(&self) -> bool {
+    /// After a failed TLS handshake: Some when that handshake may have
+    /// offered a session to resume (resumption is then off from now on, and
+    /// the attempt is worth repeating at once), holding true the first time.
+    pub fn refused(&self) -> Option<bool> {
         use std::sync::atomic::Ordering;
-        self.offered.swap(false, Ordering::Relaxed) && self.resume.swap(false, Ordering::Relaxed)
+        self.offered
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .ok()?;
+        Some(self.resume.swap(false, Ordering::Relaxed))
+    }
+
+    /// A request was answered: the sessions offered so far were taken.
+    pub fn answered(&self) {
+        self.offered.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn resuming(&self) -> bool {
@@ -217,7 +227,7 @@ impl Sessions {
     fn offer<T>(&self, session: Option<T>) -> Option<T> {
         if session.is_some() {
             self.offered
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         session
     }

@@ -226,7 +226,9 @@ impl Webhook {
         match self.connect_probe_once().await {
             // As for a request: a collector that cannot resume sessions gets
             // a full handshake.
-            Err(SendError::Tls(_)) if self.sessions.as_ref().is_some_and(|s| s.refused()) => {
+            Err(SendError::Tls(_))
+                if self.sessions.as_ref().and_then(|s| s.refused()).is_some() =>
+            {
                 self.connect_probe_once().await
             }
             other => other,
@@ -304,16 +306,28 @@ impl Webhook {
                 .body(body.clone())
                 .send()
         };
-        let response = match request().await.map_err(|e| self.classify(&e)) {
-            Err(SendError::Tls(why)) if self.sessions.as_ref().is_some_and(|s| s.refused()) => {
-                tracing::info!(
-                    url = %super::url_for_logs(&self.url),
-                    "the collector refused to resume a TLS session ({why}); from now on every new connection to it makes a full handshake (Fluentd's TLS server cannot resume sessions)"
-                );
-                request().await.map_err(|e| self.classify(&e))?
-            }
-            other => other?,
+        let refused = |e: &SendError| match (e, &self.sessions) {
+            (SendError::Tls(_), Some(s)) => s.refused(),
+            _ => None,
         };
+        let response = match request().await.map_err(|e| self.classify(&e)) {
+            Err(e) => match refused(&e) {
+                None => return Err(e),
+                Some(first) => {
+                    if first {
+                        tracing::info!(
+                            url = %super::url_for_logs(&self.url),
+                            "the collector refused to resume a TLS session ({e}); from now on every new connection to it makes a full handshake (Fluentd's TLS server cannot resume sessions)"
+                        );
+                    }
+                    request().await.map_err(|e| self.classify(&e))?
+                }
+            },
+            Ok(r) => r,
+        };
+        if let Some(s) = &self.sessions {
+            s.answered();
+        }
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
