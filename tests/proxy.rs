@@ -93,12 +93,17 @@ impl Case {
         } else {
             String::new()
         };
+        let timeout = if extra.contains("connect_timeout") {
+            ""
+        } else {
+            "connect_timeout = \"5s\"\n"
+        };
         self.setup
             .builder()
             .extra("shutdown_timeout = \"2s\"")
             .file_source("wallarm", "*.ndjson")
             .destination("fluentd", url)
-            .extra(&format!("{ca}connect_timeout = \"5s\"\n{extra}"))
+            .extra(&format!("{ca}{timeout}{extra}"))
             .write()
     }
 
@@ -428,7 +433,8 @@ fn a_proxy_answering_407_holds_the_events_until_it_lets_them_through() {
     assert_absent("run", &exit.output(), CONFIG_PASSWORD);
 }
 
-/// `tailhook test` and `run` through a proxy that is not there.
+/// `tailhook test` and `run` through a proxy that is not there, and
+/// `test` through one that never answers.
 #[test]
 fn a_dead_proxy_is_named_in_words() {
     let dead = dead_port();
@@ -455,6 +461,20 @@ fn a_dead_proxy_is_named_in_words() {
     );
     assert_clean_exit(&th.terminate());
     assert_eq!(case.collector.connection_count(), 0);
+
+    // A proxy that takes the connection and never answers the CONNECT (the
+    // kernel completes the handshake; nothing reads it).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let case = case.with_env(&[("https_proxy", &silent_url)]);
+    let (exit, line) = case.test(&case.config("connect_timeout = \"1s\""));
+    assert_eq!(exit.code, Some(1), "{}", exit.output());
+    assert!(
+        line.starts_with(&format!(
+            "fluentd: FAILED: connect timeout: no connection through proxy {silent_url} from https_proxy within 1s: the proxy, or the collector behind it, did not answer in time"
+        )),
+        "{line}"
+    );
 }
 
 /// A proxy whose rules deny the CONNECT, or that cannot reach the
