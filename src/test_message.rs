@@ -23,7 +23,8 @@ pub fn test_body(format: Format) -> bytes::Bytes {
 pub struct TestReport {
     /// The destination's name.
     pub destination: String,
-    /// `POST https://…` (password redacted), or `forward tcp://… tag …`.
+    /// `POST https://…` (password redacted; ` via proxy http://host:port`
+    /// through a proxy), or `forward tcp://… tag …`.
     pub target: String,
     /// What the collector answered (`HTTP 200`, `acknowledged`) and how
     /// fast, or the failure in words.
@@ -55,7 +56,14 @@ pub async fn send(dest: &DestinationConfig) -> TestReport {
             f.address,
             f.tag
         ),
-        None => format!("{} {}", dest.method.as_str(), redact_url(&dest.url)),
+        None => {
+            // An environment that names no usable proxy fails Client::new
+            // below, in words.
+            let via = crate::config::route(&dest.proxy, &dest.url, |k| std::env::var(k).ok())
+                .map(|r| r.suffix())
+                .unwrap_or_default();
+            format!("{} {}{via}", dest.method.as_str(), redact_url(&dest.url))
+        }
     };
     let sent = match Client::new(dest) {
         Err(e) => Err(e.to_string()),

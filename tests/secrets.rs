@@ -1,6 +1,8 @@
 //! Secrets never printed, through the real binary: a config holds known
 //! secrets — a header value from `${VAR}`, a literal `Authorization` header,
-//! a URL password, an `http` input's `auth_value` — and every output of
+//! a URL password, an `http` input's `auth_value`, the password of the
+//! `proxy` the destination goes through (and one in `HTTP_PROXY`, which
+//! that `proxy` overrides) — and every output of
 //! `check` (a valid and an invalid config), `test`, `run` (with a reload
 //! that fails, and one that applies), `/metrics` and `dead-letter resend`
 //! is scanned for them. And what tailhook writes under `data_dir` —
@@ -18,6 +20,7 @@ use support::collector::fluentd;
 use support::inputs::input;
 use support::metrics::{metrics_addr, scrape};
 use support::process::{bin, run_cmd, Tailhook};
+use support::proxy::Proxy;
 use support::setup::{append, wallarm_hits, Setup};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -26,10 +29,33 @@ const API_KEY: &str = "key-5ecret-2288";
 const BEARER: &str = "hdr-5ecret-7788";
 const URL_PASSWORD: &str = "pw-5ecret-4411";
 const INPUT_TOKEN: &str = "tok-5ecret-9931";
-const SECRETS: [&str; 4] = [API_KEY, BEARER, URL_PASSWORD, INPUT_TOKEN];
+const PROXY_PASSWORD: &str = "px-5ecret-5150";
+const ENV_PROXY_PASSWORD: &str = "envpx-5ecret-6061";
+const SECRETS: [&str; 6] = [
+    API_KEY,
+    BEARER,
+    URL_PASSWORD,
+    INPUT_TOKEN,
+    PROXY_PASSWORD,
+    ENV_PROXY_PASSWORD,
+];
 
-fn env() -> Vec<(&'static str, &'static str)> {
-    vec![("SIEM_API_KEY", API_KEY), ("HOOK_TOKEN", INPUT_TOKEN)]
+/// The proxy every run goes through: it takes only `PROXY_PASSWORD`.
+fn proxy() -> Proxy {
+    let proxy = Proxy::start();
+    proxy.require_credentials("px", PROXY_PASSWORD);
+    proxy
+}
+
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SIEM_API_KEY", API_KEY.to_string()),
+        ("HOOK_TOKEN", INPUT_TOKEN.to_string()),
+        (
+            "HTTP_PROXY",
+            format!("http://envpx:{ENV_PROXY_PASSWORD}@127.0.0.1:9"),
+        ),
+    ]
 }
 
 fn assert_no_secret(what: &str, text: &str) {
@@ -39,12 +65,14 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 /// A config with a file source, an `http` input and one destination at
-/// `port`; `broken` adds an error on the line that holds the headers.
-fn config(setup: &Setup, port: u16, broken: bool) -> PathBuf {
+/// `port` through the proxy at `proxy_port`; `broken` adds an error on the
+/// line that holds the headers.
+fn config(setup: &Setup, port: u16, proxy_port: u16, broken: bool) -> PathBuf {
     let extra = if broken { ", Retries = 3" } else { "" };
     let text = format!(
         "shutdown_timeout = \"2s\"\n\n{}{}\
          [[destination]]\nname = \"siem\"\nurl = \"http://siem:{URL_PASSWORD}@127.0.0.1:{port}/t\"\n\
+         proxy = \"http://px:{PROXY_PASSWORD}@127.0.0.1:{proxy_port}\"\n\
          headers = {{ Authorization = \"Bearer {BEARER}\", X-Api-Key = \"${{SIEM_API_KEY}}\"{extra} }}\n\
          sources = [\"app\", \"hook\"]\n\n[destination.retry]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n",
         setup.source("app", "*.ndjson", ""),
@@ -61,16 +89,19 @@ fn config(setup: &Setup, port: u16, broken: bool) -> PathBuf {
 fn no_output_of_any_command_shows_a_secret() {
     let setup = Setup::new();
     let collector = fluentd();
-    let cfg = config(&setup, collector.port(), false);
+    let proxy = proxy();
+    let cfg = config(&setup, collector.port(), proxy.port(), false);
     let path = cfg.to_str().unwrap();
+    let env = env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
-    let check = run_cmd(&["check", "-c", path], &env());
+    let check = run_cmd(&["check", "-c", path], &env);
     assert!(check.success(), "{}", check.output());
     assert_no_secret("check of a valid config", &check.output());
 
     let bad_setup = Setup::new();
-    let bad = config(&bad_setup, collector.port(), true);
-    let check = run_cmd(&["check", "-c", bad.to_str().unwrap()], &env());
+    let bad = config(&bad_setup, collector.port(), proxy.port(), true);
+    let check = run_cmd(&["check", "-c", bad.to_str().unwrap()], &env);
     assert_eq!(check.code, Some(1), "{}", check.output());
     assert!(
         check.stderr.contains("Authorization = \"***\""),
@@ -84,7 +115,7 @@ fn no_output_of_any_command_shows_a_secret() {
     );
     assert_no_secret("check of an invalid config", &check.output());
 
-    let test = run_cmd(&["test", "-c", path], &env());
+    let test = run_cmd(&["test", "-c", path], &env);
     assert!(test.success(), "{}", test.output());
     assert_no_secret("test", &test.output());
 
@@ -93,7 +124,12 @@ fn no_output_of_any_command_shows_a_secret() {
     let events = wallarm_hits(0, 20);
     append(&setup.log("app.ndjson"), &events);
     collector.fail_next(&[400]);
-    let tailhook = Tailhook::start_with_env(&cfg, &env());
+    let tailhook = Tailhook::start_with_env(&cfg, &env);
+    assert!(
+        tailhook.wait_for_log("connections go through proxy", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
     assert!(
         tailhook.wait_for_log("its events go to the dead-letter file", WAIT),
         "{}",
@@ -114,6 +150,11 @@ fn no_output_of_any_command_shows_a_secret() {
         "{}",
         tailhook.stderr()
     );
+    assert!(
+        proxy.seen().iter().any(|s| s.status == 200),
+        "the requests went through the proxy: {:?}",
+        proxy.seen()
+    );
     let page = scrape(metrics_addr(&tailhook)).matching("tailhook_");
     assert_no_secret("/metrics", &page);
     let exit = tailhook.terminate();
@@ -122,19 +163,19 @@ fn no_output_of_any_command_shows_a_secret() {
 
     // dead-letter resend, to a collector that is down and then up.
     let dead = dead_port();
-    let down = config(&bad_setup, dead.port, false);
+    let down = config(&bad_setup, dead.port, proxy.port(), false);
     std::fs::create_dir_all(bad_setup.data.join("dead-letter")).unwrap();
     std::fs::copy(setup.dead_letter("siem"), bad_setup.dead_letter("siem")).unwrap();
     let resend = run_cmd(
         &["dead-letter", "resend", "-c", down.to_str().unwrap()],
-        &env(),
+        &env,
     );
     assert_eq!(resend.code, Some(1), "{}", resend.output());
     assert_no_secret(
         "dead-letter resend to a collector that is down",
         &resend.output(),
     );
-    let resend = run_cmd(&["dead-letter", "resend", "-c", path], &env());
+    let resend = run_cmd(&["dead-letter", "resend", "-c", path], &env);
     assert!(resend.success(), "{}", resend.output());
     assert_no_secret("dead-letter resend", &resend.output());
 }

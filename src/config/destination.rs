@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::delivery::{
     validate_dead_letter, validate_status_policy, write_status_policy, RawDeadLetter,
 };
+use super::proxy::{validate_proxy, write_proxy, ProxySetting};
 use super::redact::redact_url;
 use super::units::{humanize_duration, Dur, Size};
 use super::{
@@ -122,6 +123,8 @@ pub struct DestinationConfig {
     /// `tls.server_name`: the name the certificate must hold, and sent as
     /// SNI, instead of the url's host (an IP address or an alias).
     pub server_name: Option<String>,
+    /// `proxy`: the HTTP proxy to go through, none, or the environment's.
+    pub proxy: ProxySetting,
     /// Time allowed for one request, from sending to the whole answer.
     pub request_timeout: Duration,
     /// Time allowed to open a connection (TCP and TLS).
@@ -169,6 +172,7 @@ pub(super) struct RawDestination {
     client_key_file: Option<PathBuf>,
     #[serde(default)]
     tls: RawDestinationTls,
+    proxy: Option<Spanned<String>>,
     request_timeout: Option<Dur>,
     #[serde(default = "secs::<20>")]
     connect_timeout: Dur,
@@ -430,6 +434,10 @@ pub(super) fn validate_destinations(
             }
             text.to_string()
         });
+        let proxy = match forward {
+            Some(_) => ProxySetting::Never,
+            None => validate_proxy(&name, d.proxy.as_ref(), p),
+        };
         let request_timeout = d.request_timeout.unwrap_or(secs::<15>());
         for (what, t) in [
             ("request_timeout", request_timeout.0),
@@ -470,6 +478,7 @@ pub(super) fn validate_destinations(
             client_cert_file: d.client_cert_file,
             client_key_file: d.client_key_file,
             server_name,
+            proxy,
             request_timeout: request_timeout.0,
             connect_timeout: d.connect_timeout.0,
             events,
@@ -515,6 +524,12 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
                 format!("destination `{name}`: `{key}` is a setting of HTTP destinations; a `type = \"forward\"` destination takes `address` and `tag` (and `ack_timeout` instead of `request_timeout`)"),
             );
         }
+    }
+    if let Some(proxy) = &d.proxy {
+        p.at(
+            proxy.span(),
+            format!("destination `{name}`: `proxy` is a setting of HTTP destinations; a `type = \"forward\"` destination connects straight to in_forward over TCP or TLS, which an HTTP proxy does not carry"),
+        );
     }
     let tls = match &d.transport {
         None => false,
@@ -636,6 +651,7 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
         .map(|(k, _)| format!("{} = \"<redacted>\"", q(k)))
         .collect();
     let _ = writeln!(o, "headers = {{ {} }}", headers.join(", "));
+    write_proxy(o, &dst.proxy, &dst.url);
     write_tls(o, dst);
     let _ = writeln!(o, "request_timeout = {}", d(dst.request_timeout));
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));

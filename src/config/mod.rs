@@ -11,6 +11,7 @@ use toml::Spanned;
 mod delivery;
 mod destination;
 mod env;
+mod proxy;
 pub(crate) mod redact;
 mod source;
 mod units;
@@ -21,6 +22,7 @@ pub use destination::{
     BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, Method, RetryConfig,
 };
 pub use env::expand_env;
+pub use proxy::{no_proxy_matches, parse_proxy_url, route, Proxy, ProxySetting, Route};
 pub use redact::redact_url;
 use redact::Secrets;
 use source::{validate_sources, validate_spool, write_source, RawSource, RawSpool};

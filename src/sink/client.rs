@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
-use crate::config::{DestinationConfig, Format};
+use crate::config::{DestinationConfig, Format, Proxy, Route};
 use crate::tls;
 
 use super::forward::{Forward, Message};
+use super::proxy::{ProxyError, ProxyFailure};
 
 /// A destination that could not be set up (bad TLS files).
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,8 @@ pub enum SendError {
     NoAck(Duration),
     /// A forward destination: an answer that is not the acknowledgement.
     Protocol(String),
+    /// The HTTP proxy in front of the collector failed.
+    Proxy(Box<ProxyError>),
 }
 
 impl SendError {
@@ -73,7 +76,14 @@ impl SendError {
             | SendError::Protocol(_) => "connect",
             SendError::ConnectTimeout(_) | SendError::Timeout(_) | SendError::NoAck(_) => "timeout",
             SendError::Tls(_) => "tls",
+            SendError::Proxy(e) => e.reason(),
         }
+    }
+}
+
+impl From<ProxyError> for SendError {
+    fn from(e: ProxyError) -> SendError {
+        SendError::Proxy(Box::new(e))
     }
 }
 
@@ -104,6 +114,7 @@ impl fmt::Display for SendError {
                 crate::config::humanize_duration(*t)
             ),
             SendError::Protocol(why) => write!(f, "forward protocol: {why}"),
+            SendError::Proxy(e) => e.fmt(f),
         }
     }
 }
@@ -127,6 +138,8 @@ pub struct Webhook {
     sessions: Option<Arc<tls::Sessions>>,
     /// `compression = "gzip"`: bodies are gzipped on the way out.
     gzip: bool,
+    /// Straight to the collector, or through a proxy.
+    route: Box<Route>,
 }
 
 impl Webhook {
@@ -177,13 +190,28 @@ impl Webhook {
             (tls::unverified_client_config().map_err(err)?, None, None)
         };
         builder = builder.tls_backend_preconfigured(tls);
+        // One decision, followed by the requests and the probe alike:
+        // reqwest is told the proxy, or told to read no environment.
+        let route =
+            crate::config::route(&cfg.proxy, &cfg.url, |k| std::env::var(k).ok()).map_err(&err)?;
+        builder = match &route {
+            Route::Proxy(p) => builder.proxy(
+                reqwest::Proxy::all(p.url.clone())
+                    .map_err(|e| err(format!("proxy {}: {e}", p.address())))?,
+            ),
+            Route::Direct(_) => builder.no_proxy(),
+        };
         // tls.server_name (a DNS name): the request goes to that name, so it
         // is what the certificate is checked against and what SNI carries,
         // while the connection goes where the url's host leads and the Host
         // header stays the url's. (An IP address is never sent as SNI; the
-        // verifier checks it in place of the url's host.)
+        // verifier checks it in place of the url's host.) Through a proxy the
+        // tunnel must go to the url's host, which only the proxy resolves:
+        // the url stays as it is, SNI carries its host, and the verifier
+        // still checks tls.server_name.
         let mut request_url = cfg.url.clone();
-        if let (Some(name), "https") = (&cfg.server_name, cfg.url.scheme()) {
+        let direct = matches!(route, Route::Direct(_));
+        if let (Some(name), "https", true) = (&cfg.server_name, cfg.url.scheme(), direct) {
             if name.parse::<std::net::IpAddr>().is_err() {
                 let host = cfg.url.host_str().unwrap_or_default().to_string();
                 let port = cfg.url.port_or_known_default().unwrap_or(443);
@@ -216,7 +244,20 @@ impl Webhook {
             probe_tls,
             sessions,
             gzip,
+            route: Box::new(route),
         })
+    }
+
+    /// Where its connections go: straight to the collector or through a proxy.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The collector's host (as a URL holds it) and port.
+    fn target(&self) -> (String, u16) {
+        let host = self.url.host_str().unwrap_or_default().to_string();
+        let port = self.url.port_or_known_default().unwrap_or(80);
+        (host, port)
     }
 
     /// Opens a connection to the collector (TCP, and the TLS handshake for
@@ -236,8 +277,10 @@ impl Webhook {
     }
 
     async fn connect_probe_once(&self) -> Result<(), SendError> {
-        let host = self.url.host_str().unwrap_or_default().to_string();
-        let port = self.url.port_or_known_default().unwrap_or(80);
+        if let Route::Proxy(p) = &*self.route {
+            return self.probe_through(p).await;
+        }
+        let (host, port) = self.target();
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -250,7 +293,10 @@ impl Webhook {
             let mut last = SendError::Dns(host.clone());
             for a in addrs {
                 match tokio::net::TcpStream::connect(a).await {
-                    Ok(stream) => return self.probe_handshake(&host, stream).await,
+                    Ok(stream) => {
+                        let name = self.server_name.as_deref().unwrap_or(&host);
+                        return self.probe_handshake(name, stream).await;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         last = SendError::Refused
                     }
@@ -264,30 +310,72 @@ impl Webhook {
             .unwrap_or(Err(SendError::ConnectTimeout(self.connect_timeout)))
     }
 
+    /// The probe through a proxy: for https, the tunnel (CONNECT) and the
+    /// TLS handshake through it, as a request would make them; for http,
+    /// which a proxy forwards request by request, a connection to the
+    /// proxy is all that can be checked without sending one.
+    async fn probe_through(&self, p: &Proxy) -> Result<(), SendError> {
+        let (host, port) = self.target();
+        let attempt = async {
+            let stream = super::proxy::open(p).await?;
+            if self.probe_tls.is_none() {
+                return Ok(());
+            }
+            let stream = super::proxy::tunnel(stream, p, &host, port).await?;
+            // SNI carries the url's host, as reqwest's tunnel sends it.
+            let name = host.trim_start_matches('[').trim_end_matches(']');
+            self.probe_handshake(name, stream).await
+        };
+        tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::from(ProxyError {
+                    proxy: p.clone(),
+                    failure: ProxyFailure::Timeout(self.connect_timeout),
+                }))
+            })
+    }
+
+    /// The TLS handshake on `stream` (nothing for http), `name` sent as SNI.
     async fn probe_handshake(
         &self,
-        host: &str,
+        name: &str,
         stream: tokio::net::TcpStream,
     ) -> Result<(), SendError> {
         use tokio::io::AsyncWriteExt;
         let Some(tls) = &self.probe_tls else {
             return Ok(());
         };
-        let name = self.server_name.as_deref().unwrap_or(host);
-        let name = rustls::pki_types::ServerName::try_from(name.to_string())
-            .map_err(|e| SendError::Other(format!("bad host name `{host}`: {e}")))?;
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| SendError::Other(format!("bad host name `{name}`: {e}")))?;
         let mut conn = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, stream)
+            .connect(server_name, stream)
             .await
             .map_err(|e| {
-                let why = e
+                match e
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .map_or_else(|| e.to_string(), tls::describe);
-                SendError::Tls(why)
+                {
+                    Some(tls) => self.tls_error(tls),
+                    None => SendError::Tls(e.to_string()),
+                }
             })?;
         let _ = conn.shutdown().await;
         Ok(())
+    }
+
+    /// A TLS failure in words; through a proxy, saying so, and that a proxy
+    /// inspecting TLS shows a certificate of its own.
+    fn tls_error(&self, e: &rustls::Error) -> SendError {
+        let mut why = tls::describe(e);
+        if let Route::Proxy(p) = &*self.route {
+            why.push_str(&format!(" (through proxy {}", p.describe()));
+            if matches!(e, rustls::Error::InvalidCertificate(_)) {
+                why.push_str(": a proxy that inspects TLS presents a certificate of its own, whose CA would have to be in ca_file");
+            }
+            why.push(')');
+        }
+        SendError::Tls(why)
     }
 
     /// Sends one body (gzipped first with `compression = "gzip"`) with
@@ -310,20 +398,24 @@ impl Webhook {
             (SendError::Tls(_), Some(s)) => s.refused(),
             _ => None,
         };
-        let response = match request().await.map_err(|e| self.classify(&e)) {
-            Err(e) => match refused(&e) {
-                None => return Err(e),
-                Some(first) => {
-                    if first {
-                        tracing::info!(
-                            url = %super::url_for_logs(&self.url),
-                            "the collector refused to resume a TLS session ({e}); from now on every new connection to it makes a full handshake (Fluentd's TLS server cannot resume sessions)"
-                        );
-                    }
-                    request().await.map_err(|e| self.classify(&e))?
-                }
-            },
+        let response = match request().await {
             Ok(r) => r,
+            Err(e) => {
+                let e = self.explain(self.classify(&e)).await;
+                let Some(first) = refused(&e) else {
+                    return Err(e);
+                };
+                if first {
+                    tracing::info!(
+                        url = %super::url_for_logs(&self.url),
+                        "the collector refused to resume a TLS session ({e}); from now on every new connection to it makes a full handshake (Fluentd's TLS server cannot resume sessions)"
+                    );
+                }
+                match request().await {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.explain(self.classify(&e)).await),
+                }
+            }
         };
         if let Some(s) = &self.sessions {
             s.answered();
@@ -364,16 +456,52 @@ impl Webhook {
         })
     }
 
-    fn classify(&self, e: &reqwest::Error) -> SendError {
-        let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(c) = cur {
-            chain.push(c);
-            cur = c.source();
+    /// A proxy's refusal of a tunnel, with the status reqwest does not
+    /// keep: the proxy is asked again, once.
+    async fn explain(&self, e: SendError) -> SendError {
+        match (&e, &*self.route) {
+            (SendError::Proxy(failed), Route::Proxy(p))
+                if matches!(failed.failure, ProxyFailure::Refused { status: None, .. }) =>
+            {
+                let (host, port) = self.target();
+                super::proxy::refusal(p, &host, port, self.connect_timeout)
+                    .await
+                    .map_or(e, SendError::from)
+            }
+            _ => e,
         }
+    }
+
+    fn classify(&self, e: &reqwest::Error) -> SendError {
+        let Route::Proxy(p) = &*self.route else {
+            return self.classify_direct(e);
+        };
+        let chain = chain(e);
+        let (host, port) = self.target();
+        if let Some(e) = super::proxy::tunnel_failure(&chain, p, &format!("{host}:{port}")) {
+            return e.into();
+        }
+        // The only connection reqwest opens itself goes to the proxy (the
+        // collector is the proxy's to reach).
+        let failure = match self.classify_direct(e) {
+            SendError::Refused => ProxyFailure::Unreachable(SendError::Refused.to_string()),
+            SendError::Dns(_) => {
+                ProxyFailure::Unreachable(SendError::Dns(p.host().to_string()).to_string())
+            }
+            SendError::ConnectTimeout(t) => ProxyFailure::Timeout(t),
+            other => return other,
+        };
+        SendError::from(ProxyError {
+            proxy: p.clone(),
+            failure,
+        })
+    }
+
+    fn classify_direct(&self, e: &reqwest::Error) -> SendError {
+        let chain = chain(e);
         for c in &chain {
             if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-                return SendError::Tls(tls::describe(tls));
+                return self.tls_error(tls);
             }
             // hyper-rustls may wrap the rustls error in more than one io::Error.
             let mut io = c.downcast_ref::<std::io::Error>();
@@ -383,7 +511,7 @@ impl Webhook {
                 }
                 let inner = e.get_ref();
                 if let Some(tls) = inner.and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    return SendError::Tls(tls::describe(tls));
+                    return self.tls_error(tls);
                 }
                 io = inner.and_then(|i| i.downcast_ref::<std::io::Error>());
             }
@@ -423,6 +551,17 @@ impl Webhook {
         }
         SendError::Other(detail)
     }
+}
+
+/// An error and its sources, outermost first.
+fn chain(e: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        chain.push(c);
+        cur = c.source();
+    }
+    chain
 }
 
 /// The url's `host[:port]`, as a Host header holds it.
@@ -535,6 +674,14 @@ impl Client {
             _ => Err(SendError::Other(
                 "a payload prepared by another client".into(),
             )),
+        }
+    }
+
+    /// Through which proxy, if any, an HTTP client connects (None: forward).
+    pub fn route(&self) -> Option<&Route> {
+        match self {
+            Client::Http(w) => Some(w.route()),
+            Client::Forward(_) => None,
         }
     }
 

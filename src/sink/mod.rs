@@ -6,6 +6,7 @@ pub mod client;
 pub mod dead_letter;
 pub mod forward;
 pub mod msgpack;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,7 +92,7 @@ pub fn hint(status: u16) -> Option<&'static str> {
         ),
         404 => Some("check the URL path: the collector has nothing there"),
         407 => Some(
-            "a proxy between tailhook and the collector asks for credentials (proxy authentication)",
+            "a proxy between tailhook and the collector asks for credentials (proxy authentication): put them in the proxy URL, proxy = \"http://USER:PASSWORD@host:port\" (or in HTTP_PROXY / HTTPS_PROXY)",
         ),
         _ => None,
     }
@@ -191,6 +192,9 @@ impl Sender {
     /// Opens (and drops) a connection to the collector, so `/ready` can
     /// tell the destination was tried before it has anything to send.
     pub async fn probe(&self) {
+        if let Some(crate::config::Route::Proxy(p)) = self.webhook.route() {
+            tracing::info!(destination = %self.name, "connections go through proxy {}", p.describe());
+        }
         let outcome = self.webhook.connect_probe().await;
         match &outcome {
             Ok(()) => tracing::debug!(destination = %self.name, "collector reachable"),

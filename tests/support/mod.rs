@@ -8,7 +8,10 @@
 //!   injection;
 //! - [`forward`]: a Fluentd forward-protocol (`in_forward`) emulator;
 //! - [`http_client`]: a hand-written HTTP/1.1 client for the `http` input;
-//! - [`process`]: running the real `tailhook` binary with bounded waits;
+//! - [`process`]: running the real `tailhook` binary with bounded waits
+//!   (and without the developer's proxy variables);
+//! - [`proxy`]: an HTTP proxy (CONNECT tunnels and absolute-form requests)
+//!   that records what it carries, like Squid;
 //! - [`metrics`]: tailhook's `/metrics`, `/health` and `/ready` listener:
 //!   GETs, a parser of the Prometheus text format, `promtool check metrics`;
 //! - [`tls`]: a throw-away CA and a server certificate for `localhost` and
@@ -27,5 +30,6 @@ pub mod http_client;
 pub mod inputs;
 pub mod metrics;
 pub mod process;
+pub mod proxy;
 pub mod setup;
 pub mod tls;

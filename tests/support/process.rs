@@ -23,9 +23,42 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// process has exited (a grandchild could keep them open).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `Command` for the `tailhook` binary built by cargo for this test run.
+/// The proxy variables tailhook reads (and `ALL_PROXY`, which it does not).
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A `Command` for the `tailhook` binary built by cargo for this test run,
+/// with the proxy variables of the developer's environment removed, so no
+/// test goes through a proxy it did not start; a test sets them in the
+/// environment it passes (`cmd.env` after this wins).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tailhook"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tailhook"));
+    clear_proxy_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment every proxy variable it does not set
+/// itself. Every process spawned here goes through it, so a `sh -c 'exec
+/// tailhook …'` wrapper does not pass the developer's proxy on either.
+pub fn clear_proxy_env(cmd: &mut Command) {
+    let set: Vec<_> = cmd
+        .get_envs()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.to_os_string())
+        .collect();
+    for var in PROXY_VARS {
+        if !set.iter().any(|k| k == var) {
+            cmd.env_remove(var);
+        }
+    }
 }
 
 /// How a process ended, with everything it printed.
@@ -144,6 +177,7 @@ fn spawn_collected(cmd: Command) -> (Child, Arc<Output>) {
 
 /// Spawns `cmd` with the given stdin and both outputs collected.
 fn spawn_collected_with_stdin(mut cmd: Command, stdin: Stdio) -> (Child, Arc<Output>) {
+    clear_proxy_env(&mut cmd);
     cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
