@@ -289,14 +289,8 @@ mod tests {
             "{e}"
         );
         let e = err("urls = [\"http://u:hunter2@a:80/x\", \"http://u:hunter2@a/x\"]");
-        assert!(
-            e.contains("`urls` names `http://u:***@a/x` twice"),
-            "{e}"
-        );
-        assert!(
-            !e.contains("hunter2"),
-            "the password is not echoed: {e}"
-        );
+        assert!(e.contains("`urls` names `http://u:***@a/x` twice"), "{e}");
+        assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
         let e = err("urls = [\"http://a/\", \"ftp://b/\"]");
         assert!(
             e.contains("url `ftp://b/` must be http:// or https:// with a host"),

@@ -227,18 +227,29 @@ impl Endpoints {
         self.rotation.count() > 0
     }
 
-    /// Connects to every endpoint at once, and takes out of rotation those
-    /// that cannot be reached, before a batch is sent to them.
-    pub async fn probe_all(&self) {
-        let probes = self.list.iter().map(|ep| ep.client.connect_probe());
-        let results = futures_util::future::join_all(probes).await;
-        for (i, r) in results.into_iter().enumerate() {
+    /// Connects to every endpoint at once, and takes out of rotation each
+    /// that cannot be reached as soon as that is known, before a batch fails
+    /// there. `first` is called when the first probe has ended.
+    pub async fn probe_all(&self, first: impl FnOnce()) {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut probes: FuturesUnordered<_> = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| async move { (i, ep.client.connect_probe().await) })
+            .collect();
+        let mut first = Some(first);
+        while let Some((i, r)) = probes.next().await {
+            if let Some(first) = first.take() {
+                first();
+            }
+            let url = &self.list[i].url;
             match r {
                 Ok(()) => {
-                    tracing::debug!(destination = %self.destination, endpoint = %self.list[i].url, "endpoint reachable")
+                    tracing::debug!(destination = %self.destination, endpoint = %url, "endpoint reachable")
                 }
                 Err(e) => {
-                    let problem = format!("not reachable at start: {e} ({})", self.list[i].url);
+                    let problem = format!("not reachable at start: {e} ({url})");
                     self.failed(i, &problem, e.reason(), None);
                 }
             }

@@ -201,12 +201,15 @@ impl Sender {
 
     /// Opens (and drops) a connection to the collector, so `/ready` can
     /// tell the destination was tried before it has anything to send. With
-    /// several endpoints, to each, and those that cannot be reached are
-    /// taken out of rotation.
+    /// several endpoints, to each (the destination counts as tried when the
+    /// first has ended), and those that cannot be reached are taken out of
+    /// rotation.
     pub async fn probe(&self) {
         if self.endpoints.several() {
-            self.endpoints.probe_all().await;
-            self.ready.tried(&self.name);
+            // Tried once one of them has answered or failed.
+            self.endpoints
+                .probe_all(|| self.ready.tried(&self.name))
+                .await;
             return;
         }
         let outcome = self.endpoints.get(0).client().connect_probe().await;
