@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config, Input, SourceConfig};
 use crate::metrics::{self, Readiness};
 use crate::shutdown::Shutdown;
-use crate::sink::client::Client;
+use crate::sink::endpoints::Endpoints;
 use crate::source::budget::OpenBudget;
 use crate::source::socket::DRAIN;
 use crate::source::stdin;
@@ -59,7 +59,7 @@ pub fn check(config: &Config) -> Vec<anyhow::Error> {
     let clients = config
         .destinations
         .iter()
-        .filter_map(|d| Client::new(d).err().map(anyhow::Error::from));
+        .filter_map(|d| Endpoints::check(d).err().map(anyhow::Error::from));
     let inputs = config
         .sources
         .iter()
@@ -313,7 +313,7 @@ impl Daemon {
             .collect();
         for d in &config.destinations {
             if !self.pipelines.contains_key(&d.name) || stop_pipelines.contains(&d.name) {
-                Client::new(d)?;
+                Endpoints::check(d)?;
             }
         }
         let changes = match &old {

@@ -18,7 +18,7 @@
 //! | [`event`] | framing a line into events, their kinds, a destination's selection |
 //! | `pipeline` | one destination: read, select, batch, send, checkpoint |
 //! | `batch` | request bodies built from raw event bytes |
-//! | `sink` | the webhook client, answers and retries, the dead-letter file |
+//! | `sink` | the webhook client, a destination's endpoints, answers and retries, the dead-letter file |
 //! | `checkpoint` | per-destination positions, written atomically |
 //! | `metrics` | every metric name; `/metrics`, `/health`, `/ready` |
 //! | `tls` | every rustls config and the PEM files they load |

@@ -4,7 +4,8 @@
 //! Metrics go through the `metrics` facade to a Prometheus recorder
 //! installed once per process. Label values are bounded: source and
 //! destination names from the config, event kinds from the kind table,
-//! HTTP status codes, a few error reasons; never a path or an event field.
+//! HTTP status codes, a few error reasons, the endpoints a destination with
+//! several lists (`urls`, `addresses`); never a file path or an event field.
 //! Hot paths take [`::metrics::Counter`] handles once and add per chunk or
 //! per batch, not per event.
 
@@ -76,6 +77,14 @@ pub const DEST_UP: &str = "tailhook_destination_up";
 pub const DEST_LAST_SUCCESS: &str = "tailhook_destination_last_success_timestamp_seconds";
 /// Events held in memory in batches being sent.
 pub const DEST_EVENTS_BUFFERED: &str = "tailhook_destination_events_buffered";
+/// 1 while one endpoint of a destination with several is in rotation, else 0.
+pub const ENDPOINT_UP: &str = "tailhook_endpoint_up";
+/// Batches one endpoint of a destination with several acknowledged.
+pub const ENDPOINT_BATCHES_SENT: &str = "tailhook_endpoint_batches_sent_total";
+/// Events one endpoint of a destination with several acknowledged.
+pub const ENDPOINT_EVENTS_SENT: &str = "tailhook_endpoint_events_sent_total";
+/// Failed requests and probes of one endpoint, by reason.
+pub const ENDPOINT_FAILURES: &str = "tailhook_endpoint_failures_total";
 /// Bytes in the spool.
 pub const SPOOL_BYTES: &str = "tailhook_spool_bytes";
 /// `spool.max_bytes`: the bound on [`SPOOL_BYTES`].
@@ -223,6 +232,25 @@ fn describe() {
         DEST_EVENTS_BUFFERED,
         C,
         "Events held in memory in batches being sent"
+    );
+    describe_gauge!(
+        ENDPOINT_UP,
+        "1 while an endpoint (one of a destination's urls or addresses) is in rotation, 0 while it is taken out and probed"
+    );
+    describe_counter!(
+        ENDPOINT_BATCHES_SENT,
+        C,
+        "Batches an endpoint of a destination with several acknowledged"
+    );
+    describe_counter!(
+        ENDPOINT_EVENTS_SENT,
+        C,
+        "Events an endpoint of a destination with several acknowledged"
+    );
+    describe_counter!(
+        ENDPOINT_FAILURES,
+        C,
+        "Failed requests and background probes of an endpoint, by reason: connect, timeout, tls, status"
     );
     describe_gauge!(SPOOL_BYTES, B, "Bytes in the spool");
     describe_gauge!(
@@ -511,6 +539,42 @@ impl DestMetrics {
     /// The lag gauge of `source` for this destination.
     pub fn lag(&self, source: &str) -> Gauge {
         ::metrics::gauge!(SOURCE_LAG_BYTES, "source" => source.to_string(), "destination" => self.name.clone())
+    }
+}
+
+/// The handles of one endpoint of a destination with several (`urls`,
+/// `addresses`), labelled with the endpoint as configured (a URL without
+/// credentials, or `host:port`): bounded by the config.
+pub struct EndpointMetrics {
+    labels: [(&'static str, String); 2],
+    /// 1 while in rotation.
+    pub up: Gauge,
+    /// Batches acknowledged.
+    pub batches_sent: Counter,
+    /// Events acknowledged.
+    pub events_sent: Counter,
+}
+
+impl EndpointMetrics {
+    /// The handles of `endpoint` of `destination`.
+    pub fn new(destination: &str, endpoint: &str) -> EndpointMetrics {
+        let labels = [
+            ("destination", destination.to_string()),
+            ("endpoint", endpoint.to_string()),
+        ];
+        EndpointMetrics {
+            up: ::metrics::gauge!(ENDPOINT_UP, &labels),
+            batches_sent: ::metrics::counter!(ENDPOINT_BATCHES_SENT, &labels),
+            events_sent: ::metrics::counter!(ENDPOINT_EVENTS_SENT, &labels),
+            labels,
+        }
+    }
+
+    /// Counts a failed request or probe: `connect`, `timeout`, `tls` or `status`.
+    pub fn failure(&self, reason: &'static str) {
+        let mut l = self.labels.to_vec();
+        l.push(("reason", reason.to_string()));
+        ::metrics::counter!(ENDPOINT_FAILURES, &l).increment(1);
     }
 }
 

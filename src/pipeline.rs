@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batch, BatchBuilder, Origin};
@@ -21,8 +22,8 @@ use crate::config::{Config, DestinationConfig, FileInput, Input, ReadFrom};
 use crate::metrics::{ReadMetrics, Readiness};
 use crate::rate_limit::RateLimit;
 use crate::shutdown::Shutdown;
-use crate::sink::client::Client;
 use crate::sink::dead_letter::DeadLetter;
+use crate::sink::endpoints::Endpoints;
 use crate::sink::{Outcome, Sender};
 use crate::source::budget::OpenBudget;
 use crate::source::file::FileSizes;
@@ -62,7 +63,7 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> anyhow::Result<Pipeline> {
         let dest = config.destinations[index].clone();
-        let webhook = Client::new(&dest)?;
+        let endpoints = Endpoints::new(&dest)?;
         let (checkpoints, problem) = Checkpoints::load(&config.data_dir, &dest.name);
         let first_start = match &problem {
             Some(e) => {
@@ -111,7 +112,7 @@ impl Pipeline {
         }
         let sender = Arc::new(Sender::new(
             &dest,
-            webhook,
+            endpoints,
             DeadLetter::new(&config.data_dir, &dest.name),
             ready,
         ));
@@ -155,6 +156,15 @@ impl Pipeline {
                 }
             });
         }
+        // Endpoints taken out of rotation are probed until the last batch is
+        // settled.
+        let probing = CancellationToken::new();
+        if sender.endpoints().several() {
+            for i in 0..sender.endpoints().len() {
+                let (sender, stop) = (sender.clone(), probing.clone());
+                tasks.spawn(async move { sender.endpoints().probe_while_out(i, &stop).await });
+            }
+        }
         let (batch_tx, batches) = mpsc::channel(1);
         tasks.spawn(batcher(chunks, batch_tx, dest.clone()));
         tasks.close();
@@ -170,6 +180,7 @@ impl Pipeline {
             async move { sender.deliver(batch, &hard).await }
         };
         send_loop(&dest, &sender, deliver, batches, acks, &mut commit).await;
+        probing.cancel();
         tasks.wait().await;
         if commit.finish(&checkpoints).await {
             tracing::info!(destination = %dest.name, "checkpoint saved");
@@ -374,7 +385,6 @@ mod tests {
     use super::*;
     use crate::batch::TrackedFile;
     use crate::checkpoint::{FileId, Fingerprint};
-    use crate::sink::client::Client;
     use crate::source::identity::Window;
 
     const FILE: FileId = FileId { dev: 1, ino: 2 };
@@ -422,7 +432,7 @@ mod tests {
         let dest = config.destinations[0].clone();
         let sender = Sender::new(
             &dest,
-            Client::new(&dest).unwrap(),
+            Endpoints::new(&dest).unwrap(),
             DeadLetter::new(dir.path(), "d"),
             Arc::new(Readiness::default()),
         );

@@ -46,8 +46,18 @@ impl std::fmt::Display for TestReport {
     }
 }
 
+/// Sends the test message to every endpoint of the destination (its
+/// `urls` or `addresses`, all at once), one report each, in config order.
+pub async fn send_each(dest: &DestinationConfig) -> Vec<TestReport> {
+    let endpoints: Vec<DestinationConfig> = (0..dest.endpoint_count())
+        .map(|i| dest.endpoint(i))
+        .collect();
+    futures_util::future::join_all(endpoints.iter().map(send)).await
+}
+
 /// Sends the test message once, with the destination's method, headers, TLS
-/// settings and timeouts. No retry: the point is to see the first answer.
+/// settings and timeouts, to its `url` (or `address`; the first of several).
+/// No retry: the point is to see the first answer.
 pub async fn send(dest: &DestinationConfig) -> TestReport {
     let target = match &dest.forward {
         Some(f) => format!(

@@ -139,6 +139,7 @@ fn examples_refuse_to_start_without_their_token() {
         ("relay.toml", "FLUENTD_TOKEN"),
         ("logstash.toml", "LOGSTASH_BASIC_AUTH"),
         ("full.toml", "TAILHOOK_TOKEN"),
+        ("two-collectors.toml", "FLUENTD_TOKEN"),
     ] {
         let without: Vec<(&str, &str)> =
             env.pairs().into_iter().filter(|(k, _)| *k != var).collect();
@@ -156,6 +157,28 @@ fn examples_refuse_to_start_without_their_token() {
             "{name} without {var}: {err}"
         );
     }
+}
+
+/// `two-collectors.toml` resolves to one destination with both URLs.
+#[test]
+fn two_collectors_sends_to_both_urls() {
+    let env = ExampleEnv::new();
+    let shown = resolved(&check(&examples().join("two-collectors.toml"), &env));
+    let d = array(&shown, "destination")[0];
+    let urls: Vec<&str> = d["urls"]
+        .as_array()
+        .expect("urls")
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://fluentd-a.example.com:9880/wallarm.events",
+            "https://fluentd-b.example.com:9880/wallarm.events"
+        ]
+    );
+    assert!(!d.contains_key("url"));
 }
 
 #[test]
@@ -405,9 +428,17 @@ fn full_toml_states_every_setting() {
             "the commented forward destination shows {setting}"
         );
     }
+    // `urls` replaces `url`: it is shown commented out beside it.
+    for setting in INSTEAD_OF_URL {
+        assert!(all_destination_keys.contains(*setting), "{setting}");
+        assert!(
+            text.contains(&format!("# {setting} = ")),
+            "the HTTP destination shows {setting} commented out"
+        );
+    }
     let http_keys: BTreeSet<String> = all_destination_keys
         .into_iter()
-        .filter(|k| !FORWARD_ONLY.contains(&k.as_str()))
+        .filter(|k| !FORWARD_ONLY.contains(&k.as_str()) && !INSTEAD_OF_URL.contains(&k.as_str()))
         .collect();
     assert_eq!(keys(d), http_keys);
     assert_eq!(
@@ -433,7 +464,17 @@ fn full_toml_states_every_setting() {
 }
 
 /// Destination settings of `type = "forward"` only.
-const FORWARD_ONLY: &[&str] = &["address", "tag", "time_key", "ack_timeout", "transport"];
+const FORWARD_ONLY: &[&str] = &[
+    "address",
+    "addresses",
+    "tag",
+    "time_key",
+    "ack_timeout",
+    "transport",
+];
+
+/// Destination settings that take the place of `url` (one or the other).
+const INSTEAD_OF_URL: &[&str] = &["urls"];
 
 /// Whether a value as written in full.toml is the value `check` printed:
 /// sizes are printed in bytes, durations normalised, secrets redacted.

@@ -522,7 +522,7 @@ fn every_alert_has_a_test_where_it_fires_and_one_where_it_is_silent() {
         }
     }
     let names: BTreeSet<String> = alerts().into_iter().map(|a| a.name).collect();
-    assert_eq!(names.len(), 8, "the alerts: {names:?}");
+    assert_eq!(names.len(), 9, "the alerts: {names:?}");
     for name in &names {
         assert!(fires.contains(name), "no test expects {name} to fire");
         assert!(silent.contains(name), "no test expects {name} to be silent");
@@ -781,6 +781,15 @@ fn every_metric_and_label_the_rules_and_the_dashboard_use_is_exported() {
         "",
         "",
     ));
+    // A destination with two collectors, one of them down: its
+    // per-endpoint metrics.
+    let pair = Collector::start(Options::fluentd());
+    let dead_of_pair = dead_port();
+    text.push_str(&format!(
+        "[[destination]]\nname = \"pair\"\nurls = [{:?}, \"http://127.0.0.1:{}/t\"]\n\n",
+        pair.url("/t"),
+        dead_of_pair.port
+    ));
     let tailhook = Tailhook::start(&setup.config(&text));
     let net = listen_addr(&tailhook, "net");
     let addr = metrics_addr(&tailhook);
@@ -811,6 +820,10 @@ fn every_metric_and_label_the_rules_and_the_dashboard_use_is_exported() {
                 )
                 .unwrap_or(0.0)
                     > 0.0
+                && p.get(
+                    "tailhook_endpoint_up",
+                    &[("destination", "pair"), ("endpoint", &pair.url("/t"))],
+                ) == Some(1.0)
         },
     );
     assert_eq!(
@@ -835,6 +848,7 @@ fn every_metric_and_label_the_rules_and_the_dashboard_use_is_exported() {
     );
     stop(tailhook);
     drop(dead);
+    drop(dead_of_pair);
 }
 
 /// The paths in this file are the ones README.md tells operators to use.

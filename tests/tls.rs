@@ -1344,6 +1344,64 @@ fn server_name_verifies_an_ip_address_url_against_the_certificate_name() {
     assert_eq!(exit.code, Some(0), "{}", exit.output());
 }
 
+/// With `urls`, `tls.server_name` is verified and sent as SNI for every
+/// one of them: two collectors by IP address, each serving its
+/// `collector.internal` certificate only to that SNI name, both answer
+/// `test` and both take batches in `run`.
+#[test]
+fn server_name_applies_to_every_url() {
+    let env = Env::new();
+    let ca = Ca::new("tailhook test CA");
+    let ca_file = env.file("ca.pem", &ca.pem());
+    let (a, b) = (sni_only_collector(&ca), sni_only_collector(&ca));
+    let url_a = format!("https://127.0.0.1:{}/wallarm.events", a.port());
+    let url_b = format!("https://127.0.0.1:{}/wallarm.events", b.port());
+    let config = env
+        .setup
+        .builder()
+        .extra("shutdown_timeout = \"1s\"")
+        .file_source("wallarm", "*.ndjson")
+        .destination_urls("fluentd", &[&url_a, &url_b])
+        .extra(&format!(
+            "ca_file = {}\ntls.server_name = \"collector.internal\"\n[destination.batch]\nmax_events = 2\ntimeout = \"100ms\"",
+            toml_path(&ca_file)
+        ))
+        .write();
+    let exit = test_cmd(&env, &config);
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    let lines: Vec<&str> = exit.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", exit.output());
+    for (line, url) in lines.iter().zip([&url_a, &url_b]) {
+        assert!(
+            line.starts_with("fluentd: OK: HTTP 200 in ")
+                && line.ends_with(&format!("(POST {url})")),
+            "{}",
+            exit.output()
+        );
+    }
+
+    let events = setup::wallarm_hits(0, 8);
+    setup::append(&env.setup.log("a.ndjson"), &events);
+    let th = env.start(&config);
+    let deadline = std::time::Instant::now() + WAIT;
+    while a.event_count() + b.event_count() < 1 + 1 + events.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "got {} and {} events\n{}",
+            a.event_count(),
+            b.event_count(),
+            th.stderr()
+        );
+        a.wait_for_events(a.event_count() + 1, Duration::from_millis(20));
+        b.wait_for_events(b.event_count() + 1, Duration::from_millis(20));
+    }
+    let exit = th.terminate();
+    assert_eq!(exit.code, Some(0), "{}", exit.output());
+    // Beyond the test message, each took batches of the run.
+    assert!(a.batches().len() >= 2 && b.batches().len() >= 2);
+    assert_eq!(a.tls_failures() + b.tls_failures(), 0);
+}
+
 #[test]
 fn check_prints_server_name_and_refuses_a_bad_one() {
     let env = Env::new();

@@ -13,8 +13,8 @@ use toml::Spanned;
 use super::delivery::{
     validate_dead_letter, validate_status_policy, write_status_policy, RawDeadLetter,
 };
+use super::endpoints::{forward_addresses, http_urls, write_addresses, write_urls};
 use super::proxy::{validate_proxy, write_proxy, ProxySetting};
-use super::redact::redact_url;
 use super::units::{humanize_duration, Dur, Size};
 use super::{
     secs, valid_name, DeadLetterConfig, Problems, SourceConfig, StatusMatch, StatusPolicy,
@@ -65,6 +65,8 @@ pub enum Compression {
 pub struct ForwardConfig {
     /// `host:port` of Fluentd's `in_forward` (or Fluent Bit's `forward` input).
     pub address: String,
+    /// Every `host:port` (`addresses`, or `address` alone); `address` is the first.
+    pub addresses: Vec<String>,
     /// The Fluentd tag of every event.
     pub tag: String,
     /// The event field holding the event's time in Unix seconds (None: the
@@ -104,8 +106,11 @@ pub struct DestinationConfig {
     /// Its name: checkpoint and dead-letter files are named after it.
     pub name: String,
     /// The webhook URL; for a forward destination `tcp://` and its address,
-    /// for logs.
+    /// for logs. With several endpoints, the first.
     pub url: reqwest::Url,
+    /// Every endpoint in config order (`urls`, or `url` alone; for a
+    /// forward destination `tcp://` and each address): see [`Self::endpoint`].
+    pub urls: Vec<reqwest::Url>,
     /// `type = "forward"`: its settings (None: an HTTP webhook).
     pub forward: Option<ForwardConfig>,
     /// POST or PUT.
@@ -158,7 +163,9 @@ pub(super) struct RawDestination {
     #[serde(rename = "type")]
     kind: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
+    urls: Option<Spanned<Vec<Spanned<String>>>>,
     address: Option<Spanned<String>>,
+    addresses: Option<Spanned<Vec<Spanned<String>>>>,
     tag: Option<Spanned<String>>,
     time_key: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<Dur>>,
@@ -307,6 +314,7 @@ pub(super) fn validate_destinations(
             None | Some("http") => {
                 for (key, given) in [
                     ("address", d.address.as_ref().map(|x| x.span())),
+                    ("addresses", d.addresses.as_ref().map(|x| x.span())),
                     ("tag", d.tag.as_ref().map(|x| x.span())),
                     ("time_key", d.time_key.as_ref().map(|x| x.span())),
                     ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
@@ -331,39 +339,26 @@ pub(super) fn validate_destinations(
                 None
             }
         };
-        let url = match (&forward, &d.url) {
-            (Some(f), _) => {
-                reqwest::Url::parse(&format!("tcp://{}", f.address)).unwrap_or_else(|_| {
-                    reqwest::Url::parse("tcp://invalid.invalid:24224").expect("static url")
+        let urls = match &forward {
+            Some(f) => f
+                .addresses
+                .iter()
+                .map(|a| {
+                    reqwest::Url::parse(&format!("tcp://{a}")).unwrap_or_else(|_| {
+                        reqwest::Url::parse("tcp://invalid.invalid:24224").expect("static url")
+                    })
                 })
+                .collect(),
+            // An unknown type is reported as such, not as a missing url.
+            None if d.url.is_none()
+                && d.urls.is_none()
+                && d.kind.as_ref().is_some_and(|k| k.get_ref() != "http") =>
+            {
+                vec![reqwest::Url::parse("http://invalid.invalid/").expect("static url")]
             }
-            (None, None) => {
-                if d.kind.as_ref().is_none_or(|k| k.get_ref() == "http") {
-                    p.at(
-                        d.name.span(),
-                        format!("destination `{name}` has no `url` (an HTTP destination needs one; `type = \"forward\"` takes `address` instead)"),
-                    );
-                }
-                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-            }
-            (None, Some(raw_url)) => match reqwest::Url::parse(raw_url.get_ref()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
-                Ok(u) => {
-                    p.at(
-                        raw_url.span(),
-                        format!("url `{}` must be http:// or https:// with a host", u),
-                    );
-                    reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-                }
-                Err(e) => {
-                    p.at(
-                        raw_url.span(),
-                        format!("url `{}` is not a valid URL: {e}", raw_url.get_ref()),
-                    );
-                    reqwest::Url::parse("http://invalid.invalid/").expect("static url")
-                }
-            },
+            None => http_urls(&name, d.url.as_ref(), d.urls.as_ref(), d.name.span(), p),
         };
+        let url = urls[0].clone();
         let mut headers = Vec::new();
         let empty = Spanned::new(0..0, BTreeMap::new());
         let raw_headers = d.headers.as_ref().unwrap_or(&empty);
@@ -470,6 +465,7 @@ pub(super) fn validate_destinations(
         destinations.push(DestinationConfig {
             name,
             url,
+            urls,
             forward,
             method: d.method.0.unwrap_or(Method::Post),
             headers,
@@ -509,6 +505,7 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
     let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
     let http_only = [
         ("url", d.url.is_some()),
+        ("urls", d.urls.is_some()),
         ("method", d.method.0.is_some()),
         ("headers", d.headers.is_some()),
         ("format", d.format.is_some()),
@@ -559,33 +556,13 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
             );
         }
     }
-    let address = match &d.address {
-        None => {
-            p.at(
-                span.clone(),
-                format!("destination `{name}` of type \"forward\" needs `address = \"host:port\"` (Fluentd's in_forward listens on 24224 by default)"),
-            );
-            String::new()
-        }
-        Some(a) => {
-            let text = a.get_ref().trim();
-            let ok = reqwest::Url::parse(&format!("tcp://{text}"))
-                .ok()
-                .filter(|u| {
-                    u.host_str().is_some_and(|h| !h.is_empty())
-                        && u.port().is_some_and(|port| port != 0)
-                        && u.path().is_empty()
-                        && u.username().is_empty()
-                });
-            if ok.is_none() {
-                p.at(
-                    a.span(),
-                    format!("destination `{name}`: address `{text}` must be host:port (e.g. \"fluentd:24224\" or \"[::1]:24224\")"),
-                );
-            }
-            text.to_string()
-        }
-    };
+    let addresses = forward_addresses(
+        name,
+        d.address.as_ref(),
+        d.addresses.as_ref(),
+        span.clone(),
+        p,
+    );
     let tag = match &d.tag {
         Some(t) if !t.get_ref().trim().is_empty() => t.get_ref().clone(),
         Some(t) => {
@@ -624,7 +601,8 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
         );
     }
     ForwardConfig {
-        address,
+        address: addresses[0].clone(),
+        addresses,
         tag,
         time_key,
         ack_timeout,
@@ -643,7 +621,7 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
         return;
     }
     let _ = writeln!(o, "type = \"http\"");
-    let _ = writeln!(o, "url = {}", q(&redact_url(&dst.url)));
+    write_urls(o, dst);
     let _ = writeln!(o, "method = \"{}\"", dst.method.as_str());
     let headers: Vec<String> = dst
         .headers
@@ -730,7 +708,7 @@ fn write_forward(
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let d = |d: Duration| q(&humanize_duration(d));
     let _ = writeln!(o, "type = \"forward\"");
-    let _ = writeln!(o, "address = {}", q(&f.address));
+    write_addresses(o, &f.addresses);
     let _ = writeln!(o, "tag = {}", q(&f.tag));
     match &f.time_key {
         Some(k) => {

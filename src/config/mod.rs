@@ -10,6 +10,7 @@ use toml::Spanned;
 
 mod delivery;
 mod destination;
+mod endpoints;
 mod env;
 mod proxy;
 pub(crate) mod redact;
@@ -282,20 +283,30 @@ impl Config {
                     d.name
                 ));
             }
-            if !d.verify_certificate && matches!(d.url.scheme(), "https" | "tls") {
+            let unverified: Vec<String> = d
+                .urls
+                .iter()
+                .filter(|u| matches!(u.scheme(), "https" | "tls"))
+                .map(redact_url)
+                .collect();
+            if !d.verify_certificate && !unverified.is_empty() {
                 w.push(format!(
                     "destination `{}` has verify_certificate = false: TLS certificates of {} are NOT verified, so anyone on the path can read and alter the events",
                     d.name,
-                    redact_url(&d.url)
+                    unverified.join(", ")
                 ));
             }
-            if d.url.scheme() == "http" && !is_loopback(&d.url) {
+            let plain = d
+                .urls
+                .iter()
+                .find(|u| u.scheme() == "http" && !is_loopback(u));
+            if let Some(url) = plain {
                 let credential = d
                     .headers
                     .iter()
                     .find(|(k, _)| is_credential_header(k))
                     .map(|(k, _)| format!("an {k} header"))
-                    .or_else(|| d.url.password().map(|_| "a URL password".to_string()));
+                    .or_else(|| url.password().map(|_| "a URL password".to_string()));
                 if let Some(what) = credential {
                     w.push(format!(
                         "destination `{}` sends {what} over plain http://: anyone on the path can read it; use https://",
@@ -312,7 +323,8 @@ impl Config {
                     ));
                 }
             }
-            if d.url.scheme() == "http" && (d.ca_file.is_some() || d.client_cert_file.is_some()) {
+            let all_plain = d.urls.iter().all(|u| u.scheme() == "http");
+            if all_plain && (d.ca_file.is_some() || d.client_cert_file.is_some()) {
                 w.push(format!(
                     "destination `{}` sets TLS files but its URL is plain http: they are not used",
                     d.name

@@ -363,9 +363,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// file; what is rejected again, or could not be sent because the collector
 /// is unreachable, stays. The file is read a batch at a time and what stays
 /// is written back as each batch is settled, so memory holds about one
-/// batch whatever the file's size.
+/// batch whatever the file's size. With several endpoints (`urls`,
+/// `addresses`), a try that fails goes to the next one.
 pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<ResendReport> {
-    let webhook = Client::new(cfg)?;
+    // One client per endpoint (`urls`, `addresses`): a batch whose try
+    // fails goes to the next.
+    let clients = (0..cfg.endpoint_count())
+        .map(|i| Client::new(&cfg.endpoint(i)))
+        .collect::<Result<Vec<_>, _>>()?;
     let dl = DeadLetter::new(data_dir, &cfg.name);
     let mut report = ResendReport {
         destination: cfg.name.clone(),
@@ -396,7 +401,7 @@ pub async fn resend(cfg: &DestinationConfig, data_dir: &Path) -> anyhow::Result<
                 report.unsent += batch.events;
                 continue;
             }
-            match send_with_retries(&webhook, cfg, batch.body).await {
+            match send_with_retries(&clients, cfg, batch.body).await {
                 Ok(()) => {
                     report.delivered += batch.events;
                     report.batches += 1;
@@ -450,20 +455,22 @@ impl<R: BufRead> Lines<R> {
 /// is a rejection, `Err((false, _))` a collector that cannot be reached or
 /// keeps failing.
 async fn send_with_retries(
-    webhook: &Client,
+    clients: &[Client],
     cfg: &DestinationConfig,
     body: Bytes,
 ) -> Result<(), (bool, String)> {
     // Made once: a forward batch sent again carries the same chunk id.
     let id = super::batch_id::of_body(&cfg.name, &body);
-    let payload = webhook.prepare(&body, cfg.format, &id);
-    const ATTEMPTS: u32 = 4;
+    let payload = clients[0].prepare(&body, cfg.format, &id);
+    // Four tries, and each endpoint at least once.
+    let attempts = clients.len().max(4) as u32;
     let mut last = String::new();
-    for attempt in 0..ATTEMPTS {
+    for attempt in 0..attempts {
         if attempt > 0 {
             let wait = backoff(&cfg.retry, attempt).max(Duration::from_millis(10));
             tokio::time::sleep(wait).await;
         }
+        let webhook = &clients[attempt as usize % clients.len()];
         match webhook.send(&payload).await {
             Ok(Reply::Acked(_)) => return Ok(()),
             Ok(Reply::Answer(a)) => match verdict(a.status, &cfg.status_policy) {

@@ -1,9 +1,10 @@
-//! Delivering batches: the webhook client, the retry policy and the
-//! dead-letter file.
+//! Delivering batches: the webhook client, the endpoints a destination
+//! spreads its batches over, the retry policy and the dead-letter file.
 
 pub mod batch_id;
 pub mod client;
 pub mod dead_letter;
+pub mod endpoints;
 pub mod forward;
 pub mod msgpack;
 pub mod proxy;
@@ -18,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{body_of, events_of, Batch};
 use crate::config::{DestinationConfig, Format, RetryConfig, StatusAction, StatusPolicy};
 use crate::metrics::{DestMetrics, Readiness};
-use client::{Client, Reply};
+use client::Reply;
 use dead_letter::{AppendError, DeadLetter};
+use endpoints::Endpoints;
 
 /// While the dead-letter file is full, it is looked at again at least this
 /// often, so delivery resumes soon after `resend` made room.
@@ -45,6 +47,8 @@ enum Sent {
 
 /// A refusal.
 struct Refused {
+    /// The URL of the endpoint that refused, for logs.
+    url: String,
     status: u16,
     body_start: String,
     /// Too large (413): split it, unless it is one event.
@@ -122,23 +126,26 @@ fn answer_problem(status: u16, url: &str, body_start: &str) -> String {
 /// Full-jitter exponential backoff: a random wait up to
 /// `min(max, initial × 2^attempt)`.
 pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let ceiling = retry
-        .initial
-        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .min(retry.max);
+    let ceiling = backoff_ceiling(retry, attempt);
     let ms = ceiling.as_millis().min(u128::from(u64::MAX)) as u64;
     Duration::from_millis(fastrand::u64(0..=ms))
+}
+
+/// `min(max, initial × 2^attempt)`: the longest backoff after `attempt`.
+pub fn backoff_ceiling(retry: &RetryConfig, attempt: u32) -> Duration {
+    retry
+        .initial
+        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .min(retry.max)
 }
 
 /// One destination's sending side, shared by its in-flight deliveries.
 pub struct Sender {
     name: String,
-    webhook: Client,
+    endpoints: Endpoints,
     retry: RetryConfig,
     format: Format,
     policy: StatusPolicy,
-    /// The collector's URL without credentials, for logs.
-    url: String,
     dead_letter: DeadLetter,
     dead_letter_max: u64,
     health: Health,
@@ -151,20 +158,19 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// The sender of a destination.
+    /// The sender of a destination, to its endpoints.
     pub fn new(
         cfg: &DestinationConfig,
-        webhook: Client,
+        endpoints: Endpoints,
         dead_letter: DeadLetter,
         ready: Arc<Readiness>,
     ) -> Sender {
         Sender {
             name: cfg.name.clone(),
-            webhook,
+            endpoints,
             retry: cfg.retry,
             format: cfg.format,
             policy: cfg.status_policy.clone(),
-            url: url_for_logs(&cfg.url),
             dead_letter,
             dead_letter_max: cfg.dead_letter.max_bytes,
             health: Health::default(),
@@ -181,6 +187,11 @@ impl Sender {
         &self.metrics
     }
 
+    /// The collectors it sends to.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
     /// Sets the dead-letter gauge from the files on disk (`resend` may have
     /// shrunk them meanwhile).
     pub fn measure_dead_letter(&self) {
@@ -190,12 +201,25 @@ impl Sender {
     }
 
     /// Opens (and drops) a connection to the collector, so `/ready` can
-    /// tell the destination was tried before it has anything to send.
+    /// tell the destination was tried before it has anything to send. With
+    /// several endpoints, to each (the destination counts as tried when the
+    /// first has ended), and those that cannot be reached are taken out of
+    /// rotation.
     pub async fn probe(&self) {
-        if let Some(crate::config::Route::Proxy(p)) = self.webhook.route() {
-            tracing::info!(destination = %self.name, "connections go through proxy {}", p.describe());
+        for i in 0..self.endpoints.len() {
+            let endpoint = self.endpoints.get(i);
+            if let Some(crate::config::Route::Proxy(p)) = endpoint.client().route() {
+                tracing::info!(destination = %self.name, url = %endpoint.url(), "connections go through proxy {}", p.describe());
+            }
         }
-        let outcome = self.webhook.connect_probe().await;
+        if self.endpoints.several() {
+            // Tried once one of them has answered or failed.
+            self.endpoints
+                .probe_all(|| self.ready.tried(&self.name))
+                .await;
+            return;
+        }
+        let outcome = self.endpoints.get(0).client().connect_probe().await;
         match &outcome {
             Ok(()) => tracing::debug!(destination = %self.name, "collector reachable"),
             Err(e) => {
@@ -259,7 +283,7 @@ impl Sender {
                 tracing::error!(
                     destination = %self.name,
                     status = refused.status,
-                    url = %self.url,
+                    url = %refused.url,
                     bytes = body.len(),
                     "collector refused a single event of {} bytes as too large (HTTP 413): it goes to the dead-letter file",
                     body.len()
@@ -268,7 +292,7 @@ impl Sender {
                 tracing::error!(
                     destination = %self.name,
                     status = refused.status,
-                    url = %self.url,
+                    url = %refused.url,
                     body = %refused.body_start,
                     events,
                     "collector rejected a batch (HTTP {}); it is not retried: its events go to the dead-letter file",
@@ -282,9 +306,11 @@ impl Sender {
         (batch, Outcome::Acked)
     }
 
-    /// Sends one body of `events` events until the collector takes it or
-    /// refuses it, retrying everything else with backoff, or until `hard`
-    /// fires.
+    /// Sends one body of `events` events until a collector takes it or
+    /// refuses it, retrying everything else, or until `hard` fires. With
+    /// several endpoints a failed try goes at once to the next endpoint in
+    /// rotation; only when none is left does it wait with backoff (waking
+    /// early when a probe puts one back).
     async fn send_until_answered(
         &self,
         body: &Bytes,
@@ -292,18 +318,29 @@ impl Sender {
         events: usize,
         hard: &CancellationToken,
     ) -> Sent {
+        // The backoff exponent: how many times this body has waited.
         let mut attempt = 0u32;
-        // Made once: a forward batch sent again carries the same chunk id.
-        let payload = self.webhook.prepare(body, self.format, id);
+        let mut tries = 0u32;
+        // Made once: a forward batch sent again carries the same chunk id,
+        // whichever endpoint takes it.
+        let payload = self
+            .endpoints
+            .get(0)
+            .client()
+            .prepare(body, self.format, id);
         loop {
-            // Racing the request against `hard` lets a shutdown stop waiting for a
-            // collector that never answers; the batch stays unacknowledged.
-            if attempt > 0 {
+            if tries > 0 {
                 self.metrics.retries.increment(1);
             }
+            tries = tries.saturating_add(1);
+            let i = self.endpoints.pick();
+            let endpoint = self.endpoints.get(i);
+            let url = endpoint.url();
             let started = Instant::now();
+            // Racing the request against `hard` lets a shutdown stop waiting for a
+            // collector that never answers; the batch stays unacknowledged.
             let sent = tokio::select! {
-                r = self.webhook.send(&payload) => r,
+                r = endpoint.client().send(&payload) => r,
                 _ = hard.cancelled() => return Sent::Abandoned,
             };
             self.ready.tried(&self.name);
@@ -313,13 +350,14 @@ impl Sender {
             }
             let delivered = || {
                 self.health.ok(&self.name);
+                self.endpoints.delivered(i, events);
                 m.up.set(1.0);
                 m.last_success.set(crate::metrics::unix_now());
                 m.events_sent.increment(events as u64);
                 m.batches_sent.increment(1);
                 m.bytes_sent.increment(payload.len() as u64);
             };
-            let (problem, retry_after) = match sent {
+            let (problem, reason, retry_after) = match sent {
                 Ok(Reply::Acked(_)) => {
                     delivered();
                     return Sent::Delivered;
@@ -335,7 +373,9 @@ impl Sender {
                         m.error("status");
                         // The collector answers; it refuses this body.
                         m.up.set(1.0);
+                        self.endpoints.answered(i, "it answered a batch");
                         return Sent::Refused(Refused {
+                            url: url.to_string(),
                             status: answer.status,
                             body_start: answer.body_start,
                             split: v == Verdict::Split,
@@ -345,22 +385,28 @@ impl Sender {
                         m.response(answer.status);
                         m.error("status");
                         (
-                            answer_problem(answer.status, &self.url, &answer.body_start),
+                            answer_problem(answer.status, url, &answer.body_start),
+                            "status",
                             answer.retry_after,
                         )
                     }
                 },
                 Err(e) => {
                     m.error(e.reason());
-                    (format!("{e} ({})", self.url), None)
+                    (format!("{e} ({url})"), e.reason(), None)
                 }
             };
+            if self.endpoints.failed(i, &problem, reason, retry_after) {
+                continue;
+            }
             m.up.set(0.0);
             self.health.failed(&self.name, &problem);
             let wait = backoff(&self.retry, attempt).max(retry_after.unwrap_or_default());
             attempt = attempt.saturating_add(1);
+            let several = self.endpoints.several();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.endpoints.one_in_rotation(), if several => {}
                 _ = hard.cancelled() => return Sent::Abandoned,
             }
         }

@@ -171,6 +171,19 @@ impl ConfigBuilder<'_> {
         self
     }
 
+    /// A destination named `name` spreading its batches over `urls`.
+    pub fn destination_urls(mut self, name: &str, urls: &[&str]) -> Self {
+        let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+        self.blocks.push(Block::Destination {
+            head: format!(
+                "[[destination]]\nname = {name:?}\nurls = [{}]\n",
+                list.join(", ")
+            ),
+            settings: String::new(),
+        });
+        self
+    }
+
     /// Any other block (`[spool]`, `[metrics]`, a block as written).
     pub fn block(mut self, text: &str) -> Self {
         self.blocks.push(Block::Plain(format!("{text}\n")));
