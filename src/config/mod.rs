@@ -18,7 +18,8 @@ mod units;
 pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 use destination::{validate_destinations, write_destination, RawDestination};
 pub use destination::{
-    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, Method, RetryConfig,
+    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, ForwardSecurity, Method,
+    RetryConfig,
 };
 pub use env::expand_env;
 pub use redact::redact_url;
@@ -308,6 +309,17 @@ impl Config {
                         d.name,
                         v.trim()
                     ));
+                }
+            }
+            if let Some(s) = d.forward.as_ref().and_then(|f| f.security.as_ref()) {
+                for (what, value) in [("shared_key", &s.shared_key), ("password", &s.password)] {
+                    if !value.is_empty() && is_placeholder(value) {
+                        w.push(format!(
+                            "destination `{}`: {what} is a placeholder (`{}`): anyone who reads the example knows it; set the real one in in_forward's <security> and here",
+                            d.name,
+                            value.trim()
+                        ));
+                    }
                 }
             }
             if d.url.scheme() == "http" && (d.ca_file.is_some() || d.client_cert_file.is_some()) {

@@ -61,6 +61,11 @@ pub enum SendError {
     NoAck(Duration),
     /// A forward destination: an answer that is not the acknowledgement.
     Protocol(String),
+    /// A forward destination: the `<security>` handshake failed (a wrong
+    /// shared_key, user or server).
+    Handshake(String),
+    /// A forward destination with `shared_key`: no HELO within `connect_timeout`.
+    NoHelo(Duration),
 }
 
 impl SendError {
@@ -70,8 +75,12 @@ impl SendError {
             SendError::Dns(_)
             | SendError::Refused
             | SendError::Other(_)
-            | SendError::Protocol(_) => "connect",
-            SendError::ConnectTimeout(_) | SendError::Timeout(_) | SendError::NoAck(_) => "timeout",
+            | SendError::Protocol(_)
+            | SendError::Handshake(_) => "connect",
+            SendError::ConnectTimeout(_)
+            | SendError::Timeout(_)
+            | SendError::NoAck(_)
+            | SendError::NoHelo(_) => "timeout",
             SendError::Tls(_) => "tls",
         }
     }
@@ -104,6 +113,12 @@ impl fmt::Display for SendError {
                 crate::config::humanize_duration(*t)
             ),
             SendError::Protocol(why) => write!(f, "forward protocol: {why}"),
+            SendError::Handshake(why) => write!(f, "<security> handshake failed: {why}"),
+            SendError::NoHelo(t) => write!(
+                f,
+                "<security> handshake failed: no HELO from the server within connect_timeout ({}): is <security> configured on in_forward? With shared_key set, tailhook waits for in_forward's HELO before it sends anything (remove shared_key if in_forward has no <security>; if it has <transport tls>, set transport = \"tls\")",
+                crate::config::humanize_duration(*t)
+            ),
         }
     }
 }
