@@ -136,8 +136,8 @@ struct State {
     handshakes: Vec<Handshake>,
     connections: usize,
     violations: Vec<String>,
-    /// Clones of the open connections, to close them at `stop`.
-    streams: Vec<TcpStream>,
+    /// Clones of the open connections by id, to close them at `stop`.
+    streams: std::collections::BTreeMap<usize, TcpStream>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -206,16 +206,22 @@ impl Forward {
                 let mut st = s.state.lock().unwrap();
                 st.connections += 1;
                 let id = st.connections;
-                st.streams.push(clone);
+                st.streams.insert(id, clone);
                 let s2 = s.clone();
                 let tls = tls.clone();
-                let thread = std::thread::spawn(move || match tls {
-                    None => serve(conn, id, &s2),
-                    Some(config) => {
-                        let Ok(server) = rustls::ServerConnection::new(config) else {
-                            return;
-                        };
-                        serve(rustls::StreamOwned::new(server, conn), id, &s2)
+                let thread = std::thread::spawn(move || {
+                    match tls {
+                        None => serve(conn, id, &s2),
+                        Some(config) => {
+                            if let Ok(server) = rustls::ServerConnection::new(config) {
+                                serve(rustls::StreamOwned::new(server, conn), id, &s2)
+                            }
+                        }
+                    }
+                    // Closed for the client too (the clone kept for `stop`
+                    // would hold it open).
+                    if let Some(c) = s2.state.lock().unwrap().streams.remove(&id) {
+                        let _ = c.shutdown(Shutdown::Both);
                     }
                 });
                 st.threads.push(thread);
@@ -337,7 +343,7 @@ impl Forward {
                 std::mem::take(&mut st.threads),
             )
         };
-        for s in &streams {
+        for s in streams.values() {
             let _ = s.shutdown(Shutdown::Both);
         }
         for t in threads {
