@@ -78,8 +78,12 @@ impl Forward {
             .clone()
             .ok_or_else(|| SetupError::new(&cfg.name, "not a forward destination".into()))?;
         let tls = if settings.tls {
-            let config =
+            let mut config =
                 crate::tls::client_config(cfg).map_err(|e| SetupError::new(&cfg.name, e))?;
+            // Fluentd 1.16's TLS server (OpenSSL, no session id context)
+            // fails every resumed handshake ("session id context
+            // uninitialized"): each new connection makes a full one.
+            config.resumption = rustls::client::Resumption::disabled();
             let host = host_of(&settings.address);
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| SetupError::new(&cfg.name, format!("bad host name `{host}`: {e}")))?;
@@ -257,6 +261,18 @@ impl Forward {
         attempt.await
     }
 
+    /// What to check when a new connection is dropped before any answer:
+    /// what `in_forward` does to a client that skips its TLS, or its
+    /// `<security>` handshake (over TLS the HELO it sent first is lost
+    /// with the reset).
+    fn unanswered_hint(&self) -> &'static str {
+        match (self.tls.is_some(), self.settings.security.is_some()) {
+            (_, true) => " (Fluentd's log says why it closed the connection)",
+            (true, false) => " (does in_forward have <security>? then set shared_key; Fluentd's log says why it closed the connection)",
+            (false, false) => " (does in_forward expect TLS — set transport = \"tls\" — or have <security> — set shared_key? Fluentd's log says which)",
+        }
+    }
+
     /// Writes the message and reads until its acknowledgement, within
     /// `ack_timeout`. The connection comes back for use again, with the
     /// time from writing to the acknowledgement.
@@ -311,7 +327,7 @@ impl Forward {
                 // A new connection dropped before any answer: what in_forward
                 // does to a client that skips its TLS or <security> handshake.
                 let hint = if !reused && !answered {
-                    HINT_UNANSWERED
+                    self.unanswered_hint()
                 } else {
                     ""
                 };
@@ -347,9 +363,6 @@ impl Forward {
         }
     }
 }
-
-/// What to check when a new connection is dropped before any answer.
-const HINT_UNANSWERED: &str = " (does in_forward expect TLS? then set transport = \"tls\"; Fluentd's log says why it closed the connection)";
 
 /// The host of `host:port` (without the brackets of an IPv6 address).
 fn host_of(address: &str) -> String {

@@ -135,6 +135,8 @@ struct State {
     received: Vec<Received>,
     handshakes: Vec<Handshake>,
     connections: usize,
+    /// TLS handshakes that resumed an earlier session.
+    resumed: usize,
     violations: Vec<String>,
     /// Clones of the open connections by id, to close them at `stop`.
     streams: std::collections::BTreeMap<usize, TcpStream>,
@@ -213,8 +215,8 @@ impl Forward {
                     match tls {
                         None => serve(conn, id, &s2),
                         Some(config) => {
-                            if let Ok(server) = rustls::ServerConnection::new(config) {
-                                serve(rustls::StreamOwned::new(server, conn), id, &s2)
+                            if let Some(stream) = tls_accept(config, conn, &s2) {
+                                serve(stream, id, &s2)
                             }
                         }
                     }
@@ -285,6 +287,12 @@ impl Forward {
     /// Every `<security>` handshake, in order.
     pub fn handshakes(&self) -> Vec<Handshake> {
         self.shared.state.lock().unwrap().handshakes.clone()
+    }
+
+    /// TLS connections whose handshake resumed an earlier session (the
+    /// server side allows it, as rustls does by default).
+    pub fn resumed_tls_handshakes(&self) -> usize {
+        self.shared.state.lock().unwrap().resumed
     }
 
     /// Connections accepted so far.
@@ -365,6 +373,23 @@ fn accepted_in(st: &State) -> usize {
         .filter(|r| r.acked)
         .map(|r| r.entries.len())
         .sum()
+}
+
+/// The server side of a TLS handshake, done before anything else so that
+/// a resumed one is counted.
+fn tls_accept(
+    config: Arc<rustls::ServerConfig>,
+    mut conn: TcpStream,
+    s: &Shared,
+) -> Option<rustls::StreamOwned<rustls::ServerConnection, TcpStream>> {
+    let mut server = rustls::ServerConnection::new(config).ok()?;
+    while server.is_handshaking() {
+        server.complete_io(&mut conn).ok()?;
+    }
+    if server.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        s.state.lock().unwrap().resumed += 1;
+    }
+    Some(rustls::StreamOwned::new(server, conn))
 }
 
 /// hex(sha512(parts concatenated)), as Ruby's `Digest::SHA512#hexdigest`.
