@@ -1,6 +1,7 @@
 //! The throughput benchmark: 632-byte events taken in by the real `tailhook`
-//! binary and POSTed as JSON arrays over loopback to a counting HTTP sink, as
-//! the README's benchmark figures are measured.
+//! binary and POSTed as JSON arrays over loopback to a counting HTTP sink (or
+//! sent over the forward protocol to a counting forward receiver), as the
+//! README's benchmark figures are measured.
 //!
 //! `cargo bench --bench throughput` (release build). Environment:
 //! `INPUT` (how the events reach tailhook, default `file`):
@@ -9,6 +10,12 @@
 //!   the connections take them (timed from the first byte sent);
 //! - `http`: POSTed as JSON arrays to its `http` input, one request in flight
 //!   per connection (timed from the first request).
+//!
+//! `OUTPUT` (how tailhook delivers, default `http`):
+//! - `http`: JSON arrays POSTed to a counting HTTP sink;
+//! - `forward`: a `type = "forward"` destination to a counting forward
+//!   receiver that acknowledges each message (`{"ack": chunk}`) once it has
+//!   counted its events, as `in_forward` does.
 //!
 //! `EVENTS` (default 1000000), `CONCURRENCY` (destination concurrency, default 2),
 //! `FILES` (`file`: spread the events over this many files, default 1),
@@ -86,6 +93,132 @@ impl Input {
     }
 }
 
+/// How tailhook delivers the events.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    Http,
+    Forward,
+}
+
+impl Output {
+    fn from_env() -> Output {
+        match std::env::var("OUTPUT").as_deref() {
+            Err(_) | Ok("http") => Output::Http,
+            Ok("forward") => Output::Forward,
+            Ok(other) => {
+                eprintln!("OUTPUT must be http or forward, not {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// The `[[destination]]` settings after its name, for a sink at `addr`.
+    fn destination_config(self, addr: SocketAddr) -> String {
+        match self {
+            Output::Http => format!("url = \"http://{addr}/bench\"\n"),
+            Output::Forward => {
+                format!("type = \"forward\"\naddress = \"{addr}\"\ntag = \"bench\"\n")
+            }
+        }
+    }
+}
+
+/// Where a forward message ends in `buf`, and its entries and chunk id:
+/// `[tag, bin(entries), {…, "chunk": id}]` as tailhook sends it. `Ok(None)`
+/// when more bytes are needed.
+type ForwardMessage = (usize, std::ops::Range<usize>, Option<String>);
+
+fn forward_message(buf: &[u8]) -> Result<Option<ForwardMessage>, String> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        buf.get(at..at + n)
+            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first != 0x93 {
+        return Err(format!("a message that is not a 3-array (0x{first:02x})"));
+    }
+    // The tag: a str.
+    let (tag_len, at) = match buf.get(1) {
+        None => return Ok(None),
+        Some(&b) if (0xa0..=0xbf).contains(&b) => (usize::from(b & 0x1f), 2),
+        Some(0xd9) => match be(2, 1) {
+            Some(n) => (n, 3),
+            None => return Ok(None),
+        },
+        Some(b) => return Err(format!("a tag that is not a short str (0x{b:02x})")),
+    };
+    let at = at + tag_len;
+    // The entries: a bin.
+    let (len, start) = match buf.get(at) {
+        None => return Ok(None),
+        Some(0xc4) => (be(at + 1, 1), at + 2),
+        Some(0xc5) => (be(at + 1, 2), at + 3),
+        Some(0xc6) => (be(at + 1, 4), at + 5),
+        Some(b) => return Err(format!("entries that are not a bin (0x{b:02x})")),
+    };
+    let Some(len) = len else { return Ok(None) };
+    let end = start + len;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    // The option map.
+    let mut cursor = io::Cursor::new(&buf[end..]);
+    let Ok(option) = rmpv::decode::read_value(&mut cursor) else {
+        return Ok(None);
+    };
+    let chunk = option.as_map().and_then(|m| {
+        m.iter()
+            .find(|(k, _)| k.as_str() == Some("chunk"))
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    });
+    Ok(Some((end + cursor.position() as usize, start..end, chunk)))
+}
+
+/// One connection of the forward receiver: counts each message's events,
+/// then acknowledges it.
+async fn forward_connection(
+    mut stream: tokio::net::TcpStream,
+    tally: Arc<Tally>,
+    done: Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    loop {
+        match forward_message(&buf) {
+            Err(why) => {
+                eprintln!("forward receiver: {why}");
+                return;
+            }
+            Ok(Some((used, entries, chunk))) => {
+                tally.count_msgpack(&buf[entries]);
+                let _ = buf.split_to(used);
+                if tally.distinct() >= tally.n {
+                    done.notify_one();
+                }
+                if let Some(chunk) = chunk {
+                    let mut ack = Vec::with_capacity(chunk.len() + 8);
+                    rmpv::encode::write_value(
+                        &mut ack,
+                        &rmpv::Value::Map(vec![("ack".into(), chunk.into())]),
+                    )
+                    .expect("into memory");
+                    if stream.write_all(&ack).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => {}
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -156,19 +289,46 @@ impl Tally {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             let seq = std::str::from_utf8(&rest[..digits])
                 .ok()
-                .and_then(|d| d.parse::<u64>().ok())
-                .filter(|&s| s < self.n);
-            let Some(seq) = seq else {
-                self.unknown.fetch_add(1, Ordering::Relaxed);
-                continue;
+                .and_then(|d| d.parse::<u64>().ok());
+            self.mark(seq);
+        }
+    }
+
+    /// Counts the events of a forward message's entries (concatenated
+    /// MessagePack `[time, {"seq": N, …}]`): each `seq` key and the unsigned
+    /// integer after it.
+    fn count_msgpack(&self, entries: &[u8]) {
+        const KEY: &[u8] = b"\xa3seq";
+        for at in memchr::memmem::find_iter(entries, KEY) {
+            let rest = &entries[at + KEY.len()..];
+            let be = |n: usize| {
+                rest.get(1..1 + n)
+                    .map(|b| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
             };
-            let bit = 1u64 << (seq % 64);
-            let before = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::Relaxed);
-            if before & bit == 0 {
-                self.distinct.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
+            let seq = match rest.first() {
+                Some(&b) if b < 0x80 => Some(u64::from(b)),
+                Some(0xcc) => be(1),
+                Some(0xcd) => be(2),
+                Some(0xce) => be(4),
+                Some(0xcf) => be(8),
+                _ => None,
+            };
+            self.mark(seq);
+        }
+    }
+
+    /// Counts one event by its `seq` (None: unreadable).
+    fn mark(&self, seq: Option<u64>) {
+        let Some(seq) = seq.filter(|&s| s < self.n) else {
+            self.unknown.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let bit = 1u64 << (seq % 64);
+        let before = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::Relaxed);
+        if before & bit == 0 {
+            self.distinct.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -350,6 +510,7 @@ fn peak_size(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
 
 fn main() {
     let input = Input::from_env();
+    let output = Output::from_env();
     let n = env_u64("EVENTS", 1_000_000);
     let concurrency = env_u64("CONCURRENCY", 2);
     let files = env_u64("FILES", 1).max(1);
@@ -379,6 +540,11 @@ fn main() {
                     return;
                 };
                 let (tally, done) = (tally.clone(), done.clone());
+                if output == Output::Forward {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(forward_connection(stream, tally, done));
+                    continue;
+                }
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -411,9 +577,10 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\nurl = \"http://{addr}/bench\"\nconcurrency = {concurrency}\n",
+            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\n{}concurrency = {concurrency}\n",
             data.display().to_string(),
             input.source_config(&logs.join("*.ndjson")),
+            output.destination_config(addr),
         ),
     )
     .unwrap();
@@ -528,6 +695,9 @@ fn main() {
         Input::Http => println!(
             "events:            {n} x {EVENT_BYTES} bytes to the http input, {body_events} a request over {connections} connection(s), concurrency {concurrency}"
         ),
+    }
+    if output == Output::Forward {
+        println!("output:            type = \"forward\" (PackedForward, acknowledged) to a counting receiver");
     }
     println!("elapsed:           {secs:.2} s");
     println!(
