@@ -1,6 +1,7 @@
 //! The throughput benchmark: 632-byte events taken in by the real `tailhook`
-//! binary and POSTed as JSON arrays over loopback to a counting HTTP sink, as
-//! the README's benchmark figures are measured.
+//! binary and POSTed as JSON arrays over loopback to a counting HTTP sink (or
+//! sent over the forward protocol to a counting forward receiver), as the
+//! README's benchmark figures are measured.
 //!
 //! `cargo bench --bench throughput` (release build). Environment:
 //! `INPUT` (how the events reach tailhook, default `file`):
@@ -10,19 +11,26 @@
 //! - `http`: POSTed as JSON arrays to its `http` input, one request in flight
 //!   per connection (timed from the first request).
 //!
+//! `OUTPUT` (how tailhook delivers, default `http`):
+//! - `http`: JSON arrays POSTed to a counting HTTP sink;
+//! - `https`: the same over HTTPS (TLS 1.3, the sink's certificate signed by
+//!   a CA made for the run and given to tailhook as `ca_file`);
+//! - `forward`: a `type = "forward"` destination to a counting forward
+//!   receiver that acknowledges each message (`{"ack": chunk}`) once it has
+//!   counted its events, as `in_forward` does.
+//!
+//! Any output but `http` runs after a plain-HTTP run of the same events and
+//! prints its events/s as a share of plain HTTP's.
+//!
 //! `EVENTS` (default 1000000), `CONCURRENCY` (destination concurrency, default 2),
 //! `FILES` (`file`: spread the events over this many files, default 1),
 //! `CONNECTIONS` (`tcp`, `http`: connections to the input, default 1 for
 //! `tcp` and 4 for `http`), `BODY_EVENTS` (`http`: events per request, default 500),
-//! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build).
-//! `OUTPUT` (where tailhook sends, default `http`): `http`, one plain-HTTP
-//! sink; `https`, one HTTPS sink (TLS 1.3, its certificate signed by a CA
-//! made for the run and given to tailhook as `ca_file`). Any output but
-//! `http` runs after a plain-HTTP run of the same events and prints its
-//! events/s as a share of plain HTTP's. `REQUESTS_PER_CONNECTION` (default
-//! 0: never): the sink answers `Connection: close` after that many requests
-//! on a connection, so reconnects, and over TLS session resumption (the
-//! sink counts full and resumed handshakes), are part of the run.
+//! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build),
+//! `REQUESTS_PER_CONNECTION` (default 0: never): the HTTP(S) sink answers
+//! `Connection: close` after that many requests on a connection, so
+//! reconnects, and over TLS session resumption (the sink counts full and
+//! resumed handshakes), are part of the run.
 //! Every run ends when the sink has received every event's sequence number
 //! at least once: an event sent again (a retry) is counted as a duplicate,
 //! not as throughput. Prints events/s, the duplicates, CPU seconds per
@@ -101,6 +109,9 @@ enum Output {
     Http,
     /// HTTPS (TLS 1.3, a certificate from a test CA in `ca_file`) to one sink.
     Https,
+    /// `type = "forward"` (PackedForward, acknowledged) to a receiver that
+    /// acknowledges every message.
+    Forward,
 }
 
 impl Output {
@@ -108,6 +119,7 @@ impl Output {
         match self {
             Output::Http => "http",
             Output::Https => "https",
+            Output::Forward => "forward",
         }
     }
 
@@ -115,8 +127,9 @@ impl Output {
         match std::env::var("OUTPUT").as_deref() {
             Err(_) | Ok("http") => Output::Http,
             Ok("https") => Output::Https,
+            Ok("forward") => Output::Forward,
             Ok(other) => {
-                eprintln!("OUTPUT must be http or https, not {other:?}");
+                eprintln!("OUTPUT must be http, https or forward, not {other:?}");
                 std::process::exit(2);
             }
         }
@@ -176,9 +189,14 @@ impl BenchTls {
     }
 }
 
-/// Accepts connections on 127.0.0.1 (with TLS when given an acceptor) and
-/// counts every request's events; returns the address.
-async fn serve(sink: Arc<Sink>, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
+/// Accepts connections on 127.0.0.1 (with TLS when given an acceptor; the
+/// forward protocol when `forward`) and counts every request's events;
+/// returns the address.
+async fn serve(
+    sink: Arc<Sink>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    forward: bool,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -188,6 +206,11 @@ async fn serve(sink: Arc<Sink>, tls: Option<tokio_rustls::TlsAcceptor>) -> Socke
             };
             let _ = stream.set_nodelay(true);
             sink.connections.fetch_add(1, Ordering::Relaxed);
+            if forward {
+                let (tally, done) = (sink.tally.clone(), sink.done.clone());
+                tokio::spawn(forward_connection(stream, tally, done));
+                continue;
+            }
             let (sink, tls) = (sink.clone(), tls.clone());
             tokio::spawn(async move {
                 match tls {
@@ -247,6 +270,102 @@ where
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
         .await;
+}
+
+/// Where a forward message ends in `buf`, and its entries and chunk id:
+/// `[tag, bin(entries), {…, "chunk": id}]` as tailhook sends it. `Ok(None)`
+/// when more bytes are needed.
+type ForwardMessage = (usize, std::ops::Range<usize>, Option<String>);
+
+fn forward_message(buf: &[u8]) -> Result<Option<ForwardMessage>, String> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        buf.get(at..at + n)
+            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first != 0x93 {
+        return Err(format!("a message that is not a 3-array (0x{first:02x})"));
+    }
+    // The tag: a str.
+    let (tag_len, at) = match buf.get(1) {
+        None => return Ok(None),
+        Some(&b) if (0xa0..=0xbf).contains(&b) => (usize::from(b & 0x1f), 2),
+        Some(0xd9) => match be(2, 1) {
+            Some(n) => (n, 3),
+            None => return Ok(None),
+        },
+        Some(b) => return Err(format!("a tag that is not a short str (0x{b:02x})")),
+    };
+    let at = at + tag_len;
+    // The entries: a bin.
+    let (len, start) = match buf.get(at) {
+        None => return Ok(None),
+        Some(0xc4) => (be(at + 1, 1), at + 2),
+        Some(0xc5) => (be(at + 1, 2), at + 3),
+        Some(0xc6) => (be(at + 1, 4), at + 5),
+        Some(b) => return Err(format!("entries that are not a bin (0x{b:02x})")),
+    };
+    let Some(len) = len else { return Ok(None) };
+    let end = start + len;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    // The option map.
+    let mut cursor = io::Cursor::new(&buf[end..]);
+    let Ok(option) = rmpv::decode::read_value(&mut cursor) else {
+        return Ok(None);
+    };
+    let chunk = option.as_map().and_then(|m| {
+        m.iter()
+            .find(|(k, _)| k.as_str() == Some("chunk"))
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    });
+    Ok(Some((end + cursor.position() as usize, start..end, chunk)))
+}
+
+/// One connection of the forward receiver: counts each message's events,
+/// then acknowledges it.
+async fn forward_connection(
+    mut stream: tokio::net::TcpStream,
+    tally: Arc<Tally>,
+    done: Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    loop {
+        match forward_message(&buf) {
+            Err(why) => {
+                eprintln!("forward receiver: {why}");
+                return;
+            }
+            Ok(Some((used, entries, chunk))) => {
+                tally.count_msgpack(&buf[entries]);
+                let _ = buf.split_to(used);
+                if tally.distinct() >= tally.n {
+                    done.notify_one();
+                }
+                if let Some(chunk) = chunk {
+                    let mut ack = Vec::with_capacity(chunk.len() + 8);
+                    rmpv::encode::write_value(
+                        &mut ack,
+                        &rmpv::Value::Map(vec![("ack".into(), chunk.into())]),
+                    )
+                    .expect("into memory");
+                    if stream.write_all(&ack).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => {}
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -319,19 +438,46 @@ impl Tally {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             let seq = std::str::from_utf8(&rest[..digits])
                 .ok()
-                .and_then(|d| d.parse::<u64>().ok())
-                .filter(|&s| s < self.n);
-            let Some(seq) = seq else {
-                self.unknown.fetch_add(1, Ordering::Relaxed);
-                continue;
+                .and_then(|d| d.parse::<u64>().ok());
+            self.mark(seq);
+        }
+    }
+
+    /// Counts the events of a forward message's entries (concatenated
+    /// MessagePack `[time, {"seq": N, …}]`): each `seq` key and the unsigned
+    /// integer after it.
+    fn count_msgpack(&self, entries: &[u8]) {
+        const KEY: &[u8] = b"\xa3seq";
+        for at in memchr::memmem::find_iter(entries, KEY) {
+            let rest = &entries[at + KEY.len()..];
+            let be = |n: usize| {
+                rest.get(1..1 + n)
+                    .map(|b| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
             };
-            let bit = 1u64 << (seq % 64);
-            let before = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::Relaxed);
-            if before & bit == 0 {
-                self.distinct.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
+            let seq = match rest.first() {
+                Some(&b) if b < 0x80 => Some(u64::from(b)),
+                Some(0xcc) => be(1),
+                Some(0xcd) => be(2),
+                Some(0xce) => be(4),
+                Some(0xcf) => be(8),
+                _ => None,
+            };
+            self.mark(seq);
+        }
+    }
+
+    /// Counts one event by its `seq` (None: unreadable).
+    fn mark(&self, seq: Option<u64>) {
+        let Some(seq) = seq.filter(|&s| s < self.n) else {
+            self.unknown.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let bit = 1u64 << (seq % 64);
+        let before = self.seen[(seq / 64) as usize].fetch_or(bit, Ordering::Relaxed);
+        if before & bit == 0 {
+            self.distinct.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -598,13 +744,17 @@ fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
     let addr = rt.block_on(serve(
         sink.clone(),
         tls.as_ref().map(|t| t.acceptor.clone()),
+        output == Output::Forward,
     ));
-    let destination = match &tls {
-        None => format!("url = \"http://{addr}/bench\"\n"),
-        Some(t) => format!(
+    let destination = match (output, &tls) {
+        (Output::Forward, _) => {
+            format!("type = \"forward\"\naddress = \"{addr}\"\ntag = \"bench\"\n")
+        }
+        (_, Some(t)) => format!(
             "url = \"https://{addr}/bench\"\nca_file = {:?}\n",
             t.ca_file.display().to_string()
         ),
+        (_, None) => format!("url = \"http://{addr}/bench\"\n"),
     };
 
     let config = dir.join("bench.toml");
@@ -737,6 +887,9 @@ fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
             "output:            https (TLS 1.3), {connections} connection(s) to the sink: {} full handshake(s), {} resumed",
             sink.full_handshakes.load(Ordering::Relaxed),
             sink.resumed_handshakes.load(Ordering::Relaxed)
+        ),
+        Output::Forward => println!(
+            "output:            type = \"forward\" (PackedForward, acknowledged), {connections} connection(s) to a counting receiver"
         ),
     }
     if per_connection > 0 {

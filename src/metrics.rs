@@ -67,6 +67,9 @@ pub const DEST_RETRIES: &str = "tailhook_destination_retries_total";
 pub const DEST_BATCHES_SPLIT: &str = "tailhook_destination_batches_split_total";
 /// Time from sending a request to its whole answer.
 pub const DEST_REQUEST_DURATION: &str = "tailhook_destination_request_duration_seconds";
+/// For destinations with acknowledgements (`forward`): time from writing a
+/// batch to the collector's acknowledgement of it.
+pub const DEST_ACK_DURATION: &str = "tailhook_destination_ack_duration_seconds";
 /// Events written to the destination's dead-letter file.
 pub const DEST_DEAD_LETTERED: &str = "tailhook_destination_events_dead_lettered_total";
 /// Bytes in the destination's dead-letter files.
@@ -114,6 +117,8 @@ pub fn install() -> anyhow::Result<&'static PrometheusHandle> {
             Matcher::Full(DEST_REQUEST_DURATION.into()),
             DURATION_BUCKETS,
         )
+        .map_err(|e| anyhow::anyhow!("metrics setup: {e}"))?
+        .set_buckets_for_metric(Matcher::Full(DEST_ACK_DURATION.into()), DURATION_BUCKETS)
         .map_err(|e| anyhow::anyhow!("metrics setup: {e}"))?
         .build_recorder();
     let handle = recorder.handle();
@@ -208,6 +213,11 @@ fn describe() {
         DEST_REQUEST_DURATION,
         S,
         "Time from sending a request to its whole answer"
+    );
+    describe_histogram!(
+        DEST_ACK_DURATION,
+        S,
+        "Destinations with acknowledgements (forward): time from writing a batch to the collector's acknowledgement of it"
     );
     describe_counter!(
         DEST_DEAD_LETTERED,
@@ -528,6 +538,13 @@ impl DestMetrics {
     pub fn response(&self, status: u16) {
         ::metrics::counter!(DEST_RESPONSES, "destination" => self.name.clone(), "status" => status.to_string())
             .increment(1);
+    }
+
+    /// Records the acknowledgement latency of a batch. Only destinations
+    /// with acknowledgements call it, so only they have the histogram.
+    pub fn acked(&self, latency: std::time::Duration) {
+        ::metrics::histogram!(DEST_ACK_DURATION, "destination" => self.name.clone())
+            .record(latency.as_secs_f64());
     }
 
     /// Counts a failed request: `connect`, `timeout`, `tls` or `status`.

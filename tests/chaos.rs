@@ -21,6 +21,11 @@
 //! - `combined_chaos_loses_nothing`: 100,000 events through all of it;
 //! - `combined_chaos_without_copytruncate_loses_nothing`: the same without
 //!   copytruncate, so the rest stands on its own;
+//! - `combined_chaos_over_forward_loses_nothing`: the same faults, with
+//!   Wallarm-shaped lines, over `type = "forward"` to the forward-protocol
+//!   emulator (stopped and started again on its port, and dropping
+//!   connections before the ack instead of answering 400); each run is
+//!   told by the tag, `chaos.run<N>`;
 //! - `combined_chaos_with_lines_that_start_alike_loses_nothing`: the same
 //!   faults over Wallarm-shaped hit lines whose first ~1 KiB is the same on
 //!   every line and in every file (the sequence number is the last key), so
@@ -58,6 +63,7 @@ use std::time::{Duration, Instant};
 
 use support::check::{dead_port, DeadPort};
 use support::collector::{Collector, Options};
+use support::forward::{Forward, Options as ForwardOptions};
 use support::process::{Exit, Tailhook};
 use support::setup::{append, hits, wallarm_hits, Setup};
 
@@ -101,6 +107,8 @@ const LOG_FILTER: &str = "info,tailhook=debug";
 /// accepted event tells which run sent it.
 const RUN_HEADER: &str = "X-Chaos-Run";
 const RUN_ENV: &str = "CHAOS_RUN";
+/// Over forward, the run number ends the tag: `chaos.run<N>`.
+const RUN_TAG: &str = "chaos.run";
 
 // ---- PRNG ---------------------------------------------------------------------
 
@@ -327,27 +335,138 @@ fn wait_checkpoint_saved(setup: &Setup, before: &[u8], timeout: Duration) -> boo
 /// incarnation of the collector.
 struct Arrival {
     event: Vec<u8>,
-    /// The tailhook run that sent it (its `X-Chaos-Run` header).
+    /// The tailhook run that sent it (its `X-Chaos-Run` header, or the
+    /// number in a forward destination's tag `chaos.run<N>`).
     run: u32,
     /// Which start of the collector accepted it.
     incarnation: u32,
 }
 
-/// Everything `c` accepted, in arrival order.
-fn arrivals_of(c: &Collector, incarnation: u32) -> Vec<Arrival> {
-    let mut out = Vec::new();
-    for b in c.batches() {
-        let run = b
-            .header(RUN_HEADER)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        out.extend(b.events.into_iter().map(|event| Arrival {
-            event,
-            run,
-            incarnation,
-        }));
+/// How tailhook talks to the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// Webhooks to Fluentd `in_http` (the collector emulator).
+    Http,
+    /// `type = "forward"` to Fluentd `in_forward` (the forward emulator):
+    /// a batch counts when acknowledged.
+    Forward,
+}
+
+/// One incarnation of the collector.
+enum Current {
+    Http(Collector),
+    Forward(Forward),
+}
+
+impl Current {
+    fn start(protocol: Protocol, port: u16) -> Current {
+        match protocol {
+            Protocol::Http => Current::Http(Collector::start(Options {
+                port,
+                ..Options::fluentd()
+            })),
+            Protocol::Forward => Current::Forward(Forward::start_with(ForwardOptions {
+                port,
+                ..ForwardOptions::default()
+            })),
+        }
     }
-    out
+
+    /// The HTTP collector (for faults only it has).
+    fn http(&self) -> &Collector {
+        match self {
+            Current::Http(c) => c,
+            Current::Forward(_) => panic!("an HTTP fault on a forward run"),
+        }
+    }
+
+    /// Events accepted (acknowledged, for forward).
+    fn event_count(&self) -> usize {
+        match self {
+            Current::Http(c) => c.event_count(),
+            Current::Forward(f) => f.accepted_count(),
+        }
+    }
+
+    /// Every event accepted, in arrival order: as received over HTTP; as
+    /// the JSON text of the record (keys in the order sent) over forward.
+    fn events(&self) -> Vec<Vec<u8>> {
+        self.arrivals(0).into_iter().map(|a| a.event).collect()
+    }
+
+    fn wait_for_events(&self, n: usize, timeout: Duration) -> bool {
+        match self {
+            Current::Http(c) => c.wait_for_events(n, timeout),
+            Current::Forward(f) => f.wait_accepted(n, timeout),
+        }
+    }
+
+    /// Everything accepted, in arrival order.
+    fn arrivals(&self, incarnation: u32) -> Vec<Arrival> {
+        let mut out = Vec::new();
+        match self {
+            Current::Http(c) => {
+                for b in c.batches() {
+                    let run = b
+                        .header(RUN_HEADER)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    out.extend(b.events.into_iter().map(|event| Arrival {
+                        event,
+                        run,
+                        incarnation,
+                    }));
+                }
+            }
+            Current::Forward(f) => {
+                for r in f.received().into_iter().filter(|r| r.acked) {
+                    let run = r
+                        .tag
+                        .strip_prefix(RUN_TAG)
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    out.extend(r.texts.into_iter().map(|t| Arrival {
+                        event: t.into_bytes(),
+                        run,
+                        incarnation,
+                    }));
+                }
+            }
+        }
+        out
+    }
+
+    fn take_violations(&self) -> Vec<String> {
+        match self {
+            Current::Http(c) => c.take_violations(),
+            Current::Forward(f) => f.violations(),
+        }
+    }
+
+    /// Stops it once its record is complete: no request or message can be
+    /// accepted after the record is taken.
+    fn stop_and_record(self, incarnation: u32) -> (Vec<Arrival>, Vec<String>) {
+        match &self {
+            // It answers 503 to everything, then a probe request of our own
+            // goes through: the emulator decides on and records each request
+            // on one thread without yielding in between, so once the probe is
+            // answered, every request accepted before is recorded and no
+            // later one can be.
+            Current::Http(c) => {
+                c.respond_with_body(503, "chaos: going down");
+                probe(c.addr());
+            }
+            // Closes its listener and every connection, and waits for the
+            // threads serving them.
+            Current::Forward(f) => f.stop(),
+        }
+        let record = (self.arrivals(incarnation), self.take_violations());
+        match self {
+            Current::Http(c) => c.stop(),
+            Current::Forward(f) => f.stop(),
+        }
+        record
+    }
 }
 
 /// The collector emulator on one port, across its restarts: what each
@@ -355,8 +474,9 @@ fn arrivals_of(c: &Collector, incarnation: u32) -> Vec<Arrival> {
 /// (bound, not listening) from start to finish, so while the collector is
 /// down connections are refused and no other test can be given the port.
 struct Collectors {
+    protocol: Protocol,
     port: DeadPort,
-    current: Option<Collector>,
+    current: Option<Current>,
     incarnation: u32,
     /// Events accepted by stopped incarnations, oldest first.
     archived: Vec<Arrival>,
@@ -365,55 +485,48 @@ struct Collectors {
 
 impl Collectors {
     fn start() -> Collectors {
+        Collectors::start_speaking(Protocol::Http)
+    }
+
+    fn start_speaking(protocol: Protocol) -> Collectors {
         let port = dead_port();
-        let collector = Collector::start(Options {
-            port: port.port,
-            ..Options::fluentd()
-        });
+        let current = Current::start(protocol, port.port);
         Collectors {
+            protocol,
             port,
-            current: Some(collector),
+            current: Some(current),
             incarnation: 0,
             archived: Vec::new(),
             violations: Vec::new(),
         }
     }
 
+    /// The HTTP collector's URL.
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/app.events", self.port.port)
     }
 
-    fn current(&self) -> &Collector {
+    fn current(&self) -> &Current {
         self.current.as_ref().expect("collector is up")
     }
 
     /// Events accepted so far by every incarnation.
     fn arrivals(&self) -> usize {
-        self.archived.len() + self.current.as_ref().map_or(0, Collector::event_count)
+        self.archived.len() + self.current.as_ref().map_or(0, Current::event_count)
     }
 
-    /// Stops the collector, keeping what it accepted. First it answers 503
-    /// to everything, then a probe request of our own goes through: the
-    /// emulator decides on and records each request on one thread without
-    /// yielding in between, so once the probe is answered, every request
-    /// accepted before is recorded and no later one can be. Its record is
-    /// then complete.
+    /// Stops the collector, keeping what it accepted.
     fn stop(&mut self) {
         let c = self.current.take().expect("collector is up");
-        c.respond_with_body(503, "chaos: going down");
-        probe(c.addr());
-        self.archived.extend(arrivals_of(&c, self.incarnation));
-        self.violations.extend(c.take_violations());
-        c.stop();
+        let (arrived, violations) = c.stop_and_record(self.incarnation);
+        self.archived.extend(arrived);
+        self.violations.extend(violations);
     }
 
     /// Starts the collector again on the same port.
     fn restart(&mut self) {
         assert!(self.current.is_none());
-        self.current = Some(Collector::start(Options {
-            port: self.port.port,
-            ..Options::fluentd()
-        }));
+        self.current = Some(Current::start(self.protocol, self.port.port));
         self.incarnation += 1;
     }
 
@@ -426,10 +539,8 @@ impl Collectors {
     /// Stops for good: every event accepted, in arrival order, and the
     /// violations recorded.
     fn finish(mut self) -> (Vec<Arrival>, Vec<String>) {
-        if let Some(c) = self.current.take() {
-            self.archived.extend(arrivals_of(&c, self.incarnation));
-            self.violations.extend(c.take_violations());
-            c.stop();
+        if self.current.is_some() {
+            self.stop();
         }
         (
             std::mem::take(&mut self.archived),
@@ -978,6 +1089,24 @@ fn config_text(
         .write()
 }
 
+/// The same as [`config_text`] for a `type = "forward"` destination to
+/// 127.0.0.1:`port`, its tag `chaos.run<N>` telling the run.
+fn forward_config_text(
+    setup: &Setup,
+    glob: &str,
+    port: u16,
+    concurrency: usize,
+    max_events: usize,
+) -> PathBuf {
+    setup.config(&format!(
+        "{}[[destination]]\nname = {DEST:?}\ntype = \"forward\"\naddress = \"127.0.0.1:{port}\"\n\
+         tag = \"{RUN_TAG}${{{RUN_ENV}}}\"\nack_timeout = \"5s\"\nconcurrency = {concurrency}\n\
+         [destination.batch]\nmax_events = {max_events}\ntimeout = \"100ms\"\n\
+         [destination.retry]\ninitial = \"20ms\"\nmax = \"200ms\"\n",
+        setup.source("app", glob, "")
+    ))
+}
+
 // ---- the combined run ---------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1000,6 +1129,10 @@ enum Fault {
     Term,
     /// The collector answers 400 to a few requests: dead letters.
     Reject,
+    /// Over forward: the collector reads a few messages and closes their
+    /// connections without acknowledging them (`in_forward` going away
+    /// before its ack); they are sent again.
+    DropBeforeAck,
 }
 
 struct Plan {
@@ -1007,6 +1140,7 @@ struct Plan {
     copytruncate: bool,
     /// Wallarm-shaped lines that all start alike, instead of `{"seq":N,…`.
     alike: bool,
+    protocol: Protocol,
 }
 
 /// The faults in a seeded random order, calm steps first and last.
@@ -1021,7 +1155,10 @@ fn script(rng: &mut Rng, plan: &Plan) -> Vec<Fault> {
     add(Fault::Outage, 5);
     add(Fault::Kill9, 6);
     add(Fault::Term, 1);
-    add(Fault::Reject, 4);
+    match plan.protocol {
+        Protocol::Http => add(Fault::Reject, 4),
+        Protocol::Forward => add(Fault::DropBeforeAck, 4),
+    }
     add(Fault::Progress, 6);
     rng.shuffle(&mut steps);
     steps.insert(0, Fault::Progress);
@@ -1057,8 +1194,11 @@ fn run_combined(name: &str, plan: Plan) {
     } else {
         hits(0, plan.events, EVENT_BYTES)
     });
-    let mut collectors = Collectors::start();
-    let config = config_text(&setup, "app.log*", &collectors.url(), 2, 500);
+    let mut collectors = Collectors::start_speaking(plan.protocol);
+    let config = match plan.protocol {
+        Protocol::Http => config_text(&setup, "app.log*", &collectors.url(), 2, 500),
+        Protocol::Forward => forward_config_text(&setup, "app.log*", collectors.port.port, 2, 500),
+    };
     let mut writer = Writer::spawn(vec![log.clone()], lines.clone(), seed);
     let mut tailhook = Process::start(config);
     let mut renames = 0usize;
@@ -1178,13 +1318,27 @@ fn run_combined(name: &str, plan: Plan) {
                 let _ = write!(note, "SIGTERM after {k} events, restarted");
             }
             Fault::Reject => {
-                let c = collectors.current();
+                let c = collectors.current().http();
                 let requests = c.request_count();
                 c.respond_with_body(400, "chaos: rejected");
                 let n = rng.range(1, 4);
                 let got = c.wait_for_requests(requests + n, CHAOS_WAIT);
                 c.clear_override();
                 let _ = write!(note, "400 for {n} requests ({got})");
+            }
+            Fault::DropBeforeAck => {
+                let Current::Forward(f) = collectors.current() else {
+                    panic!("a forward fault on an HTTP run");
+                };
+                let received = f.received().len();
+                let n = rng.range(1, 4);
+                f.drop_next(n);
+                let got = f.wait_received(received + n, CHAOS_WAIT);
+                f.drop_next(0);
+                let _ = write!(
+                    note,
+                    "{n} messages read and their connections closed before the ack ({got})"
+                );
             }
         }
         done.push(format!(
@@ -1224,6 +1378,7 @@ fn combined_chaos_loses_nothing() {
             events: 100_000,
             copytruncate: true,
             alike: false,
+            protocol: Protocol::Http,
         },
     );
 }
@@ -1238,6 +1393,28 @@ fn combined_chaos_with_lines_that_start_alike_loses_nothing() {
             events: 30_000,
             copytruncate: true,
             alike: true,
+            protocol: Protocol::Http,
+        },
+    );
+}
+
+/// The same faults over `type = "forward"` to the forward emulator, with
+/// Wallarm-shaped lines that start alike: a batch counts only when
+/// acknowledged, the emulator is stopped and started again on its port,
+/// and instead of 400s it reads a few messages and drops their
+/// connections before acknowledging them. Every line must be acknowledged
+/// at least once, its JSON text (keys in the order sent) byte for byte the
+/// line written; duplicates only where a kill -9 or a collector restart
+/// explains them.
+#[test]
+fn combined_chaos_over_forward_loses_nothing() {
+    run_combined(
+        "combined chaos over forward",
+        Plan {
+            events: 30_000,
+            copytruncate: true,
+            alike: true,
+            protocol: Protocol::Forward,
         },
     );
 }
@@ -1252,6 +1429,7 @@ fn combined_chaos_without_copytruncate_loses_nothing() {
             events: 100_000,
             copytruncate: false,
             alike: false,
+            protocol: Protocol::Http,
         },
     );
 }
@@ -1429,6 +1607,7 @@ fn kill_9_while_dead_lettering_keeps_whole_lines() {
     let collectors = Collectors::start();
     collectors
         .current()
+        .http()
         .respond_with_body(400, "chaos: rejected");
     // About 1 MB a batch, so about 1 MB an append.
     let config = config_text(&setup, "app.log", &collectors.url(), 2, 5_000);
@@ -1465,7 +1644,7 @@ fn kill_9_while_dead_lettering_keeps_whole_lines() {
         tailhook.restart();
         round += 1;
     }
-    collectors.current().clear_override();
+    collectors.current().http().clear_override();
     let repaired = repairs(&tailhook);
     done.push(format!(
         "{cut_short} of {round} kills left the dead-letter file ending in the middle of a line; {repaired} runs cut one back"

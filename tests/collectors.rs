@@ -17,7 +17,8 @@
 //!
 //! A `type = "forward"` block is delivered instead to the forward-protocol
 //! emulator (its `address` changed; TLS when the config has `<transport
-//! tls>`), and the events compared as JSON.
+//! tls>`, `<security>` with this test's shared key when it has
+//! `<security>`), and the events compared as JSON.
 //!
 //! The environment variables the blocks name are set here; a block naming
 //! one this test does not know fails, so a README change cannot skip the
@@ -46,6 +47,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const FLUENTD_TOKEN: &str = "fluentd-token-7f3a9c";
 const LOGSTASH_USER: &str = "tailhook";
 const LOGSTASH_PASSWORD: &str = "logstash-password-51d2";
+const FLUENTD_SHARED_KEY: &str = "fluentd-shared-key-0c41";
 
 #[test]
 fn fluentd_readme_destination_blocks_check_and_deliver() {
@@ -111,6 +113,7 @@ impl Fixtures {
         let path = |p: &Path| p.to_str().unwrap().to_string();
         let vars = BTreeMap::from([
             ("FLUENTD_TOKEN", FLUENTD_TOKEN.to_string()),
+            ("FLUENTD_SHARED_KEY", FLUENTD_SHARED_KEY.to_string()),
             (
                 "LOGSTASH_BASIC_AUTH",
                 base64(format!("{LOGSTASH_USER}:{LOGSTASH_PASSWORD}").as_bytes()),
@@ -219,6 +222,8 @@ struct Requires {
     origin_token: bool,
     /// Logstash: basic auth (`user =>`).
     basic_auth: bool,
+    /// Fluentd `in_forward`: `<security>` (a shared key).
+    security: bool,
 }
 
 fn requires(conf: &str) -> Requires {
@@ -234,6 +239,7 @@ fn requires(conf: &str) -> Requires {
             || has("ssl_client_authentication => \"required\""),
         origin_token: has("cors_allow_origins"),
         basic_auth: has("user =>"),
+        security: has("<security>"),
     }
 }
 
@@ -398,11 +404,18 @@ fn deliver_forward_block(
         block.contains(&old_line),
         "{what}: expected the line {old_line}"
     );
-    let fwd = if requires.tls {
-        support::forward::Forward::start_tls(fixtures.pki.server_config())
-    } else {
-        support::forward::Forward::start()
-    };
+    assert_eq!(
+        d.contains_key("shared_key"),
+        requires.security,
+        "{what}: `shared_key` does not match the config's <security>"
+    );
+    let fwd = support::forward::Forward::start_with(support::forward::Options {
+        tls: requires.tls.then(|| fixtures.pki.server_config()),
+        security: requires
+            .security
+            .then(|| support::forward::Security::key(FLUENTD_SHARED_KEY)),
+        ..Default::default()
+    });
     let pointed = block.replace(&old_line, &format!("address = {:?}", fwd.address()));
 
     let setup = Setup::new();
@@ -432,6 +445,13 @@ fn deliver_forward_block(
     assert_eq!(got, expected, "{what}: not exactly the sample events");
     let tag = d["tag"].as_str().expect("tag");
     assert!(fwd.received().iter().all(|r| r.tag == tag), "{what}: tag");
+    if requires.security {
+        let handshakes = fwd.handshakes();
+        assert!(
+            !handshakes.is_empty() && handshakes.iter().all(|h| h.refused.is_none()),
+            "{what}: the <security> handshakes: {handshakes:?}"
+        );
+    }
 }
 
 /// `tailhook check` accepts the block as it is, with a file source.
@@ -448,7 +468,7 @@ fn check_block(fixtures: &Fixtures, block: &str, what: &str) {
         exit.output()
     );
     // The token never appears in what check prints.
-    for secret in [FLUENTD_TOKEN, LOGSTASH_PASSWORD] {
+    for secret in [FLUENTD_TOKEN, LOGSTASH_PASSWORD, FLUENTD_SHARED_KEY] {
         assert!(
             !exit.stdout.contains(secret) && !exit.stderr.contains(secret),
             "{what}: check printed a secret\n{}",

@@ -64,6 +64,10 @@ impl ExampleEnv {
             // The examples have no default tokens: they refuse to start
             // without these.
             ("FLUENTD_TOKEN".to_string(), "fl-6f1d0c9e2b7a".to_string()),
+            (
+                "FLUENTD_SHARED_KEY".to_string(),
+                "fsk-0d3b8a71e5c4".to_string(),
+            ),
             ("TAILHOOK_TOKEN".to_string(), "th-93b7e1a4c2d8".to_string()),
             (
                 "LOGSTASH_BASIC_AUTH".to_string(),
@@ -138,6 +142,7 @@ fn examples_refuse_to_start_without_their_token() {
         ("relay.toml", "TAILHOOK_TOKEN"),
         ("relay.toml", "FLUENTD_TOKEN"),
         ("logstash.toml", "LOGSTASH_BASIC_AUTH"),
+        ("forward.toml", "FLUENTD_SHARED_KEY"),
         ("full.toml", "TAILHOOK_TOKEN"),
         ("two-collectors.toml", "FLUENTD_TOKEN"),
     ] {
@@ -471,6 +476,10 @@ const FORWARD_ONLY: &[&str] = &[
     "time_key",
     "ack_timeout",
     "transport",
+    "shared_key",
+    "self_hostname",
+    "username",
+    "password",
 ];
 
 /// Destination settings that take the place of `url` (one or the other).

@@ -27,7 +27,7 @@ use support::collector::{fluentd, Collector, Options};
 use support::inputs::{input, listen_addr, spool_segments};
 use support::metrics::{assert_promtool_clean, get, metrics_addr, wait_for_page, Page, LISTENING};
 use support::process::{bin, run_cmd, Tailhook};
-use support::setup::{append, destination, hits, Setup};
+use support::setup::{append, destination, hits, wallarm_hits, Setup};
 
 /// The longest any single wait in this file may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -52,6 +52,7 @@ const RESPONSES: &str = "tailhook_destination_responses_total";
 const ERRORS: &str = "tailhook_destination_errors_total";
 const RETRIES: &str = "tailhook_destination_retries_total";
 const DURATION: &str = "tailhook_destination_request_duration_seconds";
+const ACK_DURATION: &str = "tailhook_destination_ack_duration_seconds";
 const DEAD_LETTERED: &str = "tailhook_destination_events_dead_lettered_total";
 const DEAD_LETTER_BYTES: &str = "tailhook_destination_dead_letter_bytes";
 const UP: &str = "tailhook_destination_up";
@@ -107,9 +108,15 @@ fn assert_described(page: &Page) {
 /// The request-duration histogram of `destination` is well formed: buckets
 /// that never decrease, `+Inf` equal to `_count`. Returns `_count`.
 fn histogram_count(page: &Page, destination: &str) -> f64 {
+    histogram_count_of(page, DURATION, destination)
+}
+
+/// The histogram `name` of `destination` is well formed (see
+/// [`histogram_count`]). Returns `_count`.
+fn histogram_count_of(page: &Page, name: &str, destination: &str) -> f64 {
     let d = [("destination", destination)];
     let mut buckets: Vec<(f64, f64)> = page
-        .select(&format!("{DURATION}_bucket"), &d)
+        .select(&format!("{name}_bucket"), &d)
         .iter()
         .map(|s| {
             let le = &s.labels["le"];
@@ -125,14 +132,14 @@ fn histogram_count(page: &Page, destination: &str) -> f64 {
     assert!(
         buckets.len() >= 2 && buckets.last().unwrap().0.is_infinite(),
         "no buckets with +Inf:\n{}",
-        page.matching(DURATION)
+        page.matching(name)
     );
     assert!(
         buckets.windows(2).all(|w| w[0].1 <= w[1].1),
         "buckets decrease:\n{}",
-        page.matching(DURATION)
+        page.matching(name)
     );
-    let count = page.value(&format!("{DURATION}_count"), &d);
+    let count = page.value(&format!("{name}_count"), &d);
     assert_eq!(buckets.last().unwrap().1, count, "+Inf bucket != _count");
     count
 }
@@ -331,6 +338,79 @@ fn counters_after_a_known_run_equal_what_the_collector_received() {
     assert_eq!(page.types.get(UP).map(String::as_str), Some("gauge"));
     assert_eq!(
         page.types.get(DURATION).map(String::as_str),
+        Some("histogram")
+    );
+    assert_described(&page);
+    assert_promtool_clean(&page.text);
+    stop(tailhook);
+}
+
+// ---- 1b. a forward destination: acknowledgement latency ------------------------
+
+/// A forward destination beside an HTTP one: its delivery counters equal
+/// what the forward emulator acknowledged, and every acknowledgement is in
+/// `tailhook_destination_ack_duration_seconds` (the HTTP destination, which
+/// has no acknowledgements, has no such histogram). The first batch's
+/// connection is dropped before its ack: one error, one retry.
+#[test]
+fn forward_acknowledgements_are_timed_and_counted() {
+    let setup = Setup::new();
+    let a = setup.log("a.ndjson");
+    append(&a, &wallarm_hits(0, 23));
+    let fwd = support::forward::Forward::start();
+    fwd.drop_next(1);
+    let collector = fluentd();
+    let mut text = setup.source("w", "a.ndjson", "");
+    text.push_str(&format!(
+        "[[destination]]\nname = \"fwd\"\ntype = \"forward\"\naddress = \"{}\"\ntag = \"wallarm.events\"\nconcurrency = 1\n\
+         [destination.batch]\nmax_events = 5\ntimeout = \"100ms\"\n[destination.retry]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n",
+        fwd.address()
+    ));
+    text.push_str(&destination(
+        "http",
+        &collector.url("/wallarm.events"),
+        "",
+        "",
+    ));
+    let tailhook = Tailhook::start(&setup.config(&text));
+    let addr = metrics_addr(&tailhook);
+    assert!(fwd.wait_accepted(23, WAIT), "{}", tailhook.stderr());
+    wait_events(&collector, &tailhook, 23);
+
+    let f = ("destination", "fwd");
+    let acked = fwd.received().iter().filter(|r| r.acked).count() as f64;
+    let page = wait_for_page(
+        addr,
+        &tailhook,
+        WAIT,
+        "the forward counters settled on what the emulator acknowledged",
+        &[SENT, ACK_DURATION],
+        |p| {
+            p.get(SENT, &[f]) == Some(23.0)
+                && p.get(&format!("{ACK_DURATION}_count"), &[f]) == Some(acked)
+        },
+    );
+    assert_eq!(page.value(BATCHES, &[f]), acked);
+    assert!(acked >= 5.0, "batches of at most 5: {acked}");
+    assert_eq!(histogram_count_of(&page, ACK_DURATION, "fwd"), acked);
+    assert!(page.value(&format!("{ACK_DURATION}_sum"), &[f]) > 0.0);
+    assert_eq!(
+        histogram_count(&page, "fwd"),
+        acked,
+        "the request duration counts each acknowledged send"
+    );
+    assert_eq!(page.value(ERRORS, &[f, ("reason", "connect")]), 1.0);
+    assert_eq!(page.value(RETRIES, &[f]), 1.0);
+    assert_eq!(page.value(UP, &[f]), 1.0);
+    assert!(page.select(RESPONSES, &[f]).is_empty(), "no HTTP statuses");
+    assert!(
+        page.select(&format!("{ACK_DURATION}_count"), &[("destination", "http")])
+            .is_empty(),
+        "an HTTP destination has no acknowledgements:\n{}",
+        page.matching(ACK_DURATION)
+    );
+    assert_eq!(
+        page.types.get(ACK_DURATION).map(String::as_str),
         Some("histogram")
     );
     assert_described(&page);

@@ -5,7 +5,10 @@
 //! that `proxy` overrides) — and every output of
 //! `check` (a valid and an invalid config), `test`, `run` (with a reload
 //! that fails, and one that applies), `/metrics` and `dead-letter resend`
-//! is scanned for them. And what tailhook writes under `data_dir` —
+//! is scanned for them; so is every output of `check`, `test` and `run`
+//! (with a refused key, a reload that fails and debug logs) for a forward
+//! destination's `shared_key` (from `${VAR}`, right and wrong) and
+//! `password`. And what tailhook writes under `data_dir` —
 //! checkpoints, spool segments, dead letters and their directories — is
 //! its user's only, even under `umask 000`.
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use support::check::{assert_clean_exit, dead_port};
 use support::collector::fluentd;
+use support::forward::{Forward, Options, Security};
 use support::inputs::input;
 use support::metrics::{metrics_addr, scrape};
 use support::process::{bin, run_cmd, Tailhook};
@@ -31,13 +35,19 @@ const URL_PASSWORD: &str = "pw-5ecret-4411";
 const INPUT_TOKEN: &str = "tok-5ecret-9931";
 const PROXY_PASSWORD: &str = "px-5ecret-5150";
 const ENV_PROXY_PASSWORD: &str = "envpx-5ecret-6061";
-const SECRETS: [&str; 6] = [
+const SHARED_KEY: &str = "shk-5ecret-6120";
+const WRONG_SHARED_KEY: &str = "shk-wr0ng-5ecret-3391";
+const FORWARD_PASSWORD: &str = "fpw-5ecret-8052";
+const SECRETS: [&str; 9] = [
     API_KEY,
     BEARER,
     URL_PASSWORD,
     INPUT_TOKEN,
     PROXY_PASSWORD,
     ENV_PROXY_PASSWORD,
+    SHARED_KEY,
+    WRONG_SHARED_KEY,
+    FORWARD_PASSWORD,
 ];
 
 /// The proxy every run goes through: it takes only `PROXY_PASSWORD`.
@@ -178,6 +188,101 @@ fn no_output_of_any_command_shows_a_secret() {
     let resend = run_cmd(&["dead-letter", "resend", "-c", path], &env);
     assert!(resend.success(), "{}", resend.output());
     assert_no_secret("dead-letter resend", &resend.output());
+}
+
+/// A forward destination whose `shared_key` comes from `${FLUENTD_SHARED_KEY}`
+/// and whose `password` is written in the file; `broken` leaves out its
+/// `username`, an error on the `password` line.
+fn forward_config(setup: &Setup, address: &str, broken: bool) -> PathBuf {
+    let username = if broken {
+        ""
+    } else {
+        "username = \"tailhook\"\n"
+    };
+    setup.config(&format!(
+        "shutdown_timeout = \"2s\"\n\n{}\
+         [[destination]]\nname = \"fwd\"\ntype = \"forward\"\naddress = {address:?}\ntag = \"wallarm.events\"\n\
+         shared_key = \"${{FLUENTD_SHARED_KEY}}\"\n{username}password = \"{FORWARD_PASSWORD}\"\n\n\
+         [destination.retry]\ninitial = \"50ms\"\nmax = \"200ms\"\n\n",
+        setup.source("app", "*.ndjson", ""),
+    ))
+}
+
+#[test]
+fn no_output_shows_a_forward_shared_key_or_password() {
+    let fwd = Forward::start_with(Options {
+        security: Some(Security {
+            users: vec![("tailhook".into(), FORWARD_PASSWORD.into())],
+            ..Security::key(SHARED_KEY)
+        }),
+        ..Options::default()
+    });
+    let right = [("FLUENTD_SHARED_KEY", SHARED_KEY)];
+    let wrong = [
+        ("FLUENTD_SHARED_KEY", WRONG_SHARED_KEY),
+        ("RUST_LOG", "info,tailhook=debug"),
+    ];
+    let setup = Setup::new();
+    let cfg = forward_config(&setup, &fwd.address(), false);
+    let path = cfg.to_str().unwrap();
+
+    let check = run_cmd(&["check", "-c", path], &right);
+    assert!(check.success(), "{}", check.output());
+    assert!(check.stdout.contains("shared_key = \"<redacted>\""));
+    assert_no_secret("check of a forward destination", &check.output());
+
+    let bad_setup = Setup::new();
+    let bad = forward_config(&bad_setup, &fwd.address(), true);
+    let check = run_cmd(&["check", "-c", bad.to_str().unwrap()], &right);
+    assert_eq!(check.code, Some(1), "{}", check.output());
+    assert!(
+        check.stderr.contains("`password` needs `username`")
+            && check.stderr.contains("password = \"***\""),
+        "the password line is echoed masked:\n{}",
+        check.output()
+    );
+    assert_no_secret("check of an invalid forward destination", &check.output());
+
+    let test = run_cmd(&["test", "-c", path], &right);
+    assert!(test.success(), "{}", test.output());
+    assert_no_secret("test with the right key", &test.output());
+    let test = run_cmd(&["test", "-c", path], &wrong);
+    assert!(!test.success(), "{}", test.output());
+    assert!(test.stdout.contains("Fluentd refused the shared_key"));
+    assert_no_secret("test with a wrong key", &test.output());
+
+    // run with the wrong key and debug logs, a reload that fails on the
+    // password line, then /metrics.
+    append(&setup.log("app.ndjson"), &wallarm_hits(0, 5));
+    let tailhook = Tailhook::start_with_env(&cfg, &wrong);
+    assert!(
+        tailhook.wait_for_log("Fluentd refused the shared_key", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::copy(&bad, &cfg).unwrap();
+    tailhook.signal(Signal::SIGHUP);
+    assert!(
+        tailhook.wait_for_log("config reload failed", WAIT),
+        "{}",
+        tailhook.stderr()
+    );
+    std::fs::write(&cfg, good).unwrap();
+    let page = scrape(metrics_addr(&tailhook)).matching("tailhook_");
+    assert_no_secret("/metrics", &page);
+    let exit = tailhook.terminate();
+    assert_clean_exit(&exit);
+    assert!(
+        exit.stderr.contains("password = \"***\""),
+        "{}",
+        exit.stderr
+    );
+    assert_no_secret("run", &exit.output());
+    assert!(
+        fwd.accepted().len() == 1,
+        "only the test message with the right key"
+    );
 }
 
 /// Under `umask 000`, every directory tailhook creates is 0700 and every

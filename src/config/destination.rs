@@ -78,6 +78,35 @@ pub struct ForwardConfig {
     /// `transport = "tls"` (`<transport tls>` on the Fluentd side), with the destination's
     /// `ca_file`, `verify_certificate` and client certificate.
     pub tls: bool,
+    /// `shared_key` and the rest of `in_forward`'s `<security>` handshake
+    /// (None: no handshake).
+    pub security: Option<ForwardSecurity>,
+}
+
+/// The client side of `in_forward`'s `<security>` handshake (HELO, PING,
+/// PONG) on every new connection.
+#[derive(Clone, PartialEq)]
+pub struct ForwardSecurity {
+    /// The `shared_key` of `in_forward`'s `<security>`.
+    pub shared_key: String,
+    /// The name tailhook gives in its PING (Fluentd refuses a server whose
+    /// own `self_hostname` is the same).
+    pub self_hostname: String,
+    /// For `<security>` with `user_auth true`: a `<user>`'s name, or "".
+    pub username: String,
+    /// That user's password, or "".
+    pub password: String,
+}
+
+impl std::fmt::Debug for ForwardSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardSecurity")
+            .field("shared_key", &"<redacted>")
+            .field("self_hostname", &self.self_hostname)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The batch bounds of a destination.
@@ -170,6 +199,10 @@ pub(super) struct RawDestination {
     time_key: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<Dur>>,
     transport: Option<Spanned<String>>,
+    shared_key: Option<Spanned<String>>,
+    self_hostname: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
     #[serde(default)]
     method: RawMethod,
     headers: Option<Spanned<BTreeMap<String, String>>>,
@@ -319,6 +352,10 @@ pub(super) fn validate_destinations(
                     ("time_key", d.time_key.as_ref().map(|x| x.span())),
                     ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
                     ("transport", d.transport.as_ref().map(|x| x.span())),
+                    ("shared_key", d.shared_key.as_ref().map(|x| x.span())),
+                    ("self_hostname", d.self_hostname.as_ref().map(|x| x.span())),
+                    ("username", d.username.as_ref().map(|x| x.span())),
+                    ("password", d.password.as_ref().map(|x| x.span())),
                 ] {
                     if let Some(span) = given {
                         p.at(
@@ -600,6 +637,7 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
             format!("destination `{name}`: ack_timeout must be more than 0"),
         );
     }
+    let security = validate_security(name, d, p);
     ForwardConfig {
         address: addresses[0].clone(),
         addresses,
@@ -607,7 +645,95 @@ fn validate_forward(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> For
         time_key,
         ack_timeout,
         tls,
+        security,
     }
+}
+
+/// `shared_key`, `self_hostname`, `username` and `password`: the
+/// `<security>` handshake, which needs `shared_key`.
+fn validate_security(
+    name: &str,
+    d: &RawDestination,
+    p: &mut Problems<'_>,
+) -> Option<ForwardSecurity> {
+    let Some(key) = &d.shared_key else {
+        for (setting, given) in [
+            ("self_hostname", &d.self_hostname),
+            ("username", &d.username),
+            ("password", &d.password),
+        ] {
+            if let Some(v) = given {
+                p.at(
+                    v.span(),
+                    format!("destination `{name}`: `{setting}` belongs to in_forward's <security> handshake, which needs `shared_key` (the shared_key of in_forward's <security>)"),
+                );
+            }
+        }
+        return None;
+    };
+    if key.get_ref().is_empty() {
+        p.at(
+            key.span(),
+            format!("destination `{name}`: `shared_key` must not be empty: set it to the shared_key of in_forward's <security> (e.g. shared_key = \"${{FLUENTD_SHARED_KEY}}\")"),
+        );
+    }
+    let self_hostname = match &d.self_hostname {
+        Some(h) => {
+            let text = h.get_ref().trim();
+            if text.is_empty() {
+                p.at(
+                    h.span(),
+                    format!("destination `{name}`: `self_hostname` must not be empty (leave it out for this machine's host name)"),
+                );
+            }
+            text.to_string()
+        }
+        None => match host_name() {
+            Some(h) => h,
+            None => {
+                p.at(
+                    key.span(),
+                    format!("destination `{name}`: this machine's host name cannot be read; set `self_hostname` (the name tailhook gives in_forward's <security> handshake)"),
+                );
+                String::new()
+            }
+        },
+    };
+    let username = d.username.as_ref().map(|u| u.get_ref().clone());
+    let password = d.password.as_ref().map(|x| x.get_ref().clone());
+    match (&d.username, &d.password) {
+        (Some(u), None) => p.at(
+            u.span(),
+            format!("destination `{name}`: `username` needs `password` (a <user> of in_forward's <security> has both)"),
+        ),
+        (None, Some(pw)) => p.at(
+            pw.span(),
+            format!("destination `{name}`: `password` needs `username` (a <user> of in_forward's <security> has both)"),
+        ),
+        (Some(u), Some(_)) if u.get_ref().is_empty() => p.at(
+            u.span(),
+            format!("destination `{name}`: `username` must not be empty (leave out username and password when in_forward has no user_auth)"),
+        ),
+        (Some(_), Some(pw)) if pw.get_ref().is_empty() => p.at(
+            pw.span(),
+            format!("destination `{name}`: `password` must not be empty (is its environment variable set?)"),
+        ),
+        _ => {}
+    }
+    Some(ForwardSecurity {
+        shared_key: key.get_ref().clone(),
+        self_hostname,
+        username: username.unwrap_or_default(),
+        password: password.unwrap_or_default(),
+    })
+}
+
+/// This machine's host name, as Fluentd's `Socket.gethostname` gives it.
+fn host_name() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?;
+    let name = name.into_string().ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// Writes one `[[destination]]` block of the resolved config (see
@@ -726,6 +852,19 @@ fn write_forward(
     let _ = writeln!(o, "transport = \"{transport}\"");
     if f.tls {
         write_tls(o, dst);
+    }
+    match &f.security {
+        Some(s) => {
+            let _ = writeln!(o, "shared_key = \"<redacted>\"");
+            let _ = writeln!(o, "self_hostname = {}", q(&s.self_hostname));
+            if !s.username.is_empty() {
+                let _ = writeln!(o, "username = {}", q(&s.username));
+                let _ = writeln!(o, "password = \"<redacted>\"");
+            }
+        }
+        None => {
+            let _ = writeln!(o, "# shared_key: none (no <security> handshake)");
+        }
     }
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
     write_common(o, dst, sources);

@@ -20,7 +20,8 @@ mod units;
 pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 use destination::{validate_destinations, write_destination, RawDestination};
 pub use destination::{
-    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, Method, RetryConfig,
+    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, ForwardSecurity, Method,
+    RetryConfig,
 };
 pub use env::expand_env;
 pub use proxy::{no_proxy_matches, parse_proxy_url, route, Proxy, ProxySetting, Route};
@@ -321,6 +322,17 @@ impl Config {
                         d.name,
                         v.trim()
                     ));
+                }
+            }
+            if let Some(s) = d.forward.as_ref().and_then(|f| f.security.as_ref()) {
+                for (what, value) in [("shared_key", &s.shared_key), ("password", &s.password)] {
+                    if !value.is_empty() && is_placeholder(value) {
+                        w.push(format!(
+                            "destination `{}`: {what} is a placeholder (`{}`): anyone who reads the example knows it; set the real one in in_forward's <security> and here",
+                            d.name,
+                            value.trim()
+                        ));
+                    }
                 }
             }
             let all_plain = d.urls.iter().all(|u| u.scheme() == "http");

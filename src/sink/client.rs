@@ -64,6 +64,11 @@ pub enum SendError {
     Protocol(String),
     /// The HTTP proxy in front of the collector failed.
     Proxy(Box<ProxyError>),
+    /// A forward destination: the `<security>` handshake failed (a wrong
+    /// shared_key, user or server).
+    Handshake(String),
+    /// A forward destination with `shared_key`: no HELO within `connect_timeout`.
+    NoHelo(Duration),
 }
 
 impl SendError {
@@ -73,8 +78,12 @@ impl SendError {
             SendError::Dns(_)
             | SendError::Refused
             | SendError::Other(_)
-            | SendError::Protocol(_) => "connect",
-            SendError::ConnectTimeout(_) | SendError::Timeout(_) | SendError::NoAck(_) => "timeout",
+            | SendError::Protocol(_)
+            | SendError::Handshake(_) => "connect",
+            SendError::ConnectTimeout(_)
+            | SendError::Timeout(_)
+            | SendError::NoAck(_)
+            | SendError::NoHelo(_) => "timeout",
             SendError::Tls(_) => "tls",
             SendError::Proxy(e) => e.reason(),
         }
@@ -115,6 +124,12 @@ impl fmt::Display for SendError {
             ),
             SendError::Protocol(why) => write!(f, "forward protocol: {why}"),
             SendError::Proxy(e) => e.fmt(f),
+            SendError::Handshake(why) => write!(f, "<security> handshake failed: {why}"),
+            SendError::NoHelo(t) => write!(
+                f,
+                "<security> handshake failed: no HELO from the server within connect_timeout ({}): is <security> configured on in_forward? With shared_key set, tailhook waits for in_forward's HELO before it sends anything (remove shared_key if in_forward has no <security>; if it has <transport tls>, set transport = \"tls\")",
+                crate::config::humanize_duration(*t)
+            ),
         }
     }
 }

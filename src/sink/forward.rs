@@ -8,7 +8,10 @@
 //! has put the events into its buffer. The id is made once per batch, so a
 //! batch sent again carries the same id. Connections are kept open and used
 //! again; one that fails or outwaits `ack_timeout` is dropped, and the batch
-//! goes again on a new one.
+//! goes again on a new one. With `shared_key`, every new connection starts
+//! with `in_forward`'s `<security>` handshake ([`handshake`]).
+
+mod handshake;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,10 +34,17 @@ pub struct Message {
     pub chunk: String,
 }
 
-/// A connection: TCP, or TLS over TCP.
+/// A byte stream: TCP, or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type Conn = Box<dyn Io>;
+
+/// A connection ready for batches (the handshake done, if any).
+struct Conn {
+    io: Box<dyn Io>,
+    /// False when the server's HELO said `keepalive: false`
+    /// (`deny_keepalive`): it closes the connection after one answer.
+    keepalive: bool,
+}
 
 /// Sends batches to one `in_forward`.
 pub struct Forward {
@@ -68,8 +78,12 @@ impl Forward {
             .clone()
             .ok_or_else(|| SetupError::new(&cfg.name, "not a forward destination".into()))?;
         let tls = if settings.tls {
-            let config =
+            let mut config =
                 crate::tls::client_config(cfg).map_err(|e| SetupError::new(&cfg.name, e))?;
+            // Fluentd 1.16's TLS server (OpenSSL, no session id context)
+            // fails every resumed handshake ("session id context
+            // uninitialized"): each new connection makes a full one.
+            config.resumption = rustls::client::Resumption::disabled();
             let host = host_of(&settings.address);
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| SetupError::new(&cfg.name, format!("bad host name `{host}`: {e}")))?;
@@ -143,48 +157,67 @@ impl Forward {
     }
 
     /// Sends a message and waits for its acknowledgement; returns the time
-    /// from sending to the acknowledgement.
+    /// from writing it to its acknowledgement (connecting not included).
     pub async fn send(&self, msg: &Message) -> Result<Duration, SendError> {
-        let started = Instant::now();
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(conn) = pooled {
             match self.exchange(conn, msg, true).await {
-                Ok(conn) => return Ok(self.done(conn, started)),
+                Ok((conn, latency)) => return Ok(self.done(conn, latency)),
                 Err(Failure::Failed(e)) => return Err(e),
                 Err(Failure::Stale(_)) => {}
             }
         }
         let conn = self.connect().await?;
         match self.exchange(conn, msg, false).await {
-            Ok(conn) => Ok(self.done(conn, started)),
+            Ok((conn, latency)) => Ok(self.done(conn, latency)),
             Err(Failure::Failed(e) | Failure::Stale(e)) => Err(e),
         }
     }
 
-    fn done(&self, conn: Conn, started: Instant) -> Duration {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(conn);
+    fn done(&self, conn: Conn, latency: Duration) -> Duration {
+        if conn.keepalive {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.max_idle {
+                idle.push(conn);
+            }
         }
-        started.elapsed()
+        latency
     }
 
-    /// Opens a TCP connection and closes it: the collector can be reached.
+    /// Opens a connection (with the `<security>` handshake when
+    /// `shared_key` is set) and closes it: the collector can be reached.
     pub async fn connect_probe(&self) -> Result<(), SendError> {
         let mut conn = self.connect().await?;
-        let _ = conn.shutdown().await;
+        let _ = conn.io.shutdown().await;
         Ok(())
     }
 
-    /// A new connection: TCP, and the TLS handshake with `transport = "tls"`,
-    /// within `connect_timeout`.
+    /// A new connection: TCP, the TLS handshake with `transport = "tls"`
+    /// and the `<security>` handshake with `shared_key`, all within
+    /// `connect_timeout`.
     async fn connect(&self) -> Result<Conn, SendError> {
+        let started = Instant::now();
+        let mut io = self.open().await?;
+        let Some(security) = &self.settings.security else {
+            return Ok(Conn {
+                io,
+                keepalive: true,
+            });
+        };
+        let left = self.connect_timeout.saturating_sub(started.elapsed());
+        let keepalive = handshake::run(&mut io, security, left, self.connect_timeout).await?;
+        Ok(Conn { io, keepalive })
+    }
+
+    /// TCP, and the TLS handshake with `transport = "tls"`, within
+    /// `connect_timeout`.
+    async fn open(&self) -> Result<Box<dyn Io>, SendError> {
         let address = self.settings.address.clone();
         let host = host_of(&address);
         let attempt = async {
             let stream = self.connect_tcp(&address, &host).await?;
             let Some((config, name)) = &self.tls else {
-                return Ok(Box::new(stream) as Conn);
+                return Ok(Box::new(stream) as Box<dyn Io>);
             };
             let conn = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name.clone(), stream)
@@ -196,7 +229,7 @@ impl Forward {
                         .map_or_else(|| e.to_string(), crate::tls::describe);
                     SendError::Tls(why)
                 })?;
-            Ok(Box::new(conn) as Conn)
+            Ok(Box::new(conn) as Box<dyn Io>)
         };
         tokio::time::timeout(self.connect_timeout, attempt)
             .await
@@ -228,10 +261,30 @@ impl Forward {
         attempt.await
     }
 
+    /// What to check when a new connection is dropped before any answer:
+    /// what `in_forward` does to a client that skips its TLS, or its
+    /// `<security>` handshake (over TLS the HELO it sent first is lost
+    /// with the reset).
+    fn unanswered_hint(&self) -> &'static str {
+        match (self.tls.is_some(), self.settings.security.is_some()) {
+            (_, true) => " (Fluentd's log says why it closed the connection)",
+            (true, false) => " (does in_forward have <security>? then set shared_key; Fluentd's log says why it closed the connection)",
+            (false, false) => " (does in_forward expect TLS — set transport = \"tls\" — or have <security> — set shared_key? Fluentd's log says which)",
+        }
+    }
+
     /// Writes the message and reads until its acknowledgement, within
-    /// `ack_timeout`. The connection comes back for use again.
-    async fn exchange(&self, mut conn: Conn, msg: &Message, reused: bool) -> Result<Conn, Failure> {
+    /// `ack_timeout`. The connection comes back for use again, with the
+    /// time from writing to the acknowledgement.
+    async fn exchange(
+        &self,
+        mut conn: Conn,
+        msg: &Message,
+        reused: bool,
+    ) -> Result<(Conn, Duration), Failure> {
         let ack_timeout = self.settings.ack_timeout;
+        let started = Instant::now();
+        let io = &mut conn.io;
         let work = async {
             let mut answered = false;
             let closed = |answered: bool, e: SendError| {
@@ -242,8 +295,8 @@ impl Forward {
                 }
             };
             let written = async {
-                conn.write_all(&msg.bytes).await?;
-                conn.flush().await
+                io.write_all(&msg.bytes).await?;
+                io.flush().await
             };
             written.await.map_err(|e| {
                 closed(
@@ -274,11 +327,11 @@ impl Forward {
                 // A new connection dropped before any answer: what in_forward
                 // does to a client that skips its TLS or <security> handshake.
                 let hint = if !reused && !answered {
-                    HINT_UNANSWERED
+                    self.unanswered_hint()
                 } else {
                     ""
                 };
-                let n = conn.read(&mut read).await.map_err(|e| {
+                let n = io.read(&mut read).await.map_err(|e| {
                     closed(
                         answered,
                         SendError::Protocol(format!(
@@ -304,15 +357,12 @@ impl Forward {
             }
         };
         match tokio::time::timeout(ack_timeout, work).await {
-            Ok(Ok(())) => Ok(conn),
+            Ok(Ok(())) => Ok((conn, started.elapsed())),
             Ok(Err(f)) => Err(f),
             Err(_) => Err(Failure::Failed(SendError::NoAck(ack_timeout))),
         }
     }
 }
-
-/// What to check when a new connection is dropped before any answer.
-const HINT_UNANSWERED: &str = " (does in_forward expect TLS — set transport = \"tls\" — or have <security> with a shared_key, which tailhook does not support yet? Fluentd's log says which)";
 
 /// The host of `host:port` (without the brackets of an IPv6 address).
 fn host_of(address: &str) -> String {
@@ -329,7 +379,7 @@ fn check_ack(answer: &Value, chunk: &str) -> Result<(), SendError> {
     if let Value::Array(items) = answer {
         if items.first() == Some(&Value::Str(b"HELO".to_vec())) {
             return Err(SendError::Protocol(
-                "the collector starts the shared_key handshake (HELO: in_forward has <security>), which tailhook does not support yet; remove <security> from the in_forward source".into(),
+                "the collector starts the <security> handshake (HELO): in_forward has <security>, and this destination has no shared_key; set shared_key to the shared_key of in_forward's <security> (and username and password if it has user_auth)".into(),
             ));
         }
     }
@@ -421,6 +471,6 @@ mod tests {
         assert!(check_ack(&helo, "abc")
             .unwrap_err()
             .to_string()
-            .contains("shared_key handshake"));
+            .contains("set shared_key"));
     }
 }

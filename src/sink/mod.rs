@@ -358,7 +358,8 @@ impl Sender {
                 m.bytes_sent.increment(payload.len() as u64);
             };
             let (problem, reason, retry_after) = match sent {
-                Ok(Reply::Acked(_)) => {
+                Ok(Reply::Acked(latency)) => {
+                    m.acked(latency);
                     delivered();
                     return Sent::Delivered;
                 }
