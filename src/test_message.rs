@@ -23,7 +23,8 @@ pub fn test_body(format: Format) -> bytes::Bytes {
 pub struct TestReport {
     /// The destination's name.
     pub destination: String,
-    /// `POST https://…` (password redacted), or `forward tcp://… tag …`.
+    /// `POST https://…` (password redacted), `forward tcp://… tag …` or
+    /// `beats tcp://…`.
     pub target: String,
     /// What the collector answered (`HTTP 200`, `acknowledged`) and how
     /// fast, or the failure in words.
@@ -48,14 +49,19 @@ impl std::fmt::Display for TestReport {
 /// Sends the test message once, with the destination's method, headers, TLS
 /// settings and timeouts. No retry: the point is to see the first answer.
 pub async fn send(dest: &DestinationConfig) -> TestReport {
-    let target = match &dest.forward {
-        Some(f) => format!(
+    let target = match (&dest.forward, &dest.beats) {
+        (Some(f), _) => format!(
             "forward {}://{} tag {}",
             if f.tls { "tls" } else { "tcp" },
             f.address,
             f.tag
         ),
-        None => format!("{} {}", dest.method.as_str(), redact_url(&dest.url)),
+        (None, Some(b)) => format!(
+            "beats {}://{}",
+            if b.tls { "tls" } else { "tcp" },
+            b.address
+        ),
+        (None, None) => format!("{} {}", dest.method.as_str(), redact_url(&dest.url)),
     };
     let sent = match Client::new(dest) {
         Err(e) => Err(e.to_string()),

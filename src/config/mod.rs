@@ -18,7 +18,8 @@ mod units;
 pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 use destination::{validate_destinations, write_destination, RawDestination};
 pub use destination::{
-    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, Method, RetryConfig,
+    BatchConfig, BeatsConfig, Compression, DestinationConfig, Format, ForwardConfig, Method,
+    RetryConfig,
 };
 pub use env::expand_env;
 pub use redact::redact_url;

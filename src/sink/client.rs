@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use crate::config::{DestinationConfig, Format};
 use crate::tls;
 
+use super::beats::{Beats, Window};
 use super::forward::{Forward, Message};
 
 /// A destination that could not be set up (bad TLS files).
@@ -61,6 +62,9 @@ pub enum SendError {
     NoAck(Duration),
     /// A forward destination: an answer that is not the acknowledgement.
     Protocol(String),
+    /// A beats destination: the connection ended, or the answer broke the
+    /// Lumberjack v2 protocol, before the window was acknowledged.
+    Beats(String),
 }
 
 impl SendError {
@@ -70,7 +74,8 @@ impl SendError {
             SendError::Dns(_)
             | SendError::Refused
             | SendError::Other(_)
-            | SendError::Protocol(_) => "connect",
+            | SendError::Protocol(_)
+            | SendError::Beats(_) => "connect",
             SendError::ConnectTimeout(_) | SendError::Timeout(_) | SendError::NoAck(_) => "timeout",
             SendError::Tls(_) => "tls",
         }
@@ -104,6 +109,7 @@ impl fmt::Display for SendError {
                 crate::config::humanize_duration(*t)
             ),
             SendError::Protocol(why) => write!(f, "forward protocol: {why}"),
+            SendError::Beats(why) => write!(f, "beats protocol: {why}"),
         }
     }
 }
@@ -437,6 +443,8 @@ pub enum Client {
     Http(Webhook),
     /// `type = "forward"`: Fluentd Forward Protocol v1.
     Forward(Forward),
+    /// `type = "beats"`: Lumberjack v2 (Logstash's `beats` input).
+    Beats(Beats),
 }
 
 /// A batch as it goes on the wire, made once and sent again as it is.
@@ -445,6 +453,8 @@ pub enum Payload {
     Http(Bytes, String),
     /// A forward message (its chunk id inside).
     Forward(Message),
+    /// A Lumberjack window.
+    Beats(Window),
 }
 
 #[allow(clippy::len_without_is_empty)]
@@ -454,6 +464,7 @@ impl Payload {
         match self {
             Payload::Http(b, _) => b.len(),
             Payload::Forward(m) => m.bytes.len(),
+            Payload::Beats(w) => w.bytes.len(),
         }
     }
 }
@@ -463,7 +474,7 @@ impl Payload {
 pub enum Reply {
     /// An HTTP answer, to judge by its status.
     Answer(Answer),
-    /// A forward destination acknowledged the batch after this long.
+    /// A forward or beats destination acknowledged the batch after this long.
     Acked(Duration),
 }
 
@@ -472,17 +483,20 @@ impl Client {
     pub fn new(cfg: &DestinationConfig) -> Result<Client, SetupError> {
         if cfg.forward.is_some() {
             Forward::new(cfg).map(Client::Forward)
+        } else if cfg.beats.is_some() {
+            Beats::new(cfg).map(Client::Beats)
         } else {
             Webhook::new(cfg).map(Client::Http)
         }
     }
 
     /// Encodes a batch body (http: with its batch id; forward: with a new
-    /// chunk id).
+    /// chunk id; beats: as one window).
     pub fn prepare(&self, body: &Bytes, format: Format, batch_id: &str) -> Payload {
         match self {
             Client::Http(_) => Payload::Http(body.clone(), batch_id.to_string()),
             Client::Forward(f) => Payload::Forward(f.encode(body, format)),
+            Client::Beats(b) => Payload::Beats(b.encode(body, format)),
         }
     }
 
@@ -493,6 +507,7 @@ impl Client {
                 w.send(b.clone(), id).await.map(Reply::Answer)
             }
             (Client::Forward(f), Payload::Forward(m)) => f.send(m).await.map(Reply::Acked),
+            (Client::Beats(b), Payload::Beats(w)) => b.send(w).await.map(Reply::Acked),
             _ => Err(SendError::Other(
                 "a payload prepared by another client".into(),
             )),
@@ -504,6 +519,7 @@ impl Client {
         match self {
             Client::Http(w) => w.connect_probe().await,
             Client::Forward(f) => f.connect_probe().await,
+            Client::Beats(b) => b.connect_probe().await,
         }
     }
 }

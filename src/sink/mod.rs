@@ -2,10 +2,12 @@
 //! dead-letter file.
 
 pub mod batch_id;
+pub mod beats;
 pub mod client;
 pub mod dead_letter;
 pub mod forward;
 pub mod msgpack;
+pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
