@@ -33,8 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::value::RawValue;
 use support::check::assert_clean_exit;
 use support::collector::{base64, Collector, Flavor, Options};
@@ -184,27 +182,7 @@ impl Fixtures {
     }
 
     fn server_config_requiring_client_cert(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.client_ca.pem().as_bytes()).unwrap())
-            .unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![self.pki.cert_der()],
-                PrivateKeyDer::from_pem_slice(self.pki.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap();
-        Arc::new(config)
+        self.pki.server_config_requiring(&self.client_ca)
     }
 }
 
