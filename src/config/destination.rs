@@ -169,7 +169,8 @@ pub struct DestinationConfig {
     pub batch: BatchConfig,
     /// Retry backoff.
     pub retry: RetryConfig,
-    /// Body format.
+    /// Body format (a beats destination's batches are NDJSON: each becomes
+    /// a window).
     pub format: Format,
     /// Body encoding on the wire.
     pub compression: Compression,
@@ -556,7 +557,14 @@ pub(super) fn validate_destinations(
                 initial: d.retry.initial.0,
                 max: d.retry.max.0,
             },
-            format: d.format.unwrap_or(Format::Json),
+            // A beats window is made from the batch's events again: one a
+            // line (events never hold a raw newline) splits at memchr speed,
+            // where a JSON array would be parsed whole.
+            format: if kind == Some("beats") {
+                Format::Ndjson
+            } else {
+                d.format.unwrap_or(Format::Json)
+            },
             compression: d.compression,
             status_policy,
             dead_letter,
