@@ -15,6 +15,10 @@
 //! `CONNECTIONS` (`tcp`, `http`: connections to the input, default 1 for
 //! `tcp` and 4 for `http`), `BODY_EVENTS` (`http`: events per request, default 500),
 //! `TAILHOOK_BIN` (another tailhook binary to measure, e.g. a baseline build).
+//! `OUTPUT` (where tailhook sends, default `http`): `http`, the counting
+//! HTTP sink; `beats`, a `type = "beats"` destination to a counting
+//! Lumberjack v2 receiver that acknowledges each window once it has read it
+//! (`COMPRESSION=zlib` for compressed windows).
 //! Every run ends when the sink has received every event's sequence number
 //! at least once: an event sent again (a retry) is counted as a duplicate,
 //! not as throughput. Prints events/s, the duplicates, CPU seconds per
@@ -348,6 +352,88 @@ fn peak_size(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
     })
 }
 
+/// A Lumberjack v2 receiver on 127.0.0.1 for `OUTPUT=beats`: reads each
+/// window (`2W` N, then `2J` frames or `2C` zlib frames holding them),
+/// counts its events and answers `2A` N, as Logstash's beats input does
+/// once the events are in its queue.
+async fn beats_sink(tally: Arc<Tally>, done: Arc<tokio::sync::Notify>, n: u64) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn serve(
+        stream: tokio::net::TcpStream,
+        tally: &Tally,
+        done: &tokio::sync::Notify,
+        n: u64,
+    ) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let mut read = tokio::io::BufReader::with_capacity(1 << 20, read);
+        let mut payload = Vec::new();
+        loop {
+            let mut header = [0u8; 6];
+            match read.read_exact(&mut header).await {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                r => r?,
+            };
+            if &header[..2] != b"2W" {
+                return Err(io::Error::other("expected a window frame"));
+            }
+            let window = u32::from_be_bytes(header[2..].try_into().unwrap());
+            let mut events = 0;
+            while events < window {
+                let mut kind = [0u8; 2];
+                read.read_exact(&mut kind).await?;
+                match &kind {
+                    b"2J" => {
+                        let mut seq_len = [0u8; 8];
+                        read.read_exact(&mut seq_len).await?;
+                        let len = u32::from_be_bytes(seq_len[4..].try_into().unwrap());
+                        payload.resize(len as usize, 0);
+                        read.read_exact(&mut payload).await?;
+                        tally.count(&payload);
+                        events += 1;
+                    }
+                    b"2C" => {
+                        let len = read.read_u32().await?;
+                        payload.resize(len as usize, 0);
+                        read.read_exact(&mut payload).await?;
+                        let mut frames = Vec::new();
+                        flate2::read::ZlibDecoder::new(&payload[..]).read_to_end(&mut frames)?;
+                        let mut at = 0;
+                        while at + 10 <= frames.len() {
+                            let len =
+                                u32::from_be_bytes(frames[at + 6..at + 10].try_into().unwrap());
+                            let end = at + 10 + len as usize;
+                            tally.count(&frames[at + 10..end.min(frames.len())]);
+                            events += 1;
+                            at = end;
+                        }
+                    }
+                    _ => return Err(io::Error::other("unknown frame type")),
+                }
+            }
+            let mut ack = *b"2A\0\0\0\0";
+            ack[2..].copy_from_slice(&window.to_be_bytes());
+            write.write_all(&ack).await?;
+            if tally.distinct() >= n {
+                done.notify_one();
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tally, done) = (tally.clone(), done.clone());
+            tokio::spawn(async move {
+                if let Err(e) = serve(stream, &tally, &done, n).await {
+                    eprintln!("beats receiver: {e}");
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn main() {
     let input = Input::from_env();
     let n = env_u64("EVENTS", 1_000_000);
@@ -406,12 +492,26 @@ fn main() {
         addr
     });
 
+    let output = std::env::var("OUTPUT").unwrap_or_else(|_| "http".to_string());
+    let destination = match output.as_str() {
+        "http" => format!("url = \"http://{addr}/bench\""),
+        "beats" => {
+            let compression = std::env::var("COMPRESSION").unwrap_or_else(|_| "none".into());
+            let beats = rt.block_on(beats_sink(tally.clone(), done.clone(), n));
+            format!("type = \"beats\"\naddress = \"{beats}\"\ncompression = {compression:?}")
+        }
+        other => {
+            eprintln!("OUTPUT must be http or beats, not {other:?}");
+            std::process::exit(2);
+        }
+    };
+
     let config = dir.path().join("bench.toml");
     let data = dir.path().join("data");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\nurl = \"http://{addr}/bench\"\nconcurrency = {concurrency}\n",
+            "data_dir = {:?}\n[[source]]\nname = {SOURCE:?}\n{}\n[[destination]]\nname = \"sink\"\n{destination}\nconcurrency = {concurrency}\n",
             data.display().to_string(),
             input.source_config(&logs.join("*.ndjson")),
         ),
@@ -528,6 +628,9 @@ fn main() {
         Input::Http => println!(
             "events:            {n} x {EVENT_BYTES} bytes to the http input, {body_events} a request over {connections} connection(s), concurrency {concurrency}"
         ),
+    }
+    if output != "http" {
+        println!("output:            {}", destination.replace('\n', ", "));
     }
     println!("elapsed:           {secs:.2} s");
     println!(
