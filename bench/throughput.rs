@@ -17,7 +17,10 @@
 //!   a CA made for the run and given to tailhook as `ca_file`);
 //! - `forward`: a `type = "forward"` destination to a counting forward
 //!   receiver that acknowledges each message (`{"ack": chunk}`) once it has
-//!   counted its events, as `in_forward` does.
+//!   counted its events, as `in_forward` does;
+//! - `beats`: a `type = "beats"` destination to a counting Lumberjack v2
+//!   receiver that acknowledges each window once it has read it
+//!   (`COMPRESSION=zlib` for compressed windows).
 //!
 //! Any output but `http` runs after a plain-HTTP run of the same events and
 //! prints its events/s as a share of plain HTTP's.
@@ -112,6 +115,9 @@ enum Output {
     /// `type = "forward"` (PackedForward, acknowledged) to a receiver that
     /// acknowledges every message.
     Forward,
+    /// `type = "beats"` (Lumberjack v2; `COMPRESSION=zlib` for compressed
+    /// windows) to a receiver that acknowledges every window.
+    Beats,
 }
 
 impl Output {
@@ -120,6 +126,7 @@ impl Output {
             Output::Http => "http",
             Output::Https => "https",
             Output::Forward => "forward",
+            Output::Beats => "beats",
         }
     }
 
@@ -128,8 +135,9 @@ impl Output {
             Err(_) | Ok("http") => Output::Http,
             Ok("https") => Output::Https,
             Ok("forward") => Output::Forward,
+            Ok("beats") => Output::Beats,
             Ok(other) => {
-                eprintln!("OUTPUT must be http, https or forward, not {other:?}");
+                eprintln!("OUTPUT must be http, https, forward or beats, not {other:?}");
                 std::process::exit(2);
             }
         }
@@ -657,6 +665,88 @@ fn peak_size(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
     })
 }
 
+/// A Lumberjack v2 receiver on 127.0.0.1 for `OUTPUT=beats`: reads each
+/// window (`2W` N, then `2J` frames or `2C` zlib frames holding them),
+/// counts its events and answers `2A` N, as Logstash's beats input does
+/// once the events are in its queue.
+async fn beats_sink(tally: Arc<Tally>, done: Arc<tokio::sync::Notify>, n: u64) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn serve(
+        stream: tokio::net::TcpStream,
+        tally: &Tally,
+        done: &tokio::sync::Notify,
+        n: u64,
+    ) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let mut read = tokio::io::BufReader::with_capacity(1 << 20, read);
+        let mut payload = Vec::new();
+        loop {
+            let mut header = [0u8; 6];
+            match read.read_exact(&mut header).await {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                r => r?,
+            };
+            if &header[..2] != b"2W" {
+                return Err(io::Error::other("expected a window frame"));
+            }
+            let window = u32::from_be_bytes(header[2..].try_into().unwrap());
+            let mut events = 0;
+            while events < window {
+                let mut kind = [0u8; 2];
+                read.read_exact(&mut kind).await?;
+                match &kind {
+                    b"2J" => {
+                        let mut seq_len = [0u8; 8];
+                        read.read_exact(&mut seq_len).await?;
+                        let len = u32::from_be_bytes(seq_len[4..].try_into().unwrap());
+                        payload.resize(len as usize, 0);
+                        read.read_exact(&mut payload).await?;
+                        tally.count(&payload);
+                        events += 1;
+                    }
+                    b"2C" => {
+                        let len = read.read_u32().await?;
+                        payload.resize(len as usize, 0);
+                        read.read_exact(&mut payload).await?;
+                        let mut frames = Vec::new();
+                        flate2::read::ZlibDecoder::new(&payload[..]).read_to_end(&mut frames)?;
+                        let mut at = 0;
+                        while at + 10 <= frames.len() {
+                            let len =
+                                u32::from_be_bytes(frames[at + 6..at + 10].try_into().unwrap());
+                            let end = at + 10 + len as usize;
+                            tally.count(&frames[at + 10..end.min(frames.len())]);
+                            events += 1;
+                            at = end;
+                        }
+                    }
+                    _ => return Err(io::Error::other("unknown frame type")),
+                }
+            }
+            let mut ack = *b"2A\0\0\0\0";
+            ack[2..].copy_from_slice(&window.to_be_bytes());
+            write.write_all(&ack).await?;
+            if tally.distinct() >= n {
+                done.notify_one();
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tally, done) = (tally.clone(), done.clone());
+            tokio::spawn(async move {
+                if let Err(e) = serve(stream, &tally, &done, n).await {
+                    eprintln!("beats receiver: {e}");
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// The settings of a benchmark run, from the environment.
 struct Params {
     input: Input,
@@ -747,6 +837,11 @@ fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
         output == Output::Forward,
     ));
     let destination = match (output, &tls) {
+        (Output::Beats, _) => {
+            let compression = std::env::var("COMPRESSION").unwrap_or_else(|_| "none".into());
+            let beats = rt.block_on(beats_sink(tally.clone(), done.clone(), n));
+            format!("type = \"beats\"\naddress = \"{beats}\"\ncompression = {compression:?}\n")
+        }
         (Output::Forward, _) => {
             format!("type = \"forward\"\naddress = \"{addr}\"\ntag = \"bench\"\n")
         }
@@ -890,6 +985,10 @@ fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
         ),
         Output::Forward => println!(
             "output:            type = \"forward\" (PackedForward, acknowledged), {connections} connection(s) to a counting receiver"
+        ),
+        Output::Beats => println!(
+            "output:            {}",
+            destination.trim_end().replace('\n', ", ")
         ),
     }
     if per_connection > 0 {

@@ -24,7 +24,7 @@ pub struct TestReport {
     /// The destination's name.
     pub destination: String,
     /// `POST https://…` (password redacted; ` via proxy http://host:port`
-    /// through a proxy), or `forward tcp://… tag …`.
+    /// through a proxy), `forward tcp://… tag …` or `beats tcp://…`.
     pub target: String,
     /// What the collector answered (`HTTP 200`, `acknowledged`) and how
     /// fast, or the failure in words.
@@ -59,14 +59,19 @@ pub async fn send_each(dest: &DestinationConfig) -> Vec<TestReport> {
 /// settings and timeouts, to its `url` (or `address`; the first of several).
 /// No retry: the point is to see the first answer.
 pub async fn send(dest: &DestinationConfig) -> TestReport {
-    let target = match &dest.forward {
-        Some(f) => format!(
+    let target = match (&dest.forward, &dest.beats) {
+        (Some(f), _) => format!(
             "forward {}://{} tag {}",
             if f.tls { "tls" } else { "tcp" },
             f.address,
             f.tag
         ),
-        None => {
+        (None, Some(b)) => format!(
+            "beats {}://{}",
+            if b.tls { "tls" } else { "tcp" },
+            b.address
+        ),
+        (None, None) => {
             // An environment that names no usable proxy fails Client::new
             // below, in words.
             let via = crate::config::route(&dest.proxy, &dest.url, |k| std::env::var(k).ok())

@@ -18,7 +18,9 @@
 //! A `type = "forward"` block is delivered instead to the forward-protocol
 //! emulator (its `address` changed; TLS when the config has `<transport
 //! tls>`, `<security>` with this test's shared key when it has
-//! `<security>`), and the events compared as JSON.
+//! `<security>`), and the events compared as JSON; a `type = "beats"` block
+//! to the Lumberjack v2 emulator (TLS when the config has `ssl_enabled =>
+//! true`), the events compared byte for byte.
 //!
 //! The environment variables the blocks name are set here; a block naming
 //! one this test does not know fails, so a README change cannot skip the
@@ -32,8 +34,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::value::RawValue;
 use support::check::assert_clean_exit;
 use support::collector::{base64, Collector, Flavor, Options};
@@ -185,27 +185,7 @@ impl Fixtures {
     }
 
     fn server_config_requiring_client_cert(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.client_ca.pem().as_bytes()).unwrap())
-            .unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![self.pki.cert_der()],
-                PrivateKeyDer::from_pem_slice(self.pki.key_pem.as_bytes()).unwrap(),
-            )
-            .unwrap();
-        Arc::new(config)
+        self.pki.server_config_requiring(&self.client_ca)
     }
 }
 
@@ -356,6 +336,10 @@ fn check_readme(folder: &str, flavor: Flavor) {
             deliver_forward_block(&fixtures, &requires, &block.toml, &samples, &want, &what);
             continue;
         }
+        if block.toml.contains("type = \"beats\"") {
+            deliver_beats_block(&fixtures, &requires, &block.toml, &samples, &want, &what);
+            continue;
+        }
         let dest = parse_destination(&block.toml, &what);
         deliver_block(
             &fixtures,
@@ -452,6 +436,87 @@ fn deliver_forward_block(
             "{what}: the <security> handshakes: {handshakes:?}"
         );
     }
+}
+
+/// A `type = "beats"` block, its `address` pointed at the Lumberjack v2
+/// emulator (TLS when the config has `ssl_enabled => true`, requiring a
+/// client certificate when it has `ssl_client_authentication =>
+/// "required"`), delivers every sample event, byte for byte, acknowledged.
+fn deliver_beats_block(
+    fixtures: &Fixtures,
+    requires: &Requires,
+    block: &str,
+    samples: &Path,
+    want: &[Vec<u8>],
+    what: &str,
+) {
+    let table: toml::Table = toml::from_str(block).unwrap();
+    let d = table["destination"].as_array().unwrap()[0]
+        .as_table()
+        .unwrap();
+    assert_eq!(
+        d.get("transport").and_then(|t| t.as_str()) == Some("tls"),
+        requires.tls,
+        "{what}: `transport` does not match the config"
+    );
+    assert_eq!(
+        d.contains_key("client_cert_file"),
+        requires.client_cert,
+        "{what}: client_cert_file does not match the config ({requires:?})"
+    );
+    assert!(
+        !d.contains_key("events") && !d.contains_key("sources"),
+        "{what}: every sample event must reach the collector"
+    );
+    let address = d["address"].as_str().expect("address");
+    let old_line = format!("address = {address:?}");
+    assert!(
+        block.contains(&old_line),
+        "{what}: expected the line {old_line}"
+    );
+    let bt = match (requires.tls, requires.client_cert) {
+        (false, false) => support::beats::Beats::start(),
+        (true, false) => support::beats::Beats::start_tls(fixtures.pki.server_config()),
+        (true, true) => {
+            support::beats::Beats::start_tls(fixtures.server_config_requiring_client_cert())
+        }
+        (false, true) => panic!("{what}: client certificates without TLS"),
+    };
+    // The certificate is for localhost and 127.0.0.1.
+    let pointed = block.replace(&old_line, &format!("address = {:?}", bt.address()));
+
+    let setup = Setup::new();
+    std::fs::copy(samples, setup.log("sample-events.ndjson")).unwrap();
+    let config = setup.config(&format!(
+        "{}\n{pointed}",
+        setup.source("wallarm", "*.ndjson", "")
+    ));
+    let tailhook = Tailhook::start_with_env(&config, &fixtures.env());
+    let arrived = bt.wait_accepted(want.len(), WAIT);
+    let exit = tailhook.terminate();
+    assert!(
+        arrived,
+        "{what}: the emulator did not get every event\n{}",
+        exit.output()
+    );
+    assert_clean_exit(&exit);
+    assert_eq!(bt.violations(), Vec::<String>::new(), "{what}");
+    let mut got = bt.accepted();
+    let mut expected = want.to_vec();
+    got.sort();
+    expected.sort();
+    assert!(
+        got == expected,
+        "{what}: the emulator did not get exactly the sample events, byte for byte \
+         ({} received, {} sent)",
+        got.len(),
+        expected.len()
+    );
+    let compressed = d.get("compression").and_then(|c| c.as_str()) == Some("zlib");
+    assert!(
+        bt.windows().iter().all(|w| w.compressed == compressed),
+        "{what}: compression"
+    );
 }
 
 /// `tailhook check` accepts the block as it is, with a file source.

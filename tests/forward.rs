@@ -366,8 +366,8 @@ fn check_explains_forward_settings_and_prints_them() {
             "`tag` is a setting of `type = \"forward\"`",
         ),
         (
-            "type = \"beats\"\nurl = \"http://x/\"",
-            "type `beats` is not supported",
+            "type = \"syslog\"\nurl = \"http://x/\"",
+            "type `syslog` is not supported",
         ),
         (
             "type = \"forward\"\naddress = \"h:1\"\ntag = \"t\"\nack_timeout = \"0s\"",

@@ -58,6 +58,19 @@ pub enum Compression {
     None,
     /// gzip, with `Content-Encoding: gzip` (Fluentd `in_http` decodes it since 1.2.3).
     Gzip,
+    /// zlib: a `type = "beats"` window in one Lumberjack v2 compressed frame.
+    Zlib,
+}
+
+impl Compression {
+    /// `none`, `gzip` or `zlib`, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zlib => "zlib",
+        }
+    }
 }
 
 /// A `type = "forward"` destination: Fluentd Forward Protocol v1.
@@ -109,6 +122,22 @@ impl std::fmt::Debug for ForwardSecurity {
     }
 }
 
+/// A `type = "beats"` destination: Lumberjack v2, the protocol of
+/// Logstash's `beats` input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatsConfig {
+    /// `host:port` of the `beats` input.
+    pub address: String,
+    /// How long to wait for the next acknowledgement frame (the final one, a
+    /// partial one or a keep-alive) before sending the window again on a
+    /// new connection.
+    pub ack_timeout: Duration,
+    /// `transport = "tls"` (`ssl_enabled => true` on the Logstash side), with
+    /// the destination's `ca_file`, `verify_certificate` and client
+    /// certificate.
+    pub tls: bool,
+}
+
 /// The batch bounds of a destination.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchConfig {
@@ -135,13 +164,16 @@ pub struct DestinationConfig {
     /// Its name: checkpoint and dead-letter files are named after it.
     pub name: String,
     /// The webhook URL; for a forward destination `tcp://` and its address,
-    /// for logs. With several endpoints, the first.
+    /// for a beats one `tcp://` or `tls://` and its address, for logs. With
+    /// several endpoints, the first.
     pub url: reqwest::Url,
     /// Every endpoint in config order (`urls`, or `url` alone; for a
     /// forward destination `tcp://` and each address): see [`Self::endpoint`].
     pub urls: Vec<reqwest::Url>,
-    /// `type = "forward"`: its settings (None: an HTTP webhook).
+    /// `type = "forward"`: its settings (None: an HTTP webhook or beats).
     pub forward: Option<ForwardConfig>,
+    /// `type = "beats"`: its settings (None: an HTTP webhook or forward).
+    pub beats: Option<BeatsConfig>,
     /// POST or PUT.
     pub method: Method,
     /// Extra request headers, values already expanded.
@@ -175,7 +207,8 @@ pub struct DestinationConfig {
     pub batch: BatchConfig,
     /// Retry backoff.
     pub retry: RetryConfig,
-    /// Body format.
+    /// Body format (a beats destination's batches are NDJSON: each becomes
+    /// a window).
     pub format: Format,
     /// Body encoding on the wire.
     pub compression: Compression,
@@ -183,6 +216,13 @@ pub struct DestinationConfig {
     pub status_policy: StatusPolicy,
     /// The bound on its dead-letter file.
     pub dead_letter: DeadLetterConfig,
+}
+
+impl DestinationConfig {
+    /// An HTTP webhook (not `type = "forward"` or `type = "beats"`).
+    pub fn is_http(&self) -> bool {
+        self.forward.is_none() && self.beats.is_none()
+    }
 }
 
 #[derive(Deserialize)]
@@ -322,6 +362,11 @@ impl<'de> Deserialize<'de> for Positive {
     }
 }
 
+/// Who takes `address`, `ack_timeout` and `transport`, for error messages.
+const BOTH: &str = "`type = \"forward\"` and `type = \"beats\"`";
+/// Who takes `tag` and `time_key`.
+const FORWARD: &str = "`type = \"forward\"`";
+
 /// Checks every `[[destination]]` block against the sources it names.
 pub(super) fn validate_destinations(
     raw: Vec<RawDestination>,
@@ -343,41 +388,70 @@ pub(super) fn validate_destinations(
                 format!("destination name `{name}` is used twice"),
             );
         }
-        let forward = match d.kind.as_ref().map(|k| k.get_ref().as_str()) {
+        let kind = d.kind.as_ref().map(|k| k.get_ref().as_str());
+        let mut beats = None;
+        let forward = match kind {
             None | Some("http") => {
-                for (key, given) in [
-                    ("address", d.address.as_ref().map(|x| x.span())),
-                    ("addresses", d.addresses.as_ref().map(|x| x.span())),
-                    ("tag", d.tag.as_ref().map(|x| x.span())),
-                    ("time_key", d.time_key.as_ref().map(|x| x.span())),
-                    ("ack_timeout", d.ack_timeout.as_ref().map(|x| x.span())),
-                    ("transport", d.transport.as_ref().map(|x| x.span())),
-                    ("shared_key", d.shared_key.as_ref().map(|x| x.span())),
-                    ("self_hostname", d.self_hostname.as_ref().map(|x| x.span())),
-                    ("username", d.username.as_ref().map(|x| x.span())),
-                    ("password", d.password.as_ref().map(|x| x.span())),
+                for (key, given, types) in [
+                    ("address", d.address.as_ref().map(|x| x.span()), BOTH),
+                    ("addresses", d.addresses.as_ref().map(|x| x.span()), FORWARD),
+                    ("tag", d.tag.as_ref().map(|x| x.span()), FORWARD),
+                    ("time_key", d.time_key.as_ref().map(|x| x.span()), FORWARD),
+                    (
+                        "ack_timeout",
+                        d.ack_timeout.as_ref().map(|x| x.span()),
+                        BOTH,
+                    ),
+                    ("transport", d.transport.as_ref().map(|x| x.span()), BOTH),
+                    (
+                        "shared_key",
+                        d.shared_key.as_ref().map(|x| x.span()),
+                        FORWARD,
+                    ),
+                    (
+                        "self_hostname",
+                        d.self_hostname.as_ref().map(|x| x.span()),
+                        FORWARD,
+                    ),
+                    ("username", d.username.as_ref().map(|x| x.span()), FORWARD),
+                    ("password", d.password.as_ref().map(|x| x.span()), FORWARD),
                 ] {
                     if let Some(span) = given {
                         p.at(
                             span,
-                            format!("destination `{name}`: `{key}` is a setting of `type = \"forward\"` destinations; an HTTP destination takes `url`"),
+                            format!("destination `{name}`: `{key}` is a setting of {types} destinations; an HTTP destination takes `url`"),
                         );
                     }
                 }
                 None
             }
             Some("forward") => Some(validate_forward(&name, &d, p)),
+            Some("beats") => {
+                beats = Some(validate_beats(&name, &d, p));
+                None
+            }
             Some(other) => {
                 let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
                 p.at(
                     span,
-                    format!("destination `{name}`: type `{other}` is not supported; expected \"http\" (the default) or \"forward\""),
+                    format!("destination `{name}`: type `{other}` is not supported; expected \"http\" (the default), \"forward\" or \"beats\""),
                 );
                 None
             }
         };
-        let urls = match &forward {
-            Some(f) => f
+        match (kind, d.compression) {
+            (Some("beats"), Compression::Gzip) => p.at(
+                d.name.span(),
+                format!("destination `{name}`: compression \"gzip\" is for HTTP and forward destinations; a `type = \"beats\"` destination takes \"zlib\" (Lumberjack compressed frames) or \"none\""),
+            ),
+            (Some("beats"), _) | (_, Compression::None | Compression::Gzip) => {}
+            (_, Compression::Zlib) => p.at(
+                d.name.span(),
+                format!("destination `{name}`: compression \"zlib\" is for `type = \"beats\"` destinations; HTTP and forward destinations take \"gzip\" or \"none\""),
+            ),
+        }
+        let urls = match (&forward, &beats) {
+            (Some(f), _) => f
                 .addresses
                 .iter()
                 .map(|a| {
@@ -387,13 +461,22 @@ pub(super) fn validate_destinations(
                 })
                 .collect(),
             // An unknown type is reported as such, not as a missing url.
-            None if d.url.is_none()
-                && d.urls.is_none()
-                && d.kind.as_ref().is_some_and(|k| k.get_ref() != "http") =>
+            (None, None)
+                if d.url.is_none()
+                    && d.urls.is_none()
+                    && d.kind.as_ref().is_some_and(|k| k.get_ref() != "http") =>
             {
                 vec![reqwest::Url::parse("http://invalid.invalid/").expect("static url")]
             }
-            None => http_urls(&name, d.url.as_ref(), d.urls.as_ref(), d.name.span(), p),
+            (None, Some(b)) => {
+                let scheme = if b.tls { "tls" } else { "tcp" };
+                vec![
+                    reqwest::Url::parse(&format!("{scheme}://{}", b.address)).unwrap_or_else(
+                        |_| reqwest::Url::parse("tcp://invalid.invalid:5044").expect("static url"),
+                    ),
+                ]
+            }
+            (None, None) => http_urls(&name, d.url.as_ref(), d.urls.as_ref(), d.name.span(), p),
         };
         let url = urls[0].clone();
         let mut headers = Vec::new();
@@ -504,6 +587,7 @@ pub(super) fn validate_destinations(
             url,
             urls,
             forward,
+            beats,
             method: d.method.0.unwrap_or(Method::Post),
             headers,
             ca_file: d.ca_file,
@@ -527,7 +611,14 @@ pub(super) fn validate_destinations(
                 initial: d.retry.initial.0,
                 max: d.retry.max.0,
             },
-            format: d.format.unwrap_or(Format::Json),
+            // A beats window is made from the batch's events again: one a
+            // line (events never hold a raw newline) splits at memchr speed,
+            // where a JSON array would be parsed whole.
+            format: if kind == Some("beats") {
+                Format::Ndjson
+            } else {
+                d.format.unwrap_or(Format::Json)
+            },
             compression: d.compression,
             status_policy,
             dead_letter,
@@ -736,6 +827,114 @@ fn host_name() -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// The settings of a `type = "beats"` destination; HTTP-only and
+/// forward-only settings given to one are errors.
+fn validate_beats(name: &str, d: &RawDestination, p: &mut Problems<'_>) -> BeatsConfig {
+    let span = d.kind.as_ref().map_or(d.name.span(), |k| k.span());
+    let elsewhere = [
+        ("url", d.url.is_some(), "HTTP"),
+        ("method", d.method.0.is_some(), "HTTP"),
+        ("headers", d.headers.is_some(), "HTTP"),
+        ("format", d.format.is_some(), "HTTP"),
+        ("request_timeout", d.request_timeout.is_some(), "HTTP"),
+        ("retry_on", d.retry_on.is_some(), "HTTP"),
+        ("dead_letter_on", d.dead_letter_on.is_some(), "HTTP"),
+        ("tls.server_name", d.tls.server_name.is_some(), "HTTP"),
+        ("urls", d.urls.is_some(), "HTTP"),
+        ("proxy", d.proxy.is_some(), "HTTP"),
+        ("tag", d.tag.is_some(), "`type = \"forward\"`"),
+        ("time_key", d.time_key.is_some(), "`type = \"forward\"`"),
+        ("addresses", d.addresses.is_some(), "`type = \"forward\"`"),
+        ("shared_key", d.shared_key.is_some(), "`type = \"forward\"`"),
+        (
+            "self_hostname",
+            d.self_hostname.is_some(),
+            "`type = \"forward\"`",
+        ),
+        ("username", d.username.is_some(), "`type = \"forward\"`"),
+        ("password", d.password.is_some(), "`type = \"forward\"`"),
+    ];
+    for (key, given, owner) in elsewhere {
+        if given {
+            p.at(
+                span.clone(),
+                format!("destination `{name}`: `{key}` is a setting of {owner} destinations; a `type = \"beats\"` destination takes `address` (and `ack_timeout` instead of `request_timeout`); Logstash's beats input takes each event as it is"),
+            );
+        }
+    }
+    let tls = match d.transport.as_ref() {
+        None => false,
+        Some(t) if t.get_ref() == "tcp" => false,
+        Some(t) if t.get_ref() == "tls" => true,
+        Some(t) => {
+            p.at(
+                t.span(),
+                format!("destination `{name}`: transport `{}` is not supported; expected \"tcp\" (the default) or \"tls\" (for a beats input with ssl_enabled => true)", t.get_ref()),
+            );
+            false
+        }
+    };
+    if !tls {
+        for (key, given) in [
+            ("ca_file", d.ca_file.is_some()),
+            ("verify_certificate", d.verify_certificate.is_some()),
+            ("client_cert_file", d.client_cert_file.is_some()),
+            ("client_key_file", d.client_key_file.is_some()),
+        ] {
+            if given {
+                p.at(
+                    span.clone(),
+                    format!("destination `{name}`: `{key}` is a TLS setting, but this beats destination has no `transport = \"tls\"`"),
+                );
+            }
+        }
+    }
+    let address = match &d.address {
+        Some(a) => {
+            let text = a.get_ref().trim();
+            if !is_host_port(text) {
+                p.at(
+                    a.span(),
+                    format!("destination `{name}`: address `{text}` must be host:port (e.g. \"logstash:5044\" or \"[::1]:5044\")"),
+                );
+            }
+            text.to_string()
+        }
+        None => {
+            p.at(
+                span.clone(),
+                format!("destination `{name}` of type \"beats\" needs `address = \"host:port\"` (the port of Logstash's beats input, 5044 in Elastic's examples)"),
+            );
+            String::new()
+        }
+    };
+    let ack_timeout = d
+        .ack_timeout
+        .as_ref()
+        .map_or(Duration::from_secs(60), |t| t.get_ref().0);
+    if ack_timeout.is_zero() {
+        p.at(
+            d.ack_timeout.as_ref().map_or(span, |t| t.span()),
+            format!("destination `{name}`: ack_timeout must be more than 0"),
+        );
+    }
+    BeatsConfig {
+        address,
+        ack_timeout,
+        tls,
+    }
+}
+
+/// `host:port` with a host and a port other than 0 (`[::1]:5044` for IPv6).
+fn is_host_port(text: &str) -> bool {
+    reqwest::Url::parse(&format!("tcp://{text}")).is_ok_and(|u| {
+        u.host_str().is_some_and(|h| !h.is_empty())
+            && u.port().is_some_and(|port| port != 0)
+            && u.path().is_empty()
+            && u.username().is_empty()
+    })
+}
+
 /// Writes one `[[destination]]` block of the resolved config (see
 /// [`super::Config::to_redacted_toml`]).
 pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig]) {
@@ -744,6 +943,10 @@ pub(super) fn write_destination(o: &mut String, dst: &DestinationConfig, sources
     let _ = writeln!(o, "\n[[destination]]\nname = {}", q(&dst.name));
     if let Some(f) = &dst.forward {
         write_forward(o, dst, f, sources);
+        return;
+    }
+    if let Some(b) = &dst.beats {
+        write_beats(o, dst, b, sources);
         return;
     }
     let _ = writeln!(o, "type = \"http\"");
@@ -779,19 +982,15 @@ fn write_common(o: &mut String, dst: &DestinationConfig, sources: &[SourceConfig
     let names: Vec<String> = dst.sources.iter().map(|&i| q(&sources[i].name)).collect();
     let _ = writeln!(o, "sources = [{}]", names.join(", "));
     let _ = writeln!(o, "concurrency = {}", dst.concurrency);
-    if dst.forward.is_none() {
+    if dst.is_http() {
         let fmt = match dst.format {
             Format::Json => "json",
             Format::Ndjson => "ndjson",
         };
         let _ = writeln!(o, "format = \"{fmt}\"");
     }
-    let compression = match dst.compression {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-    };
-    let _ = writeln!(o, "compression = \"{compression}\"");
-    if dst.forward.is_none() {
+    let _ = writeln!(o, "compression = \"{}\"", dst.compression.as_str());
+    if dst.is_http() {
         write_status_policy(o, &dst.status_policy);
     }
     if let Some(n) = &dst.server_name {
@@ -865,6 +1064,21 @@ fn write_forward(
         None => {
             let _ = writeln!(o, "# shared_key: none (no <security> handshake)");
         }
+    }
+    let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
+    write_common(o, dst, sources);
+}
+
+/// The rest of a `type = "beats"` block.
+fn write_beats(o: &mut String, dst: &DestinationConfig, b: &BeatsConfig, sources: &[SourceConfig]) {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let d = |d: Duration| q(&humanize_duration(d));
+    let _ = writeln!(o, "type = \"beats\"");
+    let _ = writeln!(o, "address = {}", q(&b.address));
+    let _ = writeln!(o, "ack_timeout = {}", d(b.ack_timeout));
+    let _ = writeln!(o, "transport = \"{}\"", if b.tls { "tls" } else { "tcp" });
+    if b.tls {
+        write_tls(o, dst);
     }
     let _ = writeln!(o, "connect_timeout = {}", d(dst.connect_timeout));
     write_common(o, dst, sources);

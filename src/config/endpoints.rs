@@ -120,7 +120,7 @@ pub(super) fn http_urls(
     block: std::ops::Range<usize>,
     p: &mut Problems<'_>,
 ) -> Vec<reqwest::Url> {
-    let missing = format!("destination `{name}` has no `url` (an HTTP destination needs one, or `urls` for several collectors; `type = \"forward\"` takes `address` instead)");
+    let missing = format!("destination `{name}` has no `url` (an HTTP destination needs one, or `urls` for several collectors; `type = \"forward\"` and `type = \"beats\"` take `address` instead)");
     let urls = one_or_several(
         name,
         ("url", "urls"),

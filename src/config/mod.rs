@@ -20,8 +20,8 @@ mod units;
 pub use delivery::{DeadLetterConfig, StatusAction, StatusMatch, StatusPolicy};
 use destination::{validate_destinations, write_destination, RawDestination};
 pub use destination::{
-    BatchConfig, Compression, DestinationConfig, Format, ForwardConfig, ForwardSecurity, Method,
-    RetryConfig,
+    BatchConfig, BeatsConfig, Compression, DestinationConfig, Format, ForwardConfig,
+    ForwardSecurity, Method, RetryConfig,
 };
 pub use env::expand_env;
 pub use proxy::{no_proxy_matches, parse_proxy_url, route, Proxy, ProxySetting, Route};

@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use crate::config::{DestinationConfig, Format, Proxy, Route};
 use crate::tls;
 
+use super::beats::{Beats, Window};
 use super::forward::{Forward, Message};
 use super::proxy::{ProxyError, ProxyFailure};
 
@@ -69,6 +70,9 @@ pub enum SendError {
     Handshake(String),
     /// A forward destination with `shared_key`: no HELO within `connect_timeout`.
     NoHelo(Duration),
+    /// A beats destination: the connection ended, or the answer broke the
+    /// Lumberjack v2 protocol, before the window was acknowledged.
+    Beats(String),
 }
 
 impl SendError {
@@ -79,7 +83,8 @@ impl SendError {
             | SendError::Refused
             | SendError::Other(_)
             | SendError::Protocol(_)
-            | SendError::Handshake(_) => "connect",
+            | SendError::Handshake(_)
+            | SendError::Beats(_) => "connect",
             SendError::ConnectTimeout(_)
             | SendError::Timeout(_)
             | SendError::NoAck(_)
@@ -130,6 +135,7 @@ impl fmt::Display for SendError {
                 "<security> handshake failed: no HELO from the server within connect_timeout ({}): is <security> configured on in_forward? With shared_key set, tailhook waits for in_forward's HELO before it sends anything (remove shared_key if in_forward has no <security>; if it has <transport tls>, set transport = \"tls\")",
                 crate::config::humanize_duration(*t)
             ),
+            SendError::Beats(why) => write!(f, "beats protocol: {why}"),
         }
     }
 }
@@ -630,6 +636,8 @@ pub enum Client {
     Http(Webhook),
     /// `type = "forward"`: Fluentd Forward Protocol v1.
     Forward(Forward),
+    /// `type = "beats"`: Lumberjack v2 (Logstash's `beats` input).
+    Beats(Beats),
 }
 
 /// A batch as it goes on the wire, made once and sent again as it is.
@@ -638,6 +646,8 @@ pub enum Payload {
     Http(Bytes, String),
     /// A forward message (its chunk id inside).
     Forward(Message),
+    /// A Lumberjack window.
+    Beats(Window),
 }
 
 #[allow(clippy::len_without_is_empty)]
@@ -647,6 +657,7 @@ impl Payload {
         match self {
             Payload::Http(b, _) => b.len(),
             Payload::Forward(m) => m.bytes.len(),
+            Payload::Beats(w) => w.bytes.len(),
         }
     }
 }
@@ -656,7 +667,7 @@ impl Payload {
 pub enum Reply {
     /// An HTTP answer, to judge by its status.
     Answer(Answer),
-    /// A forward destination acknowledged the batch after this long.
+    /// A forward or beats destination acknowledged the batch after this long.
     Acked(Duration),
 }
 
@@ -665,17 +676,20 @@ impl Client {
     pub fn new(cfg: &DestinationConfig) -> Result<Client, SetupError> {
         if cfg.forward.is_some() {
             Forward::new(cfg).map(Client::Forward)
+        } else if cfg.beats.is_some() {
+            Beats::new(cfg).map(Client::Beats)
         } else {
             Webhook::new(cfg).map(Client::Http)
         }
     }
 
     /// Encodes a batch body (http: with its batch id; forward: with a new
-    /// chunk id).
+    /// chunk id; beats: as one window).
     pub fn prepare(&self, body: &Bytes, format: Format, batch_id: &str) -> Payload {
         match self {
             Client::Http(_) => Payload::Http(body.clone(), batch_id.to_string()),
             Client::Forward(f) => Payload::Forward(f.encode(body, format)),
+            Client::Beats(b) => Payload::Beats(b.encode(body, format)),
         }
     }
 
@@ -686,17 +700,19 @@ impl Client {
                 w.send(b.clone(), id).await.map(Reply::Answer)
             }
             (Client::Forward(f), Payload::Forward(m)) => f.send(m).await.map(Reply::Acked),
+            (Client::Beats(b), Payload::Beats(w)) => b.send(w).await.map(Reply::Acked),
             _ => Err(SendError::Other(
                 "a payload prepared by another client".into(),
             )),
         }
     }
 
-    /// Through which proxy, if any, an HTTP client connects (None: forward).
+    /// Through which proxy, if any, an HTTP client connects (None: forward
+    /// and beats).
     pub fn route(&self) -> Option<&Route> {
         match self {
             Client::Http(w) => Some(w.route()),
-            Client::Forward(_) => None,
+            Client::Forward(_) | Client::Beats(_) => None,
         }
     }
 
@@ -705,6 +721,7 @@ impl Client {
         match self {
             Client::Http(w) => w.connect_probe().await,
             Client::Forward(f) => f.connect_probe().await,
+            Client::Beats(b) => b.connect_probe().await,
         }
     }
 }

@@ -2,12 +2,14 @@
 //! spreads its batches over, the retry policy and the dead-letter file.
 
 pub mod batch_id;
+pub mod beats;
 pub mod client;
 pub mod dead_letter;
 pub mod endpoints;
 pub mod forward;
 pub mod msgpack;
 pub mod proxy;
+pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

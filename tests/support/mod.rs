@@ -7,6 +7,7 @@
 //!   `http` input) running on their own thread, with recording and fault
 //!   injection;
 //! - [`forward`]: a Fluentd forward-protocol (`in_forward`) emulator;
+//! - [`beats`]: a Lumberjack v2 (Logstash `beats` input) emulator;
 //! - [`http_client`]: a hand-written HTTP/1.1 client for the `http` input;
 //! - [`process`]: running the real `tailhook` binary with bounded waits
 //!   (and without the developer's proxy variables);
@@ -23,6 +24,7 @@
 // Each test file uses only a subset of this module tree.
 #![allow(dead_code)]
 
+pub mod beats;
 pub mod check;
 pub mod collector;
 pub mod forward;

@@ -79,6 +79,30 @@ impl TestPki {
         Arc::new(config)
     }
 
+    /// Like [`TestPki::server_config`], requiring a client certificate
+    /// signed by `client_ca` (mutual TLS).
+    pub fn server_config_requiring(&self, client_ca: &ClientCa) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(client_ca.pem().as_bytes()).expect("client CA"))
+            .expect("add client CA");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("parse key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.cert_der()], key)
+            .expect("server certificate and key");
+        Arc::new(config)
+    }
+
     /// A rustls client configuration (ring provider) that trusts only this
     /// PKI's CA. For tests that talk TLS to an emulator directly.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
