@@ -20,7 +20,9 @@
 //!   counted its events, as `in_forward` does;
 //! - `beats`: a `type = "beats"` destination to a counting Lumberjack v2
 //!   receiver that acknowledges each window once it has read it
-//!   (`COMPRESSION=zlib` for compressed windows).
+//!   (`COMPRESSION=zlib` for compressed windows);
+//! - `urls`: plain HTTP to two sinks behind one destination's `urls`
+//!   (round-robin).
 //!
 //! Any output but `http` runs after a plain-HTTP run of the same events and
 //! prints its events/s as a share of plain HTTP's.
@@ -118,6 +120,8 @@ enum Output {
     /// `type = "beats"` (Lumberjack v2; `COMPRESSION=zlib` for compressed
     /// windows) to a receiver that acknowledges every window.
     Beats,
+    /// Plain HTTP to two sinks behind one destination's `urls`.
+    Urls,
 }
 
 impl Output {
@@ -127,6 +131,7 @@ impl Output {
             Output::Https => "https",
             Output::Forward => "forward",
             Output::Beats => "beats",
+            Output::Urls => "urls",
         }
     }
 
@@ -136,8 +141,9 @@ impl Output {
             Ok("https") => Output::Https,
             Ok("forward") => Output::Forward,
             Ok("beats") => Output::Beats,
+            Ok("urls") => Output::Urls,
             Ok(other) => {
-                eprintln!("OUTPUT must be http, https, forward or beats, not {other:?}");
+                eprintln!("OUTPUT must be http, https, forward, beats or urls, not {other:?}");
                 std::process::exit(2);
             }
         }
@@ -849,6 +855,11 @@ fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
             "url = \"https://{addr}/bench\"\nca_file = {:?}\n",
             t.ca_file.display().to_string()
         ),
+        (Output::Urls, _) => {
+            // A second sink, sharing the first one's tally.
+            let second = rt.block_on(serve(sink.clone(), None, false));
+            format!("urls = [\"http://{addr}/bench\", \"http://{second}/bench\"]\n")
+        }
         (_, None) => format!("url = \"http://{addr}/bench\"\n"),
     };
 
@@ -985,6 +996,9 @@ fn run(p: &Params, output: Output, logs: &Path, dir: &Path) -> f64 {
         ),
         Output::Forward => println!(
             "output:            type = \"forward\" (PackedForward, acknowledged), {connections} connection(s) to a counting receiver"
+        ),
+        Output::Urls => println!(
+            "output:            http to two sinks behind `urls`, {connections} connection(s) in all"
         ),
         Output::Beats => println!(
             "output:            {}",
