@@ -69,7 +69,7 @@ impl Beats {
             .as_ref()
             .ok_or_else(|| SetupError::new(&cfg.name, "not a beats destination".into()))?;
         Ok(Beats {
-            connector: Connector::new(cfg, &settings.address, settings.tls)?,
+            connector: Connector::new(cfg, &settings.address, settings.tls, true)?,
             ack_timeout: settings.ack_timeout,
             zlib: cfg.compression == Compression::Zlib,
             idle: Mutex::new(Vec::new()),

@@ -13,15 +13,15 @@
 
 mod handshake;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{SendError, SetupError};
 use super::msgpack::{self, ReadError, Value};
+use super::stream::Connector;
 use crate::batch::events_of;
 use crate::config::{Compression, DestinationConfig, Format, ForwardConfig};
 
@@ -34,13 +34,9 @@ pub struct Message {
     pub chunk: String,
 }
 
-/// A byte stream: TCP, or TLS over TCP.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// A connection ready for batches (the handshake done, if any).
 struct Conn {
-    io: Box<dyn Io>,
+    io: super::stream::Conn,
     /// False when the server's HELO said `keepalive: false`
     /// (`deny_keepalive`): it closes the connection after one answer.
     keepalive: bool,
@@ -51,12 +47,8 @@ pub struct Forward {
     settings: ForwardConfig,
     connect_timeout: Duration,
     gzip: bool,
-    /// With `transport = "tls"`: the client config and the name the server's
-    /// certificate must hold.
-    tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    /// TCP, and TLS with `transport = "tls"`, to `address`.
+    connector: Connector,
     /// Open connections not in use.
     idle: Mutex<Vec<Conn>>,
     max_idle: usize,
@@ -77,22 +69,12 @@ impl Forward {
             .forward
             .clone()
             .ok_or_else(|| SetupError::new(&cfg.name, "not a forward destination".into()))?;
-        let tls = if settings.tls {
-            let mut config =
-                crate::tls::client_config(cfg).map_err(|e| SetupError::new(&cfg.name, e))?;
-            // Fluentd 1.16's TLS server (OpenSSL, no session id context)
-            // fails every resumed handshake ("session id context
-            // uninitialized"): each new connection makes a full one.
-            config.resumption = rustls::client::Resumption::disabled();
-            let host = host_of(&settings.address);
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| SetupError::new(&cfg.name, format!("bad host name `{host}`: {e}")))?;
-            Some((Arc::new(config), name))
-        } else {
-            None
-        };
+        // Fluentd 1.16's TLS server (OpenSSL, no session id context) fails
+        // every resumed handshake ("session id context uninitialized"):
+        // each new connection makes a full one.
+        let connector = Connector::new(cfg, &settings.address, settings.tls, false)?;
         Ok(Forward {
-            tls,
+            connector,
             settings,
             connect_timeout: cfg.connect_timeout,
             gzip: cfg.compression == Compression::Gzip,
@@ -197,7 +179,7 @@ impl Forward {
     /// `connect_timeout`.
     async fn connect(&self) -> Result<Conn, SendError> {
         let started = Instant::now();
-        let mut io = self.open().await?;
+        let mut io = self.connector.connect().await?;
         let Some(security) = &self.settings.security else {
             return Ok(Conn {
                 io,
@@ -209,64 +191,12 @@ impl Forward {
         Ok(Conn { io, keepalive })
     }
 
-    /// TCP, and the TLS handshake with `transport = "tls"`, within
-    /// `connect_timeout`.
-    async fn open(&self) -> Result<Box<dyn Io>, SendError> {
-        let address = self.settings.address.clone();
-        let host = host_of(&address);
-        let attempt = async {
-            let stream = self.connect_tcp(&address, &host).await?;
-            let Some((config, name)) = &self.tls else {
-                return Ok(Box::new(stream) as Box<dyn Io>);
-            };
-            let conn = tokio_rustls::TlsConnector::from(config.clone())
-                .connect(name.clone(), stream)
-                .await
-                .map_err(|e| {
-                    let why = e
-                        .get_ref()
-                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                        .map_or_else(|| e.to_string(), crate::tls::describe);
-                    SendError::Tls(why)
-                })?;
-            Ok(Box::new(conn) as Box<dyn Io>)
-        };
-        tokio::time::timeout(self.connect_timeout, attempt)
-            .await
-            .unwrap_or(Err(SendError::ConnectTimeout(self.connect_timeout)))
-    }
-
-    async fn connect_tcp(&self, address: &str, host: &str) -> Result<TcpStream, SendError> {
-        let host = host.to_string();
-        let attempt = async {
-            let addrs: Vec<_> = tokio::net::lookup_host(address)
-                .await
-                .map_err(|_| SendError::Dns(host.clone()))?
-                .collect();
-            let mut last = SendError::Dns(host.clone());
-            for a in addrs {
-                match TcpStream::connect(a).await {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok(stream);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        last = SendError::Refused
-                    }
-                    Err(e) => last = SendError::Other(e.to_string()),
-                }
-            }
-            Err(last)
-        };
-        attempt.await
-    }
-
     /// What to check when a new connection is dropped before any answer:
     /// what `in_forward` does to a client that skips its TLS, or its
     /// `<security>` handshake (over TLS the HELO it sent first is lost
     /// with the reset).
     fn unanswered_hint(&self) -> &'static str {
-        match (self.tls.is_some(), self.settings.security.is_some()) {
+        match (self.connector.is_tls(), self.settings.security.is_some()) {
             (_, true) => " (Fluentd's log says why it closed the connection)",
             (true, false) => " (does in_forward have <security>? then set shared_key; Fluentd's log says why it closed the connection)",
             (false, false) => " (does in_forward expect TLS — set transport = \"tls\" — or have <security> — set shared_key? Fluentd's log says which)",
@@ -362,16 +292,6 @@ impl Forward {
             Err(_) => Err(Failure::Failed(SendError::NoAck(ack_timeout))),
         }
     }
-}
-
-/// The host of `host:port` (without the brackets of an IPv6 address).
-fn host_of(address: &str) -> String {
-    address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
 }
 
 /// Whether `answer` is `{"ack": chunk}`.

@@ -1,4 +1,5 @@
-//! Client connections of the stream protocols (`type = "beats"`): TCP to
+//! Client connections of the stream protocols (`type = "forward"` and
+//! `type = "beats"`): TCP to
 //! `host:port`, and the TLS handshake over it with `transport = "tls"`, within
 //! `connect_timeout`, failures in the words of [`SendError`].
 
@@ -31,12 +32,21 @@ pub struct Connector {
 
 impl Connector {
     /// A connector to `address`, with the destination's TLS settings when
-    /// `tls` (reads its CA and client certificate files).
-    pub fn new(cfg: &DestinationConfig, address: &str, tls: bool) -> Result<Connector, SetupError> {
+    /// `tls` (reads its CA and client certificate files); `resume`: whether
+    /// new connections may resume the TLS session of earlier ones.
+    pub fn new(
+        cfg: &DestinationConfig,
+        address: &str,
+        tls: bool,
+        resume: bool,
+    ) -> Result<Connector, SetupError> {
         let host = host_of(address);
         let tls = if tls {
-            let config =
+            let mut config =
                 crate::tls::client_config(cfg).map_err(|e| SetupError::new(&cfg.name, e))?;
+            if !resume {
+                config.resumption = rustls::client::Resumption::disabled();
+            }
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| SetupError::new(&cfg.name, format!("bad host name `{host}`: {e}")))?;
             Some((Arc::new(config), name))

@@ -27,8 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::super::client::SendError;
 use super::super::msgpack::{self, ReadError, Value};
-use super::Io;
 use crate::config::ForwardSecurity;
+use crate::sink::stream::Io;
 
 /// What the server's HELO says.
 #[derive(Debug, PartialEq)]
