@@ -1432,16 +1432,18 @@ fn check_prints_server_name_and_refuses_a_bad_one() {
     );
 }
 
-/// A collector that closes the connection after every answer (as a load
-/// balancer may): each batch needs a new connection, and after the first
-/// full handshake tailhook resumes its TLS session instead of paying for a
-/// full one each time. Every event still arrives, in order.
-#[test]
-fn sessions_are_resumed_when_the_collector_closes_each_connection() {
-    let env = Env::new();
+/// An HTTPS collector that answers every request with `Connection: close`.
+fn https_collector_closing_each_connection() -> (Collector, TestPki) {
     let pki = make_pki();
     let collector = https_collector(&pki);
     collector.close_after_each_request();
+    (collector, pki)
+}
+
+/// Runs tailhook until the collector has 60 lines, in order, sent five a
+/// batch, one batch at a time (so each batch takes a new connection).
+fn run_in_batches_of_five(collector: &Collector, pki: &TestPki) -> Exit {
+    let env = Env::new();
     let lines = setup::hits(0, 60, 300);
     setup::append(&env.setup.log("a.ndjson"), &lines);
     let ca = pki.write_ca(env.setup.dir.path());
@@ -1452,7 +1454,17 @@ fn sessions_are_resumed_when_the_collector_closes_each_connection() {
             toml_path(&ca)
         ),
     );
-    run_until_delivered(&env, &config, &collector, &lines);
+    run_until_delivered(&env, &config, collector, &lines)
+}
+
+/// A collector that closes the connection after every answer (as a load
+/// balancer may): each batch needs a new connection, and after the first
+/// full handshake tailhook resumes its TLS session instead of paying for a
+/// full one each time. Every event still arrives, in order.
+#[test]
+fn sessions_are_resumed_when_the_collector_closes_each_connection() {
+    let (collector, pki) = https_collector_closing_each_connection();
+    run_in_batches_of_five(&collector, &pki);
     let (requests, connections) = (collector.request_count(), collector.connection_count());
     assert!(requests >= 12, "{requests} requests for 60 events in 5s");
     assert!(
@@ -1475,22 +1487,9 @@ fn sessions_are_resumed_when_the_collector_closes_each_connection() {
 /// and the log says so once.
 #[test]
 fn a_collector_that_cannot_resume_sessions_gets_full_handshakes() {
-    let env = Env::new();
-    let pki = make_pki();
-    let collector = https_collector(&pki);
-    collector.close_after_each_request();
+    let (collector, pki) = https_collector_closing_each_connection();
     collector.refuse_resumption();
-    let lines = setup::hits(0, 60, 300);
-    setup::append(&env.setup.log("a.ndjson"), &lines);
-    let ca = pki.write_ca(env.setup.dir.path());
-    let config = env.config(
-        &collector.url("/wallarm.events"),
-        &format!(
-            "ca_file = {}\nconcurrency = 1\n[destination.batch]\nmax_events = 5\ntimeout = \"100ms\"",
-            toml_path(&ca)
-        ),
-    );
-    let exit = run_until_delivered(&env, &config, &collector, &lines);
+    let exit = run_in_batches_of_five(&collector, &pki);
     assert_eq!(
         collector.refused_resumptions(),
         1,
